@@ -1,0 +1,197 @@
+//! Write snapshot strategies for `snapshot-host` as WebAssembly components.
+//!
+//! A snapshot strategy decides the byte format of a keyed snapshot. The host owns everything
+//! that must never go wrong: it opens and closes the streams, records where each key group
+//! starts, keeps a local copy beside the durable one and decides which copy to restore from.
+//! The strategy only turns a consistent view of state into bytes and back.
+//!
+//! Implement [`KeyedStrategy`] and export it with [`export_strategy!`]; build the crate as a
+//! `cdylib` for `wasm32-wasip2`, and the result is a component the host loads.
+//!
+//! ```
+//! use snapshot_guest::{
+//!     codec::{ReadExt, WriteExt}, BatchBuilder, KeyedStateView, KeyedStrategy, PluginInfo,
+//!     RestoreReader, RestoreSink, Result, SnapshotWriter,
+//! };
+//!
+//! /// Writes each key group as: id, then per non-empty state its name, kind and entries.
+//! struct Tiny;
+//!
+//! impl KeyedStrategy for Tiny {
+//!     fn describe() -> PluginInfo {
+//!         PluginInfo::new("tiny", env!("CARGO_PKG_VERSION"), "tiny", 1)
+//!     }
+//!
+//!     fn snapshot(state: &KeyedStateView<'_>, out: &mut SnapshotWriter<'_>) -> Result<()> {
+//!         let states = state.states();
+//!         for key_group in state.key_group_range() {
+//!             out.begin_key_group(key_group)?;
+//!             out.write_u32(key_group)?;
+//!             for (index, info) in states.iter().enumerate() {
+//!                 let mut entries = state.entries(index as u32, key_group)?;
+//!                 while let Some(batch) = entries.next_batch(64 * 1024) {
+//!                     for entry in batch.iter() {
+//!                         out.write_u8(1)?;
+//!                         out.write_bytes(info.name.as_bytes())?;
+//!                         out.write_u8(info.kind.to_u8())?;
+//!                         out.write_bytes(entry.key)?;
+//!                         out.write_bytes(entry.namespace)?;
+//!                         out.write_bytes(entry.user_key)?;
+//!                         out.write_bytes(entry.value)?;
+//!                     }
+//!                 }
+//!             }
+//!             out.write_u8(0)?;
+//!         }
+//!         Ok(())
+//!     }
+//!
+//!     fn restore_key_group(
+//!         key_group: u32,
+//!         input: &mut RestoreReader<'_>,
+//!         sink: &mut RestoreSink<'_>,
+//!     ) -> Result<()> {
+//!         let found = input.read_u32()?;
+//!         if found != key_group {
+//!             return Err(format!("expected key group {key_group}, found {found}").into());
+//!         }
+//!         while input.read_u8()? == 1 {
+//!             let name = String::from_utf8(input.read_bytes()?).map_err(|e| e.to_string())?;
+//!             let kind = snapshot_guest::StateKind::from_u8(input.read_u8()?)?;
+//!             let state = sink.state(&name, kind)?;
+//!             let mut batch = BatchBuilder::new();
+//!             let (key, ns, user_key, value) =
+//!                 (input.read_bytes()?, input.read_bytes()?, input.read_bytes()?, input.read_bytes()?);
+//!             batch.push(&key, &ns, &user_key, &value);
+//!             sink.put(state, &batch)?;
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! snapshot_guest::export_strategy!(Tiny);
+//! ```
+
+#![warn(missing_docs)]
+
+// Lets the generated bindings name this crate by the path plugin crates use.
+extern crate self as snapshot_guest;
+
+pub mod codec;
+mod error;
+mod io;
+mod state;
+
+pub use error::{Error, Result};
+pub use io::{RestoreReader, SnapshotWriter, DEFAULT_BUFFER_SIZE};
+pub use state::{
+    Batch, BatchBuilder, Entries, Entry, KeyedStateView, PluginInfo, RestoreSink, StateInfo,
+    StateKind,
+};
+
+/// What a snapshot strategy for keyed state implements.
+///
+/// The host calls these functions on a fresh instance for every snapshot or restore, so a
+/// strategy keeps no state between calls: everything it needs is in its arguments.
+pub trait KeyedStrategy {
+    /// Names the strategy and the format it writes.
+    fn describe() -> PluginInfo;
+
+    /// Writes `state` into `out`. Every key group of `state.key_group_range()` must be
+    /// announced with [`SnapshotWriter::begin_key_group`], once, in ascending order, before
+    /// its bytes; the host records the offsets and restores each group from its own offset.
+    fn snapshot(state: &KeyedStateView<'_>, out: &mut SnapshotWriter<'_>) -> Result<()>;
+
+    /// Reads the key group `key_group` from `input` (already positioned at its offset) and
+    /// puts its entries into `sink`.
+    fn restore_key_group(
+        key_group: u32,
+        input: &mut RestoreReader<'_>,
+        sink: &mut RestoreSink<'_>,
+    ) -> Result<()>;
+}
+
+/// Exports a [`KeyedStrategy`] implementation as the component's `keyed-strategy` world.
+///
+/// Use it once per plugin crate, at the crate root: `snapshot_guest::export_strategy!(MyStrategy);`
+#[macro_export]
+macro_rules! export_strategy {
+    ($strategy:ty) => {
+        const _: () = {
+            struct __SnapshotStrategyExport;
+
+            impl $crate::__private::bindings::Guest for __SnapshotStrategyExport {
+                fn describe() -> $crate::__private::bindings::snapshot::strategy::types::PluginInfo
+                {
+                    $crate::__private::describe::<$strategy>()
+                }
+
+                fn snapshot_keyed(
+                    state: &$crate::__private::bindings::KeyedStateView,
+                    out: &$crate::__private::bindings::OutputStream,
+                ) -> ::core::result::Result<(), $crate::__private::String> {
+                    $crate::__private::snapshot_keyed::<$strategy>(state, out)
+                }
+
+                fn restore_key_group(
+                    key_group: u32,
+                    input: &$crate::__private::bindings::InputStream,
+                    sink: &$crate::__private::bindings::RestoreSink,
+                ) -> ::core::result::Result<(), $crate::__private::String> {
+                    $crate::__private::restore_key_group::<$strategy>(key_group, input, sink)
+                }
+            }
+
+            $crate::__private::bindings::__export_keyed_strategy!(
+                __SnapshotStrategyExport with_types_in $crate::__private::bindings
+            );
+        };
+    };
+}
+
+/// Not public API: what [`export_strategy!`] expands to.
+#[doc(hidden)]
+pub mod __private {
+    pub use std::string::String;
+    pub use wit_bindgen;
+
+    #[allow(missing_docs, clippy::all)]
+    pub mod bindings {
+        wit_bindgen::generate!({
+            path: "../wit",
+            world: "keyed-strategy",
+            pub_export_macro: true,
+            export_macro_name: "__export_keyed_strategy",
+            default_bindings_module: "snapshot_guest::__private::bindings",
+            runtime_path: "snapshot_guest::__private::wit_bindgen::rt",
+        });
+    }
+
+    use crate::{KeyedStateView, KeyedStrategy, RestoreReader, RestoreSink, SnapshotWriter};
+
+    pub fn describe<S: KeyedStrategy>() -> bindings::snapshot::strategy::types::PluginInfo {
+        S::describe().into()
+    }
+
+    pub fn snapshot_keyed<S: KeyedStrategy>(
+        state: &bindings::KeyedStateView,
+        out: &bindings::OutputStream,
+    ) -> Result<(), String> {
+        let view = KeyedStateView::new(state);
+        let mut writer = SnapshotWriter::new(out);
+        S::snapshot(&view, &mut writer).map_err(|e| e.to_string())?;
+        // Bytes still buffered belong to the last key group: hand them to the host before it
+        // closes the stream.
+        writer.finish().map_err(|e| e.to_string())
+    }
+
+    pub fn restore_key_group<S: KeyedStrategy>(
+        key_group: u32,
+        input: &bindings::InputStream,
+        sink: &bindings::RestoreSink,
+    ) -> Result<(), String> {
+        let mut reader = RestoreReader::new(input);
+        let mut sink = RestoreSink::new(sink);
+        S::restore_key_group(key_group, &mut reader, &mut sink).map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,511 @@
+//! The in-memory keyed state backend and its point-in-time snapshots.
+//!
+//! State is stored per state and per key group in a `BTreeMap` behind an `Arc`. Taking a
+//! snapshot clones the `Arc`s: O(states × key groups), independent of the amount of state, so
+//! the synchronous pause of a checkpoint stays flat as state grows. A write to a key group that
+//! a snapshot still shares copies that group first (copy-on-write per key group), so the
+//! snapshot keeps seeing exactly the state of the moment it was taken.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::key_groups::{key_group_for_key, KeyGroupRange};
+
+/// How a state stores its entries; see the WIT `state-kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StateKind {
+    /// One value per (key, namespace).
+    Value,
+    /// An ordered list of values per (key, namespace).
+    List,
+    /// A map from user key to value per (key, namespace).
+    Map,
+}
+
+impl std::fmt::Display for StateKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StateKind::Value => "value",
+            StateKind::List => "list",
+            StateKind::Map => "map",
+        })
+    }
+}
+
+/// What one (key, namespace) holds in a state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateValue {
+    /// A value state's value.
+    Value(Vec<u8>),
+    /// A list state's elements.
+    List(Vec<Vec<u8>>),
+    /// A map state's entries.
+    Map(BTreeMap<Vec<u8>, Vec<u8>>),
+}
+
+impl StateValue {
+    fn bytes(&self) -> usize {
+        match self {
+            StateValue::Value(v) => v.len(),
+            StateValue::List(l) => l.iter().map(Vec::len).sum(),
+            StateValue::Map(m) => m.iter().map(|(k, v)| k.len() + v.len()).sum(),
+        }
+    }
+
+    fn rows(&self) -> usize {
+        match self {
+            StateValue::Value(_) => 1,
+            StateValue::List(l) => l.len(),
+            StateValue::Map(m) => m.len(),
+        }
+    }
+}
+
+/// (key, namespace): the address of a value within a state.
+pub type RowKey = (Vec<u8>, Vec<u8>);
+type GroupTable = BTreeMap<RowKey, StateValue>;
+
+/// Errors of the keyed backend. Each names the state or key group at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// No state registered under this name.
+    #[error("unknown state {0:?}")]
+    UnknownState(String),
+    /// A state index that does not exist.
+    #[error("unknown state index {0}")]
+    UnknownStateIndex(u32),
+    /// The state exists with another kind.
+    #[error("state {name:?} is a {actual} state, not a {requested} state")]
+    WrongKind {
+        /// The state's name.
+        name: String,
+        /// Its registered kind.
+        actual: StateKind,
+        /// The kind the call needed.
+        requested: StateKind,
+    },
+    /// The key belongs to a key group this backend does not own.
+    #[error("key group {key_group} is outside this backend's key-group range {range}")]
+    KeyGroupOutOfRange {
+        /// The key group.
+        key_group: u32,
+        /// The backend's range.
+        range: KeyGroupRange,
+    },
+    /// The backend's range does not fit the max parallelism.
+    #[error("key-group range {range} does not fit max parallelism {max_parallelism}")]
+    InvalidRange {
+        /// The range.
+        range: KeyGroupRange,
+        /// The max parallelism.
+        max_parallelism: u32,
+    },
+    /// A restored entry's key hashes to another key group than the one being restored.
+    #[error("entry of state {state:?} has a key of key group {actual}, but key group {expected} is being restored")]
+    ForeignKey {
+        /// The state.
+        state: String,
+        /// The key group being restored.
+        expected: u32,
+        /// The key group the key belongs to.
+        actual: u32,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct StateTable {
+    name: String,
+    kind: StateKind,
+    groups: Vec<Arc<GroupTable>>,
+}
+
+/// Keyed state of one subtask: the key groups of its range, for every registered state.
+#[derive(Debug, Clone)]
+pub struct KeyedStateBackend {
+    max_parallelism: u32,
+    range: KeyGroupRange,
+    states: Vec<StateTable>,
+    by_name: HashMap<String, u32>,
+}
+
+impl KeyedStateBackend {
+    /// A backend owning `range` of a job with `max_parallelism` key groups.
+    pub fn new(max_parallelism: u32, range: KeyGroupRange) -> Result<Self, BackendError> {
+        match range.end() {
+            Some(end) if end < max_parallelism => {}
+            _ => return Err(BackendError::InvalidRange { range, max_parallelism }),
+        }
+        Ok(KeyedStateBackend { max_parallelism, range, states: Vec::new(), by_name: HashMap::new() })
+    }
+
+    /// The key groups this backend owns.
+    pub fn key_group_range(&self) -> KeyGroupRange {
+        self.range
+    }
+
+    /// The job's number of key groups.
+    pub fn max_parallelism(&self) -> u32 {
+        self.max_parallelism
+    }
+
+    /// Registers `name` as a state of `kind`, or returns the existing one's index if it has
+    /// that kind.
+    pub fn register_state(&mut self, name: &str, kind: StateKind) -> Result<u32, BackendError> {
+        if let Some(&index) = self.by_name.get(name) {
+            let actual = self.states[index as usize].kind;
+            if actual != kind {
+                return Err(BackendError::WrongKind { name: name.into(), actual, requested: kind });
+            }
+            return Ok(index);
+        }
+        let index = self.states.len() as u32;
+        let groups = (0..self.range.len()).map(|_| Arc::new(GroupTable::new())).collect();
+        self.states.push(StateTable { name: name.into(), kind, groups });
+        self.by_name.insert(name.into(), index);
+        Ok(index)
+    }
+
+    /// The index of the state `name`.
+    pub fn state_index(&self, name: &str) -> Result<u32, BackendError> {
+        self.by_name.get(name).copied().ok_or_else(|| BackendError::UnknownState(name.into()))
+    }
+
+    /// Name and kind of every state, by index.
+    pub fn states(&self) -> Vec<(String, StateKind)> {
+        self.states.iter().map(|s| (s.name.clone(), s.kind)).collect()
+    }
+
+    /// The key group `key` belongs to, if this backend owns it.
+    pub fn key_group_of(&self, key: &[u8]) -> Result<u32, BackendError> {
+        let key_group = key_group_for_key(key, self.max_parallelism);
+        if self.range.contains(key_group) {
+            Ok(key_group)
+        } else {
+            Err(BackendError::KeyGroupOutOfRange { key_group, range: self.range })
+        }
+    }
+
+    fn table(&self, state: u32, kind: StateKind) -> Result<&StateTable, BackendError> {
+        let table = self.states.get(state as usize).ok_or(BackendError::UnknownStateIndex(state))?;
+        if table.kind != kind {
+            return Err(BackendError::WrongKind { name: table.name.clone(), actual: table.kind, requested: kind });
+        }
+        Ok(table)
+    }
+
+    fn group_mut(&mut self, state: u32, kind: StateKind, key: &[u8]) -> Result<&mut GroupTable, BackendError> {
+        self.table(state, kind)?;
+        let key_group = self.key_group_of(key)?;
+        let index = self.range.index_of(key_group).expect("key_group_of checked the range");
+        // Copy-on-write: clones the group only if a snapshot still shares it.
+        Ok(Arc::make_mut(&mut self.states[state as usize].groups[index]))
+    }
+
+    fn group(&self, state: u32, kind: StateKind, key: &[u8]) -> Result<&GroupTable, BackendError> {
+        let table = self.table(state, kind)?;
+        let key_group = self.key_group_of(key)?;
+        Ok(&table.groups[self.range.index_of(key_group).expect("checked")])
+    }
+
+    /// Sets the value of a value state.
+    pub fn put(&mut self, state: u32, key: &[u8], namespace: &[u8], value: &[u8]) -> Result<(), BackendError> {
+        let group = self.group_mut(state, StateKind::Value, key)?;
+        group.insert((key.to_vec(), namespace.to_vec()), StateValue::Value(value.to_vec()));
+        Ok(())
+    }
+
+    /// The value of a value state.
+    pub fn get(&self, state: u32, key: &[u8], namespace: &[u8]) -> Result<Option<&[u8]>, BackendError> {
+        let group = self.group(state, StateKind::Value, key)?;
+        Ok(match group.get(&(key.to_vec(), namespace.to_vec())) {
+            Some(StateValue::Value(v)) => Some(v.as_slice()),
+            _ => None,
+        })
+    }
+
+    /// Appends to a list state.
+    pub fn add(&mut self, state: u32, key: &[u8], namespace: &[u8], element: &[u8]) -> Result<(), BackendError> {
+        let group = self.group_mut(state, StateKind::List, key)?;
+        match group.entry((key.to_vec(), namespace.to_vec())).or_insert_with(|| StateValue::List(Vec::new())) {
+            StateValue::List(l) => l.push(element.to_vec()),
+            _ => unreachable!("a list state's table holds lists"),
+        }
+        Ok(())
+    }
+
+    /// The elements of a list state.
+    pub fn get_list(&self, state: u32, key: &[u8], namespace: &[u8]) -> Result<Vec<Vec<u8>>, BackendError> {
+        let group = self.group(state, StateKind::List, key)?;
+        Ok(match group.get(&(key.to_vec(), namespace.to_vec())) {
+            Some(StateValue::List(l)) => l.clone(),
+            _ => Vec::new(),
+        })
+    }
+
+    /// Inserts into a map state.
+    pub fn put_map(&mut self, state: u32, key: &[u8], namespace: &[u8], user_key: &[u8], value: &[u8]) -> Result<(), BackendError> {
+        let group = self.group_mut(state, StateKind::Map, key)?;
+        match group.entry((key.to_vec(), namespace.to_vec())).or_insert_with(|| StateValue::Map(BTreeMap::new())) {
+            StateValue::Map(m) => {
+                m.insert(user_key.to_vec(), value.to_vec());
+            }
+            _ => unreachable!("a map state's table holds maps"),
+        }
+        Ok(())
+    }
+
+    /// One value of a map state.
+    pub fn get_map(&self, state: u32, key: &[u8], namespace: &[u8], user_key: &[u8]) -> Result<Option<&[u8]>, BackendError> {
+        let group = self.group(state, StateKind::Map, key)?;
+        Ok(match group.get(&(key.to_vec(), namespace.to_vec())) {
+            Some(StateValue::Map(m)) => m.get(user_key).map(Vec::as_slice),
+            _ => None,
+        })
+    }
+
+    /// Removes what (key, namespace) holds in a state of any kind.
+    pub fn remove(&mut self, state: u32, key: &[u8], namespace: &[u8]) -> Result<(), BackendError> {
+        let kind = self.states.get(state as usize).ok_or(BackendError::UnknownStateIndex(state))?.kind;
+        self.group_mut(state, kind, key)?.remove(&(key.to_vec(), namespace.to_vec()));
+        Ok(())
+    }
+
+    /// Merges a restored entry into `state`: a value replaces, a list element appends, a map
+    /// entry inserts. The key must belong to `key_group`, the group being restored: a
+    /// strategy cannot smuggle entries into groups it was not asked to restore.
+    pub fn restore_entry(&mut self, state: u32, key_group: u32, key: &[u8], namespace: &[u8], user_key: &[u8], value: &[u8]) -> Result<(), BackendError> {
+        let table = self.states.get(state as usize).ok_or(BackendError::UnknownStateIndex(state))?;
+        let actual = key_group_for_key(key, self.max_parallelism);
+        if actual != key_group {
+            return Err(BackendError::ForeignKey { state: table.name.clone(), expected: key_group, actual });
+        }
+        match table.kind {
+            StateKind::Value => self.put(state, key, namespace, value),
+            StateKind::List => self.add(state, key, namespace, value),
+            StateKind::Map => self.put_map(state, key, namespace, user_key, value),
+        }
+    }
+
+    /// A point-in-time view for a snapshot: cheap, and unaffected by later writes.
+    pub fn snapshot(&self) -> KeyedSnapshot {
+        KeyedSnapshot {
+            max_parallelism: self.max_parallelism,
+            range: self.range,
+            states: self.states.iter().map(|s| SnapshotState { name: s.name.clone(), kind: s.kind, groups: s.groups.clone() }).collect(),
+        }
+    }
+
+    /// Number of entries (rows: values, list elements, map entries) over all states.
+    pub fn entry_count(&self) -> usize {
+        self.states.iter().flat_map(|s| s.groups.iter()).flat_map(|g| g.values()).map(StateValue::rows).sum()
+    }
+
+    /// Bytes of keys, namespaces, user keys and values held (not counting overhead).
+    pub fn payload_bytes(&self) -> usize {
+        self.states
+            .iter()
+            .flat_map(|s| s.groups.iter())
+            .flat_map(|g| g.iter())
+            .map(|((k, n), v)| k.len() + n.len() + v.bytes())
+            .sum()
+    }
+
+    /// All non-empty states by name, with their content merged over key groups. Two backends
+    /// hold the same state when their contents are equal, whatever order states were
+    /// registered in; used to check restores.
+    pub fn contents(&self) -> BTreeMap<String, (StateKind, BTreeMap<RowKey, StateValue>)> {
+        let mut out = BTreeMap::new();
+        for s in &self.states {
+            let merged: BTreeMap<_, _> = s.groups.iter().flat_map(|g| g.iter()).map(|(k, v)| (k.clone(), v.clone())).collect();
+            if !merged.is_empty() {
+                out.insert(s.name.clone(), (s.kind, merged));
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone)]
+struct SnapshotState {
+    name: String,
+    kind: StateKind,
+    groups: Vec<Arc<GroupTable>>,
+}
+
+/// A read-only, point-in-time copy of a backend's state, shared with the backend until the
+/// backend writes to a group.
+#[derive(Debug, Clone)]
+pub struct KeyedSnapshot {
+    max_parallelism: u32,
+    range: KeyGroupRange,
+    states: Vec<SnapshotState>,
+}
+
+impl KeyedSnapshot {
+    /// The key groups of the snapshot.
+    pub fn key_group_range(&self) -> KeyGroupRange {
+        self.range
+    }
+
+    /// The job's number of key groups.
+    pub fn max_parallelism(&self) -> u32 {
+        self.max_parallelism
+    }
+
+    /// Name and kind of every state, by index.
+    pub fn states(&self) -> Vec<(String, StateKind)> {
+        self.states.iter().map(|s| (s.name.clone(), s.kind)).collect()
+    }
+
+    /// A cursor over the entries of `state` in `key_group`.
+    pub fn entries(&self, state: u32, key_group: u32) -> Result<EntryCursor, BackendError> {
+        let s = self.states.get(state as usize).ok_or(BackendError::UnknownStateIndex(state))?;
+        let index = self.range.index_of(key_group).ok_or(BackendError::KeyGroupOutOfRange { key_group, range: self.range })?;
+        Ok(EntryCursor { group: s.groups[index].clone(), after: None, done: false })
+    }
+}
+
+/// One entry as handed to a strategy: key, namespace, user key (map states) and value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry<'a> {
+    /// The key.
+    pub key: &'a [u8],
+    /// The namespace.
+    pub namespace: &'a [u8],
+    /// The map key of a map entry; empty otherwise.
+    pub user_key: &'a [u8],
+    /// The value, list element or map value.
+    pub value: &'a [u8],
+}
+
+/// Walks one state's entries in one key group, in (key, namespace) order, batch by batch.
+#[derive(Debug)]
+pub struct EntryCursor {
+    group: Arc<GroupTable>,
+    after: Option<RowKey>,
+    done: bool,
+}
+
+impl EntryCursor {
+    /// Emits the entries of the next (key, namespace) rows until about `max_bytes` bytes were
+    /// emitted (always at least one row, never half a row). Returns false when nothing was
+    /// left.
+    pub fn next_batch(&mut self, max_bytes: usize, mut emit: impl FnMut(Entry<'_>)) -> bool {
+        if self.done {
+            return false;
+        }
+        let range = match &self.after {
+            None => self.group.range::<RowKey, _>(..),
+            Some(after) => self.group.range::<RowKey, _>((Bound::Excluded(after), Bound::Unbounded)),
+        };
+        let mut bytes = 0usize;
+        let mut last = None;
+        for (row, value) in range {
+            if last.is_some() && bytes >= max_bytes {
+                break;
+            }
+            let (key, namespace) = (row.0.as_slice(), row.1.as_slice());
+            match value {
+                StateValue::Value(v) => emit(Entry { key, namespace, user_key: &[], value: v }),
+                StateValue::List(l) => l.iter().for_each(|v| emit(Entry { key, namespace, user_key: &[], value: v })),
+                StateValue::Map(m) => m.iter().for_each(|(uk, v)| emit(Entry { key, namespace, user_key: uk, value: v })),
+            }
+            bytes += key.len() + namespace.len() + value.bytes();
+            last = Some(row);
+        }
+        match last {
+            Some(row) => {
+                self.after = Some(row.clone());
+                true
+            }
+            None => {
+                self.done = true;
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend() -> KeyedStateBackend {
+        KeyedStateBackend::new(128, KeyGroupRange::new(0, 127)).unwrap()
+    }
+
+    #[test]
+    fn kinds_and_names_are_checked() {
+        let mut b = backend();
+        let v = b.register_state("counts", StateKind::Value).unwrap();
+        assert_eq!(b.register_state("counts", StateKind::Value).unwrap(), v);
+        assert!(matches!(b.register_state("counts", StateKind::List), Err(BackendError::WrongKind { .. })));
+        assert_eq!(b.state_index("nope").unwrap_err().to_string(), "unknown state \"nope\"");
+        assert!(matches!(b.add(v, b"k", b"", b"x"), Err(BackendError::WrongKind { .. })));
+        assert!(matches!(b.put(7, b"k", b"", b"x"), Err(BackendError::UnknownStateIndex(7))));
+    }
+
+    #[test]
+    fn keys_outside_the_range_are_refused() {
+        let mut b = KeyedStateBackend::new(128, KeyGroupRange::new(0, 10)).unwrap();
+        let s = b.register_state("s", StateKind::Value).unwrap();
+        // "hello" is in key group 35.
+        let err = b.put(s, b"hello", b"", b"v").unwrap_err();
+        assert_eq!(err, BackendError::KeyGroupOutOfRange { key_group: 35, range: KeyGroupRange::new(0, 10) });
+        assert!(KeyedStateBackend::new(128, KeyGroupRange::new(0, 128)).is_err());
+        assert!(KeyedStateBackend::new(128, KeyGroupRange::EMPTY).is_err());
+    }
+
+    #[test]
+    fn snapshot_is_isolated_from_later_writes() {
+        let mut b = backend();
+        let s = b.register_state("s", StateKind::Value).unwrap();
+        b.put(s, b"hello", b"", b"1").unwrap();
+        let snap = b.snapshot();
+        b.put(s, b"hello", b"", b"2").unwrap();
+        b.put(s, b"flink", b"", b"3").unwrap();
+        let mut seen = Vec::new();
+        for kg in 0..128 {
+            let mut c = snap.entries(s, kg).unwrap();
+            while c.next_batch(1, |e| seen.push((e.key.to_vec(), e.value.to_vec()))) {}
+        }
+        assert_eq!(seen, vec![(b"hello".to_vec(), b"1".to_vec())]);
+        assert_eq!(b.get(s, b"hello", b"").unwrap(), Some(&b"2"[..]));
+    }
+
+    #[test]
+    fn cursor_batches_cover_every_entry_once() {
+        let mut b = backend();
+        let l = b.register_state("l", StateKind::List).unwrap();
+        let m = b.register_state("m", StateKind::Map).unwrap();
+        for i in 0..500u32 {
+            let key = format!("k{}", i % 50);
+            b.add(l, key.as_bytes(), b"ns", &i.to_le_bytes()).unwrap();
+            b.put_map(m, key.as_bytes(), b"", &i.to_le_bytes(), b"v").unwrap();
+        }
+        let snap = b.snapshot();
+        for state in [l, m] {
+            let mut rows = 0;
+            for kg in 0..128 {
+                let mut c = snap.entries(state, kg).unwrap();
+                while c.next_batch(7, |_| rows += 1) {}
+                assert!(!c.next_batch(7, |_| rows += 1), "an exhausted cursor stays exhausted");
+            }
+            assert_eq!(rows, 500);
+        }
+        assert_eq!(b.entry_count(), 1000);
+    }
+
+    #[test]
+    fn restore_entry_refuses_foreign_keys() {
+        let mut b = backend();
+        let s = b.register_state("s", StateKind::Value).unwrap();
+        let err = b.restore_entry(s, 3, b"hello", b"", b"", b"v").unwrap_err();
+        assert_eq!(err, BackendError::ForeignKey { state: "s".into(), expected: 3, actual: 35 });
+        b.restore_entry(s, 35, b"hello", b"", b"", b"v").unwrap();
+        assert_eq!(b.get(s, b"hello", b"").unwrap(), Some(&b"v"[..]));
+    }
+}

@@ -1,0 +1,11 @@
+//! snapshot-host: consistent snapshots of stream-processing state, written by sandboxed
+//! WebAssembly strategy plugins, with task-local recovery.
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod fsutil;
+pub mod handles;
+pub mod key_groups;
+pub mod runtime;
+pub mod streams;
+

@@ -1,0 +1,129 @@
+//! Errors of loading and invoking plugins. Every variant names the plugin (its file, or its
+//! described name once loaded) and what went wrong with it.
+
+use std::path::PathBuf;
+
+/// Why a plugin could not be loaded or an invocation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The plugin file does not exist or cannot be read.
+    #[error("plugin {path}: cannot read the file: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not WebAssembly at all.
+    #[error("plugin {path}: not a WebAssembly file (it does not start with the \\0asm magic bytes)")]
+    NotWasm {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file is a core module, not a component.
+    #[error("plugin {path}: is a core WebAssembly module, not a component; build the plugin for the wasm32-wasip2 target (or wrap the module with `wasm-tools component new`)")]
+    CoreModule {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file is not a valid component (truncated, corrupted, or using unsupported features).
+    #[error("plugin {path}: not a valid WebAssembly component: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What the validator found.
+        reason: String,
+    },
+    /// The component imports a capability strategies are not granted.
+    #[error("plugin {path}: imports {import}, which strategies are not granted (strategies get no files, network or environment)")]
+    Capability {
+        /// The file.
+        path: PathBuf,
+        /// The offending import.
+        import: String,
+    },
+    /// The component was built for another world or an incompatible version of this one.
+    #[error("plugin {path}: incompatible with this host (which implements snapshot:strategy@{host_version}, world keyed-strategy): {reason}")]
+    Incompatible {
+        /// The file.
+        path: PathBuf,
+        /// The host's WIT version.
+        host_version: &'static str,
+        /// What did not match.
+        reason: String,
+    },
+    /// The plugin described itself inconsistently.
+    #[error("plugin {path}: describe() returned an invalid description: {reason}")]
+    BadDescription {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The guest trapped (panic, unreachable, out of bounds, limit, timeout).
+    #[error("plugin {plugin}: {operation} trapped: {message}{}", stderr_suffix(guest_output))]
+    Trap {
+        /// The plugin.
+        plugin: String,
+        /// What was being done.
+        operation: String,
+        /// The trap with its wasm backtrace.
+        message: String,
+        /// The guest's stderr (a Rust guest's panic message lands here).
+        guest_output: String,
+    },
+    /// The strategy returned an error.
+    #[error("plugin {plugin}: {operation} failed: {message}")]
+    Failed {
+        /// The plugin.
+        plugin: String,
+        /// What was being done.
+        operation: String,
+        /// The strategy's message.
+        message: String,
+    },
+    /// The strategy misused a host resource.
+    #[error("plugin {plugin}: {operation}: contract violation: {message}")]
+    Contract {
+        /// The plugin.
+        plugin: String,
+        /// What was being done.
+        operation: String,
+        /// What rule was broken.
+        message: String,
+    },
+    /// A configured limit was hit.
+    #[error("plugin {plugin}: {operation}: {message}")]
+    Limit {
+        /// The plugin.
+        plugin: String,
+        /// What was being done.
+        operation: String,
+        /// Which limit and its value.
+        message: String,
+    },
+    /// Checkpoint storage failed underneath the strategy.
+    #[error("plugin {plugin}: {operation}: checkpoint storage failed: {source}")]
+    Storage {
+        /// The plugin.
+        plugin: String,
+        /// What was being done.
+        operation: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An internal wasmtime error not attributable to the plugin.
+    #[error("plugin runtime: {0}")]
+    Runtime(String),
+}
+
+fn stderr_suffix(output: &str) -> String {
+    let trimmed = output.trim();
+    if trimmed.is_empty() {
+        String::new()
+    } else {
+        format!("\nguest stderr:\n{trimmed}")
+    }
+}

@@ -1,0 +1,87 @@
+//! Host side of the `input` interface: the stream a strategy restores from.
+
+use std::io::{Read, SeekFrom};
+
+use wasmtime::component::Resource;
+
+use super::bindings::snapshot::strategy::input::{Host, HostInputStream};
+use super::bindings::HostError;
+use super::store::{HostFailure, InvocationState};
+use crate::streams::CheckpointInputStream;
+
+/// Largest single read, whatever the guest asks for: bounds the host allocation a guest can
+/// cause per call.
+const MAX_READ: u32 = 4 << 20;
+
+/// The host object behind a guest's `input-stream`.
+pub struct InputStreamResource {
+    stream: Box<dyn CheckpointInputStream>,
+    position: u64,
+}
+
+impl std::fmt::Debug for InputStreamResource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InputStreamResource").field("position", &self.position).finish()
+    }
+}
+
+impl InputStreamResource {
+    /// A resource reading `stream` from its start.
+    pub fn new(stream: Box<dyn CheckpointInputStream>) -> Self {
+        InputStreamResource { stream, position: 0 }
+    }
+
+    /// Moves the stream to `offset` (host side, before handing it to the guest).
+    pub fn seek(&mut self, offset: u64) -> std::io::Result<()> {
+        self.stream.seek(SeekFrom::Start(offset))?;
+        self.position = offset;
+        Ok(())
+    }
+}
+
+impl HostInputStream for InvocationState {
+    fn read(&mut self, this: Resource<InputStreamResource>, max: u32) -> wasmtime::Result<Result<Vec<u8>, HostError>> {
+        let res = self.table.get_mut(&this)?;
+        let want = max.min(MAX_READ) as usize;
+        let mut buf = vec![0u8; want];
+        let mut filled = 0;
+        let result = loop {
+            if filled == want {
+                break Ok(());
+            }
+            match res.stream.read(&mut buf[filled..]) {
+                Ok(0) => break Ok(()),
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        res.position += filled as u64;
+        match result {
+            Ok(()) => {
+                buf.truncate(filled);
+                Ok(Ok(buf))
+            }
+            Err(e) => Ok(Err(self.fail(HostFailure::Storage(e)))),
+        }
+    }
+
+    fn seek(&mut self, this: Resource<InputStreamResource>, offset: u64) -> wasmtime::Result<Result<(), HostError>> {
+        let res = self.table.get_mut(&this)?;
+        match res.seek(offset) {
+            Ok(()) => Ok(Ok(())),
+            Err(e) => Ok(Err(self.fail(HostFailure::Storage(e)))),
+        }
+    }
+
+    fn position(&mut self, this: Resource<InputStreamResource>) -> wasmtime::Result<u64> {
+        Ok(self.table.get(&this)?.position)
+    }
+
+    fn drop(&mut self, _rep: Resource<InputStreamResource>) -> wasmtime::Result<()> {
+        // Only ever borrowed by the guest: the host deletes it after the call.
+        Ok(())
+    }
+}
+
+impl Host for InvocationState {}

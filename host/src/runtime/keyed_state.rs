@@ -1,0 +1,170 @@
+//! Host side of the `keyed-state` interface: the snapshot view, entry readers and the
+//! restore sink.
+
+use wasmtime::component::Resource;
+
+use super::bindings::snapshot::strategy::keyed_state::{Host, HostEntryReader, HostKeyedStateView, HostRestoreSink};
+use super::bindings::snapshot::strategy::types::{KeyGroupRange as WitRange, StateInfo};
+use super::bindings::{EntryBatch, EntryLengths, HostError, WitStateKind};
+use super::store::InvocationState;
+use crate::backend::{EntryCursor, KeyedSnapshot, KeyedStateBackend, StateKind};
+
+/// Largest batch the host builds, whatever the guest asks for (one (key, namespace) with a
+/// bigger list or map still comes whole).
+const MAX_BATCH_BYTES: u32 = 16 << 20;
+
+/// The host object behind `keyed-state-view`: a point-in-time snapshot of the backend.
+#[derive(Debug)]
+pub struct KeyedStateViewResource {
+    snapshot: KeyedSnapshot,
+}
+
+impl KeyedStateViewResource {
+    /// A view of `snapshot`.
+    pub fn new(snapshot: KeyedSnapshot) -> Self {
+        KeyedStateViewResource { snapshot }
+    }
+}
+
+/// The host object behind `entry-reader`.
+#[derive(Debug)]
+pub struct EntryReaderResource {
+    cursor: EntryCursor,
+}
+
+/// The host object behind `restore-sink`: the backend being restored and the key group the
+/// current call may write to.
+#[derive(Debug)]
+pub struct RestoreSinkResource {
+    backend: KeyedStateBackend,
+    key_group: u32,
+}
+
+impl RestoreSinkResource {
+    /// A sink restoring into `backend`.
+    pub fn new(backend: KeyedStateBackend) -> Self {
+        RestoreSinkResource { backend, key_group: 0 }
+    }
+
+    /// Sets the key group the next call restores.
+    pub fn set_key_group(&mut self, key_group: u32) {
+        self.key_group = key_group;
+    }
+
+    /// The restored backend.
+    pub fn into_backend(self) -> KeyedStateBackend {
+        self.backend
+    }
+}
+
+pub(crate) fn to_wit_kind(kind: StateKind) -> WitStateKind {
+    match kind {
+        StateKind::Value => WitStateKind::Value,
+        StateKind::List => WitStateKind::List,
+        StateKind::Map => WitStateKind::Map,
+    }
+}
+
+fn from_wit_kind(kind: WitStateKind) -> StateKind {
+    match kind {
+        WitStateKind::Value => StateKind::Value,
+        WitStateKind::List => StateKind::List,
+        WitStateKind::Map => StateKind::Map,
+    }
+}
+
+impl HostKeyedStateView for InvocationState {
+    fn key_group_range(&mut self, this: Resource<KeyedStateViewResource>) -> wasmtime::Result<WitRange> {
+        let range = self.table.get(&this)?.snapshot.key_group_range();
+        Ok(WitRange { start: range.start().unwrap_or(0), end: range.end().unwrap_or(0) })
+    }
+
+    fn max_parallelism(&mut self, this: Resource<KeyedStateViewResource>) -> wasmtime::Result<u32> {
+        Ok(self.table.get(&this)?.snapshot.max_parallelism())
+    }
+
+    fn states(&mut self, this: Resource<KeyedStateViewResource>) -> wasmtime::Result<Vec<StateInfo>> {
+        let states = self.table.get(&this)?.snapshot.states();
+        Ok(states.into_iter().map(|(name, kind)| StateInfo { name, kind: to_wit_kind(kind) }).collect())
+    }
+
+    fn entries(&mut self, this: Resource<KeyedStateViewResource>, state: u32, key_group: u32) -> wasmtime::Result<Result<Resource<EntryReaderResource>, HostError>> {
+        match self.table.get(&this)?.snapshot.entries(state, key_group) {
+            Ok(cursor) => Ok(Ok(self.table.push(EntryReaderResource { cursor })?)),
+            Err(e) => Ok(Err(self.contract(format!("entries({state}, {key_group}): {e}")))),
+        }
+    }
+
+    fn drop(&mut self, _rep: Resource<KeyedStateViewResource>) -> wasmtime::Result<()> {
+        // Only ever borrowed by the guest: the host deletes it after the call.
+        Ok(())
+    }
+}
+
+impl HostEntryReader for InvocationState {
+    fn next_batch(&mut self, this: Resource<EntryReaderResource>, max_bytes: u32) -> wasmtime::Result<Option<EntryBatch>> {
+        let reader = self.table.get_mut(&this)?;
+        let mut data = Vec::with_capacity(max_bytes.min(MAX_BATCH_BYTES) as usize);
+        let mut entries = Vec::new();
+        let more = reader.cursor.next_batch(max_bytes.min(MAX_BATCH_BYTES) as usize, |e| {
+            data.extend_from_slice(e.key);
+            data.extend_from_slice(e.namespace);
+            data.extend_from_slice(e.user_key);
+            data.extend_from_slice(e.value);
+            entries.push(EntryLengths {
+                key: e.key.len() as u32,
+                namespace: e.namespace.len() as u32,
+                user_key: e.user_key.len() as u32,
+                value: e.value.len() as u32,
+            });
+        });
+        Ok(more.then_some(EntryBatch { data, entries }))
+    }
+
+    fn drop(&mut self, rep: Resource<EntryReaderResource>) -> wasmtime::Result<()> {
+        // Readers are owned by the guest: dropping one frees it.
+        self.table.delete(rep)?;
+        Ok(())
+    }
+}
+
+impl HostRestoreSink for InvocationState {
+    fn state(&mut self, this: Resource<RestoreSinkResource>, name: String, kind: WitStateKind) -> wasmtime::Result<Result<u32, HostError>> {
+        let sink = self.table.get_mut(&this)?;
+        match sink.backend.register_state(&name, from_wit_kind(kind)) {
+            Ok(index) => Ok(Ok(index)),
+            Err(e) => Ok(Err(self.contract(format!("restore-sink.state({name:?}): {e}")))),
+        }
+    }
+
+    fn put(&mut self, this: Resource<RestoreSinkResource>, state: u32, batch: EntryBatch) -> wasmtime::Result<Result<(), HostError>> {
+        let sink = self.table.get_mut(&this)?;
+        let key_group = sink.key_group;
+        let total: u64 = batch.entries.iter().map(|l| l.key as u64 + l.namespace as u64 + l.user_key as u64 + l.value as u64).sum();
+        if total != batch.data.len() as u64 {
+            let message = format!("restore-sink.put: entry lengths add up to {total} bytes but the batch holds {}", batch.data.len());
+            return Ok(Err(self.contract(message)));
+        }
+        let mut at = 0usize;
+        let mut take = |n: u32| {
+            let part = &batch.data[at..at + n as usize];
+            at += n as usize;
+            part
+        };
+        for l in &batch.entries {
+            let (key, namespace, user_key, value) = (take(l.key), take(l.namespace), take(l.user_key), take(l.value));
+            if let Err(e) = sink.backend.restore_entry(state, key_group, key, namespace, user_key, value) {
+                return Ok(Err(self.contract(format!("restore-sink.put: {e}"))));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    fn drop(&mut self, _rep: Resource<RestoreSinkResource>) -> wasmtime::Result<()> {
+        // Only ever borrowed by the guest: the host deletes it after the call.
+        Ok(())
+    }
+}
+
+impl Host for InvocationState {}
+impl super::bindings::snapshot::strategy::types::Host for InvocationState {}

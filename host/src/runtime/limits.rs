@@ -1,0 +1,34 @@
+//! Per-plugin resource limits.
+
+use std::time::Duration;
+
+/// Limits applied to every invocation of a plugin. A limit hit fails that invocation with an
+/// error naming the limit; the host and other subtasks carry on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginLimits {
+    /// Maximum linear memory of the plugin, in bytes.
+    pub memory_bytes: usize,
+    /// Maximum number of core instances (a Rust component uses a handful).
+    pub instances: usize,
+    /// Maximum number of tables.
+    pub tables: usize,
+    /// Maximum number of linear memories.
+    pub memories: usize,
+    /// Wall-clock time one invocation may run.
+    pub timeout: Duration,
+    /// Maximum bytes one snapshot may write, if limited.
+    pub max_output_bytes: Option<u64>,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        PluginLimits {
+            memory_bytes: 256 << 20,
+            instances: 32,
+            tables: 32,
+            memories: 8,
+            timeout: Duration::from_secs(300),
+            max_output_bytes: None,
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! A loaded strategy plugin and its invocations.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use wasmtime::component::{Component, Resource};
+use wasmtime::Store;
+
+use super::bindings::{KeyedStrategy, KeyedStrategyPre, WIT_PACKAGE, WIT_VERSION};
+use super::error::PluginError;
+use super::input::InputStreamResource;
+use super::keyed_state::{KeyedStateViewResource, RestoreSinkResource};
+use super::limits::PluginLimits;
+use super::output::OutputStreamResource;
+use super::store::{HostFailure, InvocationState};
+use super::wasi::GRANTED_WASI;
+use super::{PluginRuntime, EPOCH_TICK};
+use crate::backend::{KeyedSnapshot, KeyedStateBackend};
+use crate::handles::{KeyGroupRangeOffsets, KeyGroupsStateHandle};
+use crate::streams::CheckpointOutputStream;
+
+/// What a plugin says about itself, plus what the host knows of it. Stored with every
+/// checkpoint so a restore can refuse a checkpoint written in another format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginInfo {
+    /// The strategy's name.
+    pub name: String,
+    /// The plugin's version.
+    pub version: String,
+    /// The format identifier.
+    pub format: String,
+    /// The format version.
+    pub format_version: u32,
+    /// Whether equal state gives identical bytes.
+    pub deterministic: bool,
+    /// SHA-256 of the component file, hex.
+    pub content_hash: String,
+}
+
+/// A loaded, validated plugin, ready to be invoked any number of times.
+pub struct Plugin {
+    source: PathBuf,
+    pre: KeyedStrategyPre<InvocationState>,
+    info: PluginInfo,
+    imports: Vec<String>,
+    limits: PluginLimits,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("source", &self.source).field("info", &self.info).finish_non_exhaustive()
+    }
+}
+
+const COMPONENT_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
+const MODULE_VERSION: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
+
+impl PluginRuntime {
+    /// Loads the plugin at `path` with `limits`.
+    pub fn load(&self, path: &Path, limits: PluginLimits) -> Result<Plugin, PluginError> {
+        let bytes = std::fs::read(path).map_err(|source| PluginError::Read { path: path.to_path_buf(), source })?;
+        self.load_bytes(path, &bytes, limits)
+    }
+
+    /// Loads a plugin from `bytes`; `source` names it in errors.
+    pub fn load_bytes(&self, source: &Path, bytes: &[u8], limits: PluginLimits) -> Result<Plugin, PluginError> {
+        let path = source.to_path_buf();
+        if bytes.len() < 8 || bytes[..4] != COMPONENT_HEADER[..4] {
+            return Err(PluginError::NotWasm { path });
+        }
+        if bytes[4..8] == MODULE_VERSION {
+            return Err(PluginError::CoreModule { path });
+        }
+        if bytes[4..8] != COMPONENT_HEADER[4..8] {
+            return Err(PluginError::Invalid { path, reason: format!("unknown WebAssembly version/layer bytes {:02x?}", &bytes[4..8]) });
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|e| PluginError::Invalid { path: path.clone(), reason: format!("{e:#}") })?;
+        let content_hash = sha256_hex(bytes);
+        self.prepare(path, component, content_hash, limits)
+    }
+
+    fn prepare(&self, path: PathBuf, component: Component, content_hash: String, limits: PluginLimits) -> Result<Plugin, PluginError> {
+        let ty = component.component_type();
+        let imports: Vec<String> = ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        // Plain names are the world's own type imports (`use` in the world); interfaces carry
+        // a package name. Linking checks the former, the capability rules the latter.
+        for import in imports.iter().filter(|i| i.contains(':')) {
+            check_import(&path, import)?;
+        }
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| PluginError::Incompatible {
+            path: path.clone(),
+            host_version: WIT_VERSION,
+            reason: format!("{e:#}"),
+        })?;
+        let pre = KeyedStrategyPre::new(instance_pre).map_err(|e| PluginError::Incompatible {
+            path: path.clone(),
+            host_version: WIT_VERSION,
+            reason: format!("it does not export the keyed-strategy functions: {e:#}"),
+        })?;
+        let mut plugin = Plugin {
+            source: path.clone(),
+            pre,
+            info: PluginInfo { name: display_name(&path), version: String::new(), format: String::new(), format_version: 0, deterministic: false, content_hash },
+            imports,
+            limits,
+        };
+        let described = plugin.invoke("describe", |store, strategy| strategy.call_describe(store))?.0;
+        let reason = if described.name.trim().is_empty() {
+            Some("the name is empty")
+        } else if described.format.trim().is_empty() {
+            Some("the format identifier is empty")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Err(PluginError::BadDescription { path, reason: reason.into() });
+        }
+        plugin.info.name = described.name;
+        plugin.info.version = described.version;
+        plugin.info.format = described.format;
+        plugin.info.format_version = described.format_version;
+        plugin.info.deterministic = described.deterministic;
+        tracing::debug!(plugin = %plugin.info.name, source = %plugin.source.display(), "plugin loaded");
+        Ok(plugin)
+    }
+}
+
+/// Refuses imports outside the strategy world and the granted WASI interfaces, and strategy
+/// interfaces of an incompatible version, with an error that says which.
+fn check_import(path: &Path, import: &str) -> Result<(), PluginError> {
+    if let Some(rest) = import.strip_prefix(WIT_PACKAGE).and_then(|r| r.strip_prefix('/')) {
+        let version = rest.split_once('@').map(|(_, v)| v).unwrap_or("");
+        let host_minor = WIT_VERSION.rsplit_once('.').map(|(mm, _)| mm).unwrap_or(WIT_VERSION);
+        if !version.starts_with(&format!("{host_minor}.")) {
+            return Err(PluginError::Incompatible {
+                path: path.to_path_buf(),
+                host_version: WIT_VERSION,
+                reason: format!("it was built against {WIT_PACKAGE}@{} (import {import})", if version.is_empty() { "<unversioned>" } else { version }),
+            });
+        }
+        return Ok(());
+    }
+    if GRANTED_WASI.iter().any(|p| import.starts_with(p)) {
+        return Ok(());
+    }
+    if import.starts_with("wasi:") {
+        return Err(PluginError::Capability { path: path.to_path_buf(), import: import.to_string() });
+    }
+    Err(PluginError::Incompatible {
+        path: path.to_path_buf(),
+        host_version: WIT_VERSION,
+        reason: format!("it imports {import}, which is not part of the strategy world"),
+    })
+}
+
+fn display_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Plugin {
+    /// What the plugin said about itself.
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    /// The file it was loaded from.
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    /// Every interface the component imports.
+    pub fn imports(&self) -> &[String] {
+        &self.imports
+    }
+
+    /// The limits its invocations run under.
+    pub fn limits(&self) -> &PluginLimits {
+        &self.limits
+    }
+
+    fn new_store(&self) -> Store<InvocationState> {
+        let mut store = Store::new(self.pre.engine(), InvocationState::new(&self.limits));
+        store.limiter(|s| &mut s.limits);
+        let ticks = (self.limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        store
+    }
+
+    /// Runs `call` on a fresh instance. Maps traps, and host failures the guest may have
+    /// swallowed, to errors; forwards guest output to `tracing`.
+    fn invoke<R>(
+        &self,
+        operation: &str,
+        call: impl FnOnce(&mut Store<InvocationState>, &KeyedStrategy) -> wasmtime::Result<R>,
+    ) -> Result<(R, Store<InvocationState>), PluginError> {
+        let mut store = self.new_store();
+        let result = self.pre.instantiate(&mut store).and_then(|strategy| call(&mut store, &strategy));
+        forward_guest_output(&self.info.name, &store);
+        match result {
+            Ok(r) => Ok((r, store)),
+            Err(e) => Err(self.trap_error(operation, e, &mut store)),
+        }
+    }
+
+    fn trap_error(&self, operation: &str, error: wasmtime::Error, store: &mut Store<InvocationState>) -> PluginError {
+        let (plugin, operation) = (self.info.name.clone(), operation.to_string());
+        // A trap the host caused on purpose (a limit) is reported as that limit.
+        if let Some(failure) = store.data_mut().first_failure.take() {
+            return self.failure_error(&operation, failure);
+        }
+        let message = match error.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::Interrupt) => {
+                return PluginError::Limit { plugin, operation, message: format!("exceeded the time limit of {:?}", self.limits.timeout) };
+            }
+            _ if format!("{error:#}").contains("growing memory") || format!("{error:#}").contains("memory limit") => {
+                return PluginError::Limit { plugin, operation, message: format!("exceeded the memory limit of {} bytes", self.limits.memory_bytes) };
+            }
+            _ => format!("{error:?}"),
+        };
+        let guest_output = String::from_utf8_lossy(&store.data().stderr.contents()).into_owned();
+        PluginError::Trap { plugin, operation, message, guest_output }
+    }
+
+    fn failure_error(&self, operation: &str, failure: HostFailure) -> PluginError {
+        let (plugin, operation) = (self.info.name.clone(), operation.to_string());
+        match failure {
+            HostFailure::Storage(source) => PluginError::Storage { plugin, operation, source },
+            HostFailure::Contract(message) => PluginError::Contract { plugin, operation, message },
+            HostFailure::Limit(message) => PluginError::Limit { plugin, operation, message },
+        }
+    }
+
+    /// Settles a guest call's outcome against what the host recorded: a host failure wins
+    /// (even if the strategy ignored it), then the strategy's own error.
+    fn settle(&self, operation: &str, outcome: Result<(), String>, store: &mut Store<InvocationState>) -> Result<(), PluginError> {
+        if let Some(failure) = store.data_mut().first_failure.take() {
+            return Err(self.failure_error(operation, failure));
+        }
+        outcome.map_err(|message| PluginError::Failed { plugin: self.info.name.clone(), operation: operation.to_string(), message })
+    }
+
+    /// Runs the strategy's snapshot of `snapshot` into `out`. Returns the stream, still open
+    /// (closing is the caller's act: it decides how a duplicated stream is finalized), and the
+    /// key-group offsets the host recorded. On error the stream is dropped, which discards it.
+    pub fn snapshot_keyed(&self, snapshot: KeyedSnapshot, out: Box<dyn CheckpointOutputStream>) -> Result<(Box<dyn CheckpointOutputStream>, KeyGroupRangeOffsets), PluginError> {
+        let operation = "snapshot";
+        let range = snapshot.key_group_range();
+        let mut store = self.new_store();
+        let table = &mut store.data_mut().table;
+        let runtime_err = |e: wasmtime::component::ResourceTableError| PluginError::Runtime(e.to_string());
+        let view = table.push(KeyedStateViewResource::new(snapshot)).map_err(runtime_err)?;
+        let output = table.push(OutputStreamResource::new(out, range, self.limits.max_output_bytes)).map_err(runtime_err)?;
+        let (view_rep, output_rep) = (view.rep(), output.rep());
+        let result = self.pre.instantiate(&mut store).and_then(|strategy| {
+            strategy.call_snapshot_keyed(&mut store, Resource::new_borrow(view_rep), Resource::new_borrow(output_rep))
+        });
+        forward_guest_output(&self.info.name, &store);
+        let outcome = result.map_err(|e| self.trap_error(operation, e, &mut store))?;
+        self.settle(operation, outcome, &mut store)?;
+        let output = store.data_mut().table.delete(output).map_err(runtime_err)?;
+        let (stream, offsets) = output.finish().map_err(|message| PluginError::Contract {
+            plugin: self.info.name.clone(),
+            operation: operation.into(),
+            message,
+        })?;
+        Ok((stream, offsets))
+    }
+
+    /// Restores the key groups of `handle` that `backend` owns into `backend`, one strategy
+    /// call per key group on one instance. The backend is consumed on failure: a failed
+    /// restore attempt leaves nothing half-restored behind.
+    pub fn restore_keyed(&self, handle: &KeyGroupsStateHandle, backend: KeyedStateBackend) -> Result<KeyedStateBackend, PluginError> {
+        let Some(part) = handle.intersection(&backend.key_group_range()) else {
+            return Ok(backend);
+        };
+        let operation = |kg: u32| format!("restore of key group {kg} from {}", handle.stream().describe());
+        let input = handle.stream().open().map_err(|e| PluginError::Storage {
+            plugin: self.info.name.clone(),
+            operation: format!("restore from {}", handle.stream().describe()),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let mut store = self.new_store();
+        let runtime_err = |e: wasmtime::component::ResourceTableError| PluginError::Runtime(e.to_string());
+        let input = store.data_mut().table.push(InputStreamResource::new(input)).map_err(runtime_err)?;
+        let sink = store.data_mut().table.push(RestoreSinkResource::new(backend)).map_err(runtime_err)?;
+        let strategy = match self.pre.instantiate(&mut store) {
+            Ok(s) => s,
+            Err(e) => return Err(self.trap_error("instantiation for restore", e, &mut store)),
+        };
+        for (key_group, offset) in part.offsets().iter() {
+            let data = store.data_mut();
+            if let Err(e) = data.table.get_mut(&input).map_err(runtime_err)?.seek(offset) {
+                return Err(PluginError::Storage { plugin: self.info.name.clone(), operation: operation(key_group), source: e });
+            }
+            data.table.get_mut(&sink).map_err(runtime_err)?.set_key_group(key_group);
+            let result = strategy.call_restore_key_group(&mut store, key_group, Resource::new_borrow(input.rep()), Resource::new_borrow(sink.rep()));
+            let outcome = match result {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    forward_guest_output(&self.info.name, &store);
+                    return Err(self.trap_error(&operation(key_group), e, &mut store));
+                }
+            };
+            self.settle(&operation(key_group), outcome, &mut store)?;
+        }
+        forward_guest_output(&self.info.name, &store);
+        let sink = store.data_mut().table.delete(sink).map_err(runtime_err)?;
+        Ok(sink.into_backend())
+    }
+}
+
+fn forward_guest_output(plugin: &str, store: &Store<InvocationState>) {
+    for (stream, pipe) in [("stdout", &store.data().stdout), ("stderr", &store.data().stderr)] {
+        let bytes = pipe.contents();
+        for line in String::from_utf8_lossy(&bytes).lines().filter(|l| !l.trim().is_empty()) {
+            tracing::info!(target: "snapshot_host::plugin", plugin, stream, "{line}");
+        }
+    }
+}

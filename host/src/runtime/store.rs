@@ -1,0 +1,92 @@
+//! The per-invocation store data: resource table, WASI context, limits and the first error.
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{ErrorKind, HostError};
+use super::limits::PluginLimits;
+
+/// What went wrong on the host side during an invocation. Recorded once (the first failure
+/// wins, later ones are usually its consequences) and reported by the host even when the
+/// strategy ignores the error it was handed.
+#[derive(Debug)]
+pub enum HostFailure {
+    /// The primary stream failed: the snapshot cannot be durable.
+    Storage(std::io::Error),
+    /// The strategy broke the contract of a host resource.
+    Contract(String),
+    /// The strategy exceeded a configured limit.
+    Limit(String),
+}
+
+impl std::fmt::Display for HostFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostFailure::Storage(e) => write!(f, "checkpoint storage failed: {e}"),
+            HostFailure::Contract(m) => write!(f, "contract violation: {m}"),
+            HostFailure::Limit(m) => write!(f, "limit exceeded: {m}"),
+        }
+    }
+}
+
+/// Store data of one invocation (one snapshot, or the restore of one state handle).
+pub struct InvocationState {
+    pub(crate) table: ResourceTable,
+    wasi: WasiCtx,
+    pub(crate) limits: StoreLimits,
+    pub(crate) first_failure: Option<HostFailure>,
+    pub(crate) stdout: MemoryOutputPipe,
+    pub(crate) stderr: MemoryOutputPipe,
+}
+
+/// How much guest stdout and stderr one invocation may produce. Beyond it writes trap: a
+/// strategy cannot fill the host's memory through its logs.
+const GUEST_OUTPUT_CAPACITY: usize = 1 << 20;
+
+impl InvocationState {
+    pub(crate) fn new(limits: &PluginLimits) -> Self {
+        let stdout = MemoryOutputPipe::new(GUEST_OUTPUT_CAPACITY);
+        let stderr = MemoryOutputPipe::new(GUEST_OUTPUT_CAPACITY);
+        let wasi = super::wasi::context(stdout.clone(), stderr.clone());
+        let store_limits = StoreLimitsBuilder::new()
+            .memory_size(limits.memory_bytes)
+            .instances(limits.instances)
+            .tables(limits.tables)
+            .memories(limits.memories)
+            .trap_on_grow_failure(true)
+            .build();
+        InvocationState { table: ResourceTable::new(), wasi, limits: store_limits, first_failure: None, stdout, stderr }
+    }
+
+    /// Records `failure` (if it is the first) and returns the WIT error handed to the guest.
+    pub(crate) fn fail(&mut self, failure: HostFailure) -> HostError {
+        let (kind, message) = match &failure {
+            HostFailure::Storage(e) => (ErrorKind::Io, e.to_string()),
+            HostFailure::Contract(m) => (ErrorKind::Invalid, m.clone()),
+            HostFailure::Limit(m) => (ErrorKind::Limit, m.clone()),
+        };
+        if self.first_failure.is_none() {
+            self.first_failure = Some(failure);
+        }
+        HostError { kind, message }
+    }
+
+    /// A contract violation; see [`fail`](Self::fail).
+    pub(crate) fn contract(&mut self, message: impl Into<String>) -> HostError {
+        self.fail(HostFailure::Contract(message.into()))
+    }
+}
+
+impl std::fmt::Debug for InvocationState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InvocationState").field("first_failure", &self.first_failure).finish_non_exhaustive()
+    }
+}
+
+impl WasiView for InvocationState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}

@@ -1,0 +1,170 @@
+//! File-backed checkpoint streams in a checkpoint directory.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use super::{CheckpointOutputStream, CheckpointStreamFactory, StateScope};
+use crate::handles::StreamStateHandle;
+
+/// Suffix of files still being written. Such a file never has a handle; one left by a crash
+/// is garbage and may be deleted.
+pub const IN_PROGRESS_SUFFIX: &str = ".inprogress";
+
+/// Writes one snapshot stream to a uniquely named file.
+///
+/// Up to `inline_threshold` bytes stay in memory and become an inline handle at close: small
+/// state would otherwise cost a file (and later a remote object) per subtask and checkpoint.
+/// Past the threshold the bytes go to `<name>.inprogress`, which is fsynced and renamed to its
+/// final name only at close, so a handle never points at a partial file.
+#[derive(Debug)]
+pub struct FileCheckpointOutputStream {
+    final_path: PathBuf,
+    temp_path: PathBuf,
+    file: Option<BufWriter<File>>,
+    pending: Vec<u8>,
+    inline_threshold: usize,
+    position: u64,
+    // Set once the temporary file exists and until it has been renamed: Drop removes it then.
+    temp_exists: bool,
+}
+
+impl FileCheckpointOutputStream {
+    /// A stream that will become `dir/<unique name>`.
+    pub fn new(dir: &Path, inline_threshold: usize) -> Self {
+        let name = uuid::Uuid::new_v4().to_string();
+        FileCheckpointOutputStream {
+            final_path: dir.join(&name),
+            temp_path: dir.join(format!("{name}{IN_PROGRESS_SUFFIX}")),
+            file: None,
+            pending: Vec::new(),
+            inline_threshold,
+            position: 0,
+            temp_exists: false,
+        }
+    }
+
+    /// Where the completed file will be.
+    pub fn path(&self) -> &Path {
+        &self.final_path
+    }
+
+    fn open_file(&mut self) -> io::Result<&mut BufWriter<File>> {
+        if self.file.is_none() {
+            let file = File::options().write(true).create_new(true).open(&self.temp_path).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot create checkpoint file {}: {e}", self.temp_path.display()))
+            })?;
+            self.temp_exists = true;
+            let mut writer = BufWriter::with_capacity(256 * 1024, file);
+            writer.write_all(&self.pending)?;
+            self.pending = Vec::new();
+            self.file = Some(writer);
+        }
+        Ok(self.file.as_mut().expect("just opened"))
+    }
+}
+
+impl CheckpointOutputStream for FileCheckpointOutputStream {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.file.is_none() && self.pending.len() + bytes.len() <= self.inline_threshold {
+            self.pending.extend_from_slice(bytes);
+        } else {
+            self.open_file()?.write_all(bytes)?;
+        }
+        self.position += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn position(&self) -> u64 {
+        self.position
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        match &mut self.file {
+            Some(f) => {
+                f.flush()?;
+                f.get_ref().sync_data()
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn close_and_get_handle(mut self: Box<Self>) -> io::Result<StreamStateHandle> {
+        let Some(mut writer) = self.file.take() else {
+            return Ok(StreamStateHandle::Inline { bytes: std::mem::take(&mut self.pending) });
+        };
+        // On any error below, `self` is dropped and Drop removes the temporary file.
+        writer.flush()?;
+        let file = writer.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&self.temp_path, &self.final_path)?;
+        self.temp_exists = false;
+        if let Some(dir) = self.final_path.parent() {
+            if let Err(e) = crate::fsutil::sync_dir(dir) {
+                // Not durable yet, so no handle: remove the file rather than leave an orphan.
+                let _ = fs::remove_file(&self.final_path);
+                return Err(e);
+            }
+        }
+        Ok(StreamStateHandle::File { path: std::mem::take(&mut self.final_path), size: self.position })
+    }
+}
+
+impl Drop for FileCheckpointOutputStream {
+    fn drop(&mut self) {
+        drop(self.file.take());
+        if self.temp_exists {
+            if let Err(e) = fs::remove_file(&self.temp_path) {
+                tracing::warn!(path = %self.temp_path.display(), error = %e, "could not remove discarded checkpoint file");
+            }
+        }
+    }
+}
+
+/// Creates file streams in a checkpoint directory: exclusive state in `dir`, shared state in
+/// `shared_dir`.
+#[derive(Debug, Clone)]
+pub struct FileStreamFactory {
+    exclusive_dir: PathBuf,
+    shared_dir: PathBuf,
+    inline_threshold: usize,
+}
+
+impl FileStreamFactory {
+    /// Default size below which state is kept inline in the handle (like Flink's
+    /// `state.storage.fs.memory-threshold`, 20 KiB).
+    pub const DEFAULT_INLINE_THRESHOLD: usize = 20 * 1024;
+
+    /// A factory writing exclusive state to `exclusive_dir` and shared state to `shared_dir`;
+    /// both are created if missing.
+    pub fn new(exclusive_dir: impl Into<PathBuf>, shared_dir: impl Into<PathBuf>, inline_threshold: usize) -> io::Result<Self> {
+        let (exclusive_dir, shared_dir) = (exclusive_dir.into(), shared_dir.into());
+        for dir in [&exclusive_dir, &shared_dir] {
+            fs::create_dir_all(dir).map_err(|e| io::Error::new(e.kind(), format!("cannot create checkpoint directory {}: {e}", dir.display())))?;
+        }
+        Ok(FileStreamFactory { exclusive_dir, shared_dir, inline_threshold })
+    }
+
+    /// The directory of exclusive state.
+    pub fn exclusive_dir(&self) -> &Path {
+        &self.exclusive_dir
+    }
+}
+
+impl CheckpointStreamFactory for FileStreamFactory {
+    fn create_output_stream(&self, scope: StateScope) -> io::Result<Box<dyn CheckpointOutputStream>> {
+        let dir = match scope {
+            StateScope::Exclusive => &self.exclusive_dir,
+            StateScope::Shared => &self.shared_dir,
+        };
+        Ok(Box::new(FileCheckpointOutputStream::new(dir, self.inline_threshold)))
+    }
+}

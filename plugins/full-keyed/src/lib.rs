@@ -1,0 +1,177 @@
+//! `full-keyed`: a full snapshot of keyed state, every key group written in full.
+//!
+//! # Format (`full-keyed`, version 1; little-endian)
+//!
+//! ```text
+//! stream      := header group*                       one group per key group, ascending
+//! header      := "SHFK" u16:format-version
+//! group       := u32:key-group section* u8:0          offset of group recorded by the host
+//! section     := u8:1 bytes:state-name u8:kind batch* u32:0
+//! batch       := u32:count lengths{count} data
+//! lengths     := u32:key u32:namespace u32:user-key u32:value
+//! data        := the parts of every entry, concatenated in entry order
+//! bytes       := u32:length byte{length}
+//! ```
+//!
+//! Every group names its states, so each group decodes alone from its offset: restoring a
+//! sub-range after rescaling never reads another group. A batch keeps the host's packing, so
+//! writing a snapshot is little more than copying what the host handed over.
+
+use snapshot_guest::codec::{ReadExt, WriteExt};
+use snapshot_guest::{
+    BatchBuilder, Error, KeyedStateView, KeyedStrategy, PluginInfo, RestoreReader, RestoreSink,
+    Result, SnapshotWriter, StateKind,
+};
+use std::io::{Read, Write};
+
+const MAGIC: &[u8; 4] = b"SHFK";
+const FORMAT_VERSION: u16 = 1;
+/// How many bytes of entries the strategy asks the host for at once.
+const BATCH_BYTES: u32 = 256 * 1024;
+/// Bounds on what one batch may claim, so a corrupted count cannot make restore allocate
+/// gigabytes before noticing.
+const MAX_BATCH_ENTRIES: u32 = 1 << 24;
+const SECTION: u8 = 1;
+const END: u8 = 0;
+
+/// The strategy.
+#[derive(Debug)]
+pub struct FullKeyed;
+
+impl KeyedStrategy for FullKeyed {
+    fn describe() -> PluginInfo {
+        PluginInfo::new(
+            "full-keyed",
+            env!("CARGO_PKG_VERSION"),
+            "full-keyed",
+            FORMAT_VERSION as u32,
+        )
+    }
+
+    fn snapshot(state: &KeyedStateView<'_>, out: &mut SnapshotWriter<'_>) -> Result<()> {
+        out.write_all(MAGIC)?;
+        out.write_u16(FORMAT_VERSION)?;
+        let states = state.states();
+        let mut lengths = Vec::new();
+        for key_group in state.key_group_range() {
+            out.begin_key_group(key_group)?;
+            out.write_u32(key_group)?;
+            for (index, info) in states.iter().enumerate() {
+                let mut entries = state.entries(index as u32, key_group)?;
+                let Some(mut batch) = entries.next_batch(BATCH_BYTES) else {
+                    continue;
+                };
+                out.write_u8(SECTION)?;
+                out.write_bytes(info.name.as_bytes())?;
+                out.write_u8(info.kind.to_u8())?;
+                loop {
+                    out.write_u32(batch.len() as u32)?;
+                    lengths.clear();
+                    for e in batch.iter() {
+                        for n in [
+                            e.key.len(),
+                            e.namespace.len(),
+                            e.user_key.len(),
+                            e.value.len(),
+                        ] {
+                            lengths.extend_from_slice(&(n as u32).to_le_bytes());
+                        }
+                    }
+                    out.write_all(&lengths)?;
+                    out.write_all(batch.data())?;
+                    match entries.next_batch(BATCH_BYTES) {
+                        Some(next) => batch = next,
+                        None => break,
+                    }
+                }
+                out.write_u32(0)?;
+            }
+            out.write_u8(END)?;
+        }
+        Ok(())
+    }
+
+    fn restore_key_group(
+        key_group: u32,
+        input: &mut RestoreReader<'_>,
+        sink: &mut RestoreSink<'_>,
+    ) -> Result<()> {
+        let at = input.position();
+        let found = input.read_u32().map_err(|e| context(e, key_group, at))?;
+        if found != key_group {
+            return Err(Error::msg(format!(
+                "unexpected key group at offset {at}: expected {key_group}, found {found} (wrong offsets or a corrupted snapshot)"
+            )));
+        }
+        let mut batch = BatchBuilder::new();
+        loop {
+            let marker = input.read_u8().map_err(|e| context(e, key_group, at))?;
+            match marker {
+                END => return Ok(()),
+                SECTION => read_section(key_group, input, sink, &mut batch)
+                    .map_err(|e| Error::msg(format!("key group {key_group} at offset {at}: {e}")))?,
+                other => {
+                    return Err(Error::msg(format!(
+                        "key group {key_group} at offset {at}: unknown section marker {other} (corrupted snapshot)"
+                    )))
+                }
+            }
+        }
+    }
+}
+
+fn context(e: std::io::Error, key_group: u32, at: u64) -> Error {
+    Error::msg(format!("key group {key_group} at offset {at}: {e}"))
+}
+
+fn read_section(
+    _key_group: u32,
+    input: &mut RestoreReader<'_>,
+    sink: &mut RestoreSink<'_>,
+    batch: &mut BatchBuilder,
+) -> Result<()> {
+    let name = String::from_utf8(input.read_bytes()?)
+        .map_err(|_| Error::msg("state name is not UTF-8"))?;
+    let kind = StateKind::from_u8(input.read_u8()?)?;
+    let state = sink.state(&name, kind)?;
+    let mut lengths = Vec::new();
+    loop {
+        let count = input.read_u32()?;
+        if count == 0 {
+            return Ok(());
+        }
+        if count > MAX_BATCH_ENTRIES {
+            return Err(Error::msg(format!(
+                "state {name:?}: batch of {count} entries exceeds {MAX_BATCH_ENTRIES}"
+            )));
+        }
+        lengths.resize(count as usize * 16, 0);
+        input.read_exact(&mut lengths)?;
+        batch.clear();
+        let mut total = 0u64;
+        for entry in lengths.chunks_exact(16) {
+            let part = |i: usize| u32::from_le_bytes(entry[i * 4..i * 4 + 4].try_into().unwrap());
+            let (k, ns, uk, v) = (part(0), part(1), part(2), part(3));
+            total += k as u64 + ns as u64 + uk as u64 + v as u64;
+            batch.push_packed(k, ns, uk, v);
+        }
+        read_exact_bounded(input, batch.data_mut(), total)?;
+        sink.put(state, batch)?;
+    }
+}
+
+/// Appends exactly `len` bytes to `out`, growing it in steps so that a corrupted length fails
+/// on end of stream instead of allocating it all first.
+fn read_exact_bounded(input: &mut impl Read, out: &mut Vec<u8>, len: u64) -> Result<()> {
+    let mut remaining = len;
+    while remaining > 0 {
+        let step = remaining.min(1 << 20) as usize;
+        let at = out.len();
+        out.resize(at + step, 0);
+        input.read_exact(&mut out[at..])?;
+        remaining -= step as u64;
+    }
+    Ok(())
+}
+
+snapshot_guest::export_strategy!(FullKeyed);
