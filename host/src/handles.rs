@@ -74,11 +74,17 @@ impl StreamStateHandle {
     pub fn open(&self) -> Result<Box<dyn CheckpointInputStream>, HandleError> {
         match self {
             StreamStateHandle::File { path, size } => {
-                let io_err = |source| HandleError::Io { handle: self.describe(), source };
+                let io_err = |source| HandleError::Io {
+                    handle: self.describe(),
+                    source,
+                };
                 let file = File::open(path).map_err(io_err)?;
                 let actual = file.metadata().map_err(io_err)?.len();
                 if actual != *size {
-                    return Err(io_err(io::Error::new(io::ErrorKind::InvalidData, format!("file has {actual} bytes, the handle recorded {size}"))));
+                    return Err(io_err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("file has {actual} bytes, the handle recorded {size}"),
+                    )));
                 }
                 Ok(Box::new(io::BufReader::with_capacity(256 * 1024, file)))
             }
@@ -92,7 +98,10 @@ impl StreamStateHandle {
             StreamStateHandle::File { path, .. } => match std::fs::remove_file(path) {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                Err(source) => Err(HandleError::Io { handle: self.describe(), source }),
+                Err(source) => Err(HandleError::Io {
+                    handle: self.describe(),
+                    source,
+                }),
             },
             StreamStateHandle::Inline { .. } => Ok(()),
         }
@@ -118,7 +127,11 @@ impl KeyGroupRangeOffsets {
     /// Offsets for `range`, one per key group, in key-group order.
     pub fn new(range: KeyGroupRange, offsets: Vec<u64>) -> Result<Self, HandleError> {
         if offsets.len() != range.len() as usize {
-            return Err(HandleError::OffsetsLength { range, groups: range.len(), offsets: offsets.len() });
+            return Err(HandleError::OffsetsLength {
+                range,
+                groups: range.len(),
+                offsets: offsets.len(),
+            });
         }
         Ok(KeyGroupRangeOffsets { range, offsets })
     }
@@ -133,7 +146,10 @@ impl KeyGroupRangeOffsets {
         self.range
             .index_of(key_group)
             .map(|i| self.offsets[i])
-            .ok_or(HandleError::KeyGroupNotInRange { key_group, range: self.range })
+            .ok_or(HandleError::KeyGroupNotInRange {
+                key_group,
+                range: self.range,
+            })
     }
 
     /// (key group, offset) pairs in ascending key-group order.
@@ -146,12 +162,18 @@ impl KeyGroupRangeOffsets {
         let common = self.range.intersection(range);
         let offsets = match common.start() {
             Some(start) => {
-                let from = self.range.index_of(start).expect("intersection lies in range");
+                let from = self
+                    .range
+                    .index_of(start)
+                    .expect("intersection lies in range");
                 self.offsets[from..from + common.len() as usize].to_vec()
             }
             None => Vec::new(),
         };
-        KeyGroupRangeOffsets { range: common, offsets }
+        KeyGroupRangeOffsets {
+            range: common,
+            offsets,
+        }
     }
 }
 
@@ -194,7 +216,10 @@ impl KeyGroupsStateHandle {
     /// the offsets of the common key groups, or `None` when there are none.
     pub fn intersection(&self, range: &KeyGroupRange) -> Option<KeyGroupsStateHandle> {
         let offsets = self.offsets.intersection(range);
-        (!offsets.range().is_empty()).then(|| KeyGroupsStateHandle { offsets: Arc::new(offsets), stream: self.stream.clone() })
+        (!offsets.range().is_empty()).then(|| KeyGroupsStateHandle {
+            offsets: Arc::new(offsets),
+            stream: self.stream.clone(),
+        })
     }
 
     /// Deletes the stream's bytes.
@@ -212,17 +237,34 @@ mod tests {
         assert!(KeyGroupRangeOffsets::new(KeyGroupRange::new(0, 3), vec![0, 1, 2]).is_err());
         let o = KeyGroupRangeOffsets::new(KeyGroupRange::new(2, 4), vec![10, 20, 30]).unwrap();
         assert_eq!(o.offset(3).unwrap(), 20);
-        assert!(matches!(o.offset(5), Err(HandleError::KeyGroupNotInRange { key_group: 5, .. })));
-        assert_eq!(o.iter().collect::<Vec<_>>(), vec![(2, 10), (3, 20), (4, 30)]);
+        assert!(matches!(
+            o.offset(5),
+            Err(HandleError::KeyGroupNotInRange { key_group: 5, .. })
+        ));
+        assert_eq!(
+            o.iter().collect::<Vec<_>>(),
+            vec![(2, 10), (3, 20), (4, 30)]
+        );
     }
 
     #[test]
     fn intersection_slices_offsets_and_shares_the_stream() {
-        let o = Arc::new(KeyGroupRangeOffsets::new(KeyGroupRange::new(0, 9), (0..10).map(|i| i * 100).collect()).unwrap());
-        let h = KeyGroupsStateHandle::new(o, StreamStateHandle::Inline { bytes: vec![1, 2, 3] });
+        let o = Arc::new(
+            KeyGroupRangeOffsets::new(KeyGroupRange::new(0, 9), (0..10).map(|i| i * 100).collect())
+                .unwrap(),
+        );
+        let h = KeyGroupsStateHandle::new(
+            o,
+            StreamStateHandle::Inline {
+                bytes: vec![1, 2, 3],
+            },
+        );
         let part = h.intersection(&KeyGroupRange::new(7, 20)).unwrap();
         assert_eq!(part.key_group_range(), KeyGroupRange::new(7, 9));
-        assert_eq!(part.offsets().iter().collect::<Vec<_>>(), vec![(7, 700), (8, 800), (9, 900)]);
+        assert_eq!(
+            part.offsets().iter().collect::<Vec<_>>(),
+            vec![(7, 700), (8, 800), (9, 900)]
+        );
         assert_eq!(part.stream(), h.stream());
         assert!(h.intersection(&KeyGroupRange::new(10, 20)).is_none());
     }
@@ -232,11 +274,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, b"abcdef").unwrap();
-        let h = StreamStateHandle::File { path: path.clone(), size: 6 };
+        let h = StreamStateHandle::File {
+            path: path.clone(),
+            size: 6,
+        };
         assert!(h.open().is_ok());
         std::fs::write(&path, b"abc").unwrap();
         let err = h.open().err().unwrap().to_string();
-        assert!(err.contains("3 bytes") && err.contains(&path.display().to_string()), "{err}");
+        assert!(
+            err.contains("3 bytes") && err.contains(&path.display().to_string()),
+            "{err}"
+        );
         h.discard().unwrap();
         h.discard().unwrap();
         assert!(!path.exists());

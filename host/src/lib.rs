@@ -8,4 +8,3 @@ pub mod handles;
 pub mod key_groups;
 pub mod runtime;
 pub mod streams;
-

@@ -18,7 +18,9 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use snapshot::strategy::types::{EntryBatch, EntryLengths, ErrorKind, HostError, StateKind as WitStateKind};
+pub use snapshot::strategy::types::{
+    EntryBatch, EntryLengths, ErrorKind, HostError, StateKind as WitStateKind,
+};
 
 /// The WIT package version this host implements; plugins built against any `0.1.x` link.
 pub const WIT_PACKAGE: &str = "snapshot:strategy";

@@ -16,7 +16,9 @@ pub enum PluginError {
         source: std::io::Error,
     },
     /// The file is not WebAssembly at all.
-    #[error("plugin {path}: not a WebAssembly file (it does not start with the \\0asm magic bytes)")]
+    #[error(
+        "plugin {path}: not a WebAssembly file (it does not start with the \\0asm magic bytes)"
+    )]
     NotWasm {
         /// The file.
         path: PathBuf,
@@ -62,7 +64,10 @@ pub enum PluginError {
         reason: String,
     },
     /// The guest trapped (panic, unreachable, out of bounds, limit, timeout).
-    #[error("plugin {plugin}: {operation} trapped: {message}{}", stderr_suffix(guest_output))]
+    #[error(
+        "plugin {plugin}: {operation} trapped: {message}{}",
+        stderr_suffix(guest_output)
+    )]
     Trap {
         /// The plugin.
         plugin: String,

@@ -53,9 +53,11 @@ impl PluginRuntime {
         // Deadlines: cheap checks at loop back-edges and function entries, driven by a ticker
         // thread; they interrupt a guest spinning in a loop.
         config.epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(|e| PluginError::Runtime(format!("cannot create the engine: {e}")))?;
+        let engine = Engine::new(&config)
+            .map_err(|e| PluginError::Runtime(format!("cannot create the engine: {e}")))?;
         let mut linker = Linker::new(&engine);
-        Self::link(&mut linker).map_err(|e| PluginError::Runtime(format!("cannot link host interfaces: {e}")))?;
+        Self::link(&mut linker)
+            .map_err(|e| PluginError::Runtime(format!("cannot link host interfaces: {e}")))?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (stop, ticking) = (ticker_stop.clone(), engine.clone());
         std::thread::Builder::new()
@@ -67,7 +69,11 @@ impl PluginRuntime {
                 }
             })
             .map_err(|e| PluginError::Runtime(format!("cannot start the epoch ticker: {e}")))?;
-        Ok(PluginRuntime { engine, linker, ticker_stop })
+        Ok(PluginRuntime {
+            engine,
+            linker,
+            ticker_stop,
+        })
     }
 
     fn link(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {

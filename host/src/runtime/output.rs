@@ -27,20 +27,35 @@ pub struct OutputStreamResource {
 
 impl std::fmt::Debug for OutputStreamResource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OutputStreamResource").field("range", &self.range).field("marked", &self.offsets.len()).finish()
+        f.debug_struct("OutputStreamResource")
+            .field("range", &self.range)
+            .field("marked", &self.offsets.len())
+            .finish()
     }
 }
 
 impl OutputStreamResource {
     /// A resource writing into `stream`, for a snapshot of `range`.
-    pub fn new(stream: Box<dyn CheckpointOutputStream>, range: KeyGroupRange, max_bytes: Option<u64>) -> Self {
-        OutputStreamResource { stream: Some(stream), range, offsets: Vec::with_capacity(range.len() as usize), max_bytes, failed: false }
+    pub fn new(
+        stream: Box<dyn CheckpointOutputStream>,
+        range: KeyGroupRange,
+        max_bytes: Option<u64>,
+    ) -> Self {
+        OutputStreamResource {
+            stream: Some(stream),
+            range,
+            offsets: Vec::with_capacity(range.len() as usize),
+            max_bytes,
+            failed: false,
+        }
     }
 
     /// Ends the strategy's use of the stream: returns the (still open) stream and the offsets,
     /// or the contract violation if not every key group was marked.
     pub fn finish(self) -> Result<(Box<dyn CheckpointOutputStream>, KeyGroupRangeOffsets), String> {
-        let stream = self.stream.ok_or_else(|| "output stream was not returned by a write".to_string())?;
+        let stream = self
+            .stream
+            .ok_or_else(|| "output stream was not returned by a write".to_string())?;
         if self.offsets.len() != self.range.len() as usize {
             let first_missing = self.range.start().unwrap_or(0) + self.offsets.len() as u32;
             return Err(format!(
@@ -52,7 +67,8 @@ impl OutputStreamResource {
                 self.range.end().unwrap_or(0)
             ));
         }
-        let offsets = KeyGroupRangeOffsets::new(self.range, self.offsets).map_err(|e| e.to_string())?;
+        let offsets =
+            KeyGroupRangeOffsets::new(self.range, self.offsets).map_err(|e| e.to_string())?;
         Ok((stream, offsets))
     }
 
@@ -67,16 +83,23 @@ impl OutputStreamResource {
 type Ctx<'a> = StoreContextMut<'a, InvocationState>;
 
 fn closed(store: &mut Ctx<'_>, why: &str) -> HostError {
-    store.data_mut().contract(format!("output-stream used after it failed or closed: {why}"))
+    store.data_mut().contract(format!(
+        "output-stream used after it failed or closed: {why}"
+    ))
 }
 
-fn write(mut store: Ctx<'_>, this: Resource<OutputStreamResource>, bytes: WasmList<u8>) -> wasmtime::Result<Result<(), HostError>> {
+fn write(
+    mut store: Ctx<'_>,
+    this: Resource<OutputStreamResource>,
+    bytes: WasmList<u8>,
+) -> wasmtime::Result<Result<(), HostError>> {
     let res = store.data_mut().table.get_mut(&this)?;
     let position = res.stream.as_ref().map(|s| s.position()).unwrap_or(0);
     if let Some(max) = res.max_bytes {
         if position + bytes.len() as u64 > max {
             res.failed = true;
-            let message = format!("the snapshot would exceed the plugin's output limit of {max} bytes");
+            let message =
+                format!("the snapshot would exceed the plugin's output limit of {max} bytes");
             return Ok(Err(store.data_mut().fail(HostFailure::Limit(message))));
         }
     }
@@ -117,12 +140,18 @@ fn with_stream<R>(
     })
 }
 
-fn begin_key_group(mut store: Ctx<'_>, this: Resource<OutputStreamResource>, key_group: u32) -> wasmtime::Result<Result<(), HostError>> {
+fn begin_key_group(
+    mut store: Ctx<'_>,
+    this: Resource<OutputStreamResource>,
+    key_group: u32,
+) -> wasmtime::Result<Result<(), HostError>> {
     let res = store.data_mut().table.get_mut(&this)?;
     let range = res.range;
     let expected = range.start().unwrap_or(0) + res.offsets.len() as u32;
     let problem = if !range.contains(key_group) {
-        Some(format!("begin-key-group({key_group}): key group is outside the snapshot's range {range}"))
+        Some(format!(
+            "begin-key-group({key_group}): key group is outside the snapshot's range {range}"
+        ))
     } else if key_group < expected {
         Some(format!("begin-key-group({key_group}): key groups must be marked once each in ascending order, but {} was already marked", key_group))
     } else if key_group > expected {
@@ -145,25 +174,48 @@ fn begin_key_group(mut store: Ctx<'_>, this: Resource<OutputStreamResource>, key
 
 /// Links `snapshot:strategy/output` into `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
-    let name = format!("{}/output@{}", super::bindings::WIT_PACKAGE, super::bindings::WIT_VERSION);
+    let name = format!(
+        "{}/output@{}",
+        super::bindings::WIT_PACKAGE,
+        super::bindings::WIT_VERSION
+    );
     let mut inst = linker.instance(&name)?;
     // The guest only ever borrows an output stream; the host deletes it after the call.
-    inst.resource("output-stream", ResourceType::host::<OutputStreamResource>(), |_, _| Ok(()))?;
-    inst.func_wrap("[method]output-stream.write", |store, (this, bytes): (Resource<OutputStreamResource>, WasmList<u8>)| {
-        write(store, this, bytes).map(|r| (r,))
-    })?;
-    inst.func_wrap("[method]output-stream.position", |mut store: Ctx<'_>, (this,): (Resource<OutputStreamResource>,)| {
-        let res = store.data_mut().table.get(&this)?;
-        Ok((res.stream.as_ref().map(|s| s.position()).unwrap_or(0),))
-    })?;
-    inst.func_wrap("[method]output-stream.flush", |store, (this,): (Resource<OutputStreamResource>,)| {
-        with_stream(store, &this, |s| s.flush()).map(|r| (r,))
-    })?;
-    inst.func_wrap("[method]output-stream.sync", |store, (this,): (Resource<OutputStreamResource>,)| {
-        with_stream(store, &this, |s| s.sync()).map(|r| (r,))
-    })?;
-    inst.func_wrap("[method]output-stream.begin-key-group", |store, (this, key_group): (Resource<OutputStreamResource>, u32)| {
-        begin_key_group(store, this, key_group).map(|r| (r,))
-    })?;
+    inst.resource(
+        "output-stream",
+        ResourceType::host::<OutputStreamResource>(),
+        |_, _| Ok(()),
+    )?;
+    inst.func_wrap(
+        "[method]output-stream.write",
+        |store, (this, bytes): (Resource<OutputStreamResource>, WasmList<u8>)| {
+            write(store, this, bytes).map(|r| (r,))
+        },
+    )?;
+    inst.func_wrap(
+        "[method]output-stream.position",
+        |mut store: Ctx<'_>, (this,): (Resource<OutputStreamResource>,)| {
+            let res = store.data_mut().table.get(&this)?;
+            Ok((res.stream.as_ref().map(|s| s.position()).unwrap_or(0),))
+        },
+    )?;
+    inst.func_wrap(
+        "[method]output-stream.flush",
+        |store, (this,): (Resource<OutputStreamResource>,)| {
+            with_stream(store, &this, |s| s.flush()).map(|r| (r,))
+        },
+    )?;
+    inst.func_wrap(
+        "[method]output-stream.sync",
+        |store, (this,): (Resource<OutputStreamResource>,)| {
+            with_stream(store, &this, |s| s.sync()).map(|r| (r,))
+        },
+    )?;
+    inst.func_wrap(
+        "[method]output-stream.begin-key-group",
+        |store, (this, key_group): (Resource<OutputStreamResource>, u32)| {
+            begin_key_group(store, this, key_group).map(|r| (r,))
+        },
+    )?;
     Ok(())
 }

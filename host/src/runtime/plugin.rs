@@ -48,7 +48,10 @@ pub struct Plugin {
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin").field("source", &self.source).field("info", &self.info).finish_non_exhaustive()
+        f.debug_struct("Plugin")
+            .field("source", &self.source)
+            .field("info", &self.info)
+            .finish_non_exhaustive()
     }
 }
 
@@ -58,12 +61,20 @@ const MODULE_VERSION: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
 impl PluginRuntime {
     /// Loads the plugin at `path` with `limits`.
     pub fn load(&self, path: &Path, limits: PluginLimits) -> Result<Plugin, PluginError> {
-        let bytes = std::fs::read(path).map_err(|source| PluginError::Read { path: path.to_path_buf(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         self.load_bytes(path, &bytes, limits)
     }
 
     /// Loads a plugin from `bytes`; `source` names it in errors.
-    pub fn load_bytes(&self, source: &Path, bytes: &[u8], limits: PluginLimits) -> Result<Plugin, PluginError> {
+    pub fn load_bytes(
+        &self,
+        source: &Path,
+        bytes: &[u8],
+        limits: PluginLimits,
+    ) -> Result<Plugin, PluginError> {
         let path = source.to_path_buf();
         if bytes.len() < 8 || bytes[..4] != COMPONENT_HEADER[..4] {
             return Err(PluginError::NotWasm { path });
@@ -72,26 +83,47 @@ impl PluginRuntime {
             return Err(PluginError::CoreModule { path });
         }
         if bytes[4..8] != COMPONENT_HEADER[4..8] {
-            return Err(PluginError::Invalid { path, reason: format!("unknown WebAssembly version/layer bytes {:02x?}", &bytes[4..8]) });
+            return Err(PluginError::Invalid {
+                path,
+                reason: format!(
+                    "unknown WebAssembly version/layer bytes {:02x?}",
+                    &bytes[4..8]
+                ),
+            });
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| PluginError::Invalid { path: path.clone(), reason: format!("{e:#}") })?;
+        let component = Component::new(&self.engine, bytes).map_err(|e| PluginError::Invalid {
+            path: path.clone(),
+            reason: format!("{e:#}"),
+        })?;
         let content_hash = sha256_hex(bytes);
         self.prepare(path, component, content_hash, limits)
     }
 
-    fn prepare(&self, path: PathBuf, component: Component, content_hash: String, limits: PluginLimits) -> Result<Plugin, PluginError> {
+    fn prepare(
+        &self,
+        path: PathBuf,
+        component: Component,
+        content_hash: String,
+        limits: PluginLimits,
+    ) -> Result<Plugin, PluginError> {
         let ty = component.component_type();
-        let imports: Vec<String> = ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        let imports: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
         // Plain names are the world's own type imports (`use` in the world); interfaces carry
         // a package name. Linking checks the former, the capability rules the latter.
         for import in imports.iter().filter(|i| i.contains(':')) {
             check_import(&path, import)?;
         }
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| PluginError::Incompatible {
-            path: path.clone(),
-            host_version: WIT_VERSION,
-            reason: format!("{e:#}"),
-        })?;
+        let instance_pre =
+            self.linker
+                .instantiate_pre(&component)
+                .map_err(|e| PluginError::Incompatible {
+                    path: path.clone(),
+                    host_version: WIT_VERSION,
+                    reason: format!("{e:#}"),
+                })?;
         let pre = KeyedStrategyPre::new(instance_pre).map_err(|e| PluginError::Incompatible {
             path: path.clone(),
             host_version: WIT_VERSION,
@@ -100,11 +132,20 @@ impl PluginRuntime {
         let mut plugin = Plugin {
             source: path.clone(),
             pre,
-            info: PluginInfo { name: display_name(&path), version: String::new(), format: String::new(), format_version: 0, deterministic: false, content_hash },
+            info: PluginInfo {
+                name: display_name(&path),
+                version: String::new(),
+                format: String::new(),
+                format_version: 0,
+                deterministic: false,
+                content_hash,
+            },
             imports,
             limits,
         };
-        let described = plugin.invoke("describe", |store, strategy| strategy.call_describe(store))?.0;
+        let described = plugin
+            .invoke("describe", |store, strategy| strategy.call_describe(store))?
+            .0;
         let reason = if described.name.trim().is_empty() {
             Some("the name is empty")
         } else if described.format.trim().is_empty() {
@@ -113,7 +154,10 @@ impl PluginRuntime {
             None
         };
         if let Some(reason) = reason {
-            return Err(PluginError::BadDescription { path, reason: reason.into() });
+            return Err(PluginError::BadDescription {
+                path,
+                reason: reason.into(),
+            });
         }
         plugin.info.name = described.name;
         plugin.info.version = described.version;
@@ -128,14 +172,27 @@ impl PluginRuntime {
 /// Refuses imports outside the strategy world and the granted WASI interfaces, and strategy
 /// interfaces of an incompatible version, with an error that says which.
 fn check_import(path: &Path, import: &str) -> Result<(), PluginError> {
-    if let Some(rest) = import.strip_prefix(WIT_PACKAGE).and_then(|r| r.strip_prefix('/')) {
+    if let Some(rest) = import
+        .strip_prefix(WIT_PACKAGE)
+        .and_then(|r| r.strip_prefix('/'))
+    {
         let version = rest.split_once('@').map(|(_, v)| v).unwrap_or("");
-        let host_minor = WIT_VERSION.rsplit_once('.').map(|(mm, _)| mm).unwrap_or(WIT_VERSION);
+        let host_minor = WIT_VERSION
+            .rsplit_once('.')
+            .map(|(mm, _)| mm)
+            .unwrap_or(WIT_VERSION);
         if !version.starts_with(&format!("{host_minor}.")) {
             return Err(PluginError::Incompatible {
                 path: path.to_path_buf(),
                 host_version: WIT_VERSION,
-                reason: format!("it was built against {WIT_PACKAGE}@{} (import {import})", if version.is_empty() { "<unversioned>" } else { version }),
+                reason: format!(
+                    "it was built against {WIT_PACKAGE}@{} (import {import})",
+                    if version.is_empty() {
+                        "<unversioned>"
+                    } else {
+                        version
+                    }
+                ),
             });
         }
         return Ok(());
@@ -144,7 +201,10 @@ fn check_import(path: &Path, import: &str) -> Result<(), PluginError> {
         return Ok(());
     }
     if import.starts_with("wasi:") {
-        return Err(PluginError::Capability { path: path.to_path_buf(), import: import.to_string() });
+        return Err(PluginError::Capability {
+            path: path.to_path_buf(),
+            import: import.to_string(),
+        });
     }
     Err(PluginError::Incompatible {
         path: path.to_path_buf(),
@@ -154,12 +214,17 @@ fn check_import(path: &Path, import: &str) -> Result<(), PluginError> {
 }
 
 fn display_name(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl Plugin {
@@ -200,7 +265,10 @@ impl Plugin {
         call: impl FnOnce(&mut Store<InvocationState>, &KeyedStrategy) -> wasmtime::Result<R>,
     ) -> Result<(R, Store<InvocationState>), PluginError> {
         let mut store = self.new_store();
-        let result = self.pre.instantiate(&mut store).and_then(|strategy| call(&mut store, &strategy));
+        let result = self
+            .pre
+            .instantiate(&mut store)
+            .and_then(|strategy| call(&mut store, &strategy));
         forward_guest_output(&self.info.name, &store);
         match result {
             Ok(r) => Ok((r, store)),
@@ -208,7 +276,12 @@ impl Plugin {
         }
     }
 
-    fn trap_error(&self, operation: &str, error: wasmtime::Error, store: &mut Store<InvocationState>) -> PluginError {
+    fn trap_error(
+        &self,
+        operation: &str,
+        error: wasmtime::Error,
+        store: &mut Store<InvocationState>,
+    ) -> PluginError {
         let (plugin, operation) = (self.info.name.clone(), operation.to_string());
         // A trap the host caused on purpose (a limit) is reported as that limit.
         if let Some(failure) = store.data_mut().first_failure.take() {
@@ -216,49 +289,105 @@ impl Plugin {
         }
         let message = match error.downcast_ref::<wasmtime::Trap>() {
             Some(wasmtime::Trap::Interrupt) => {
-                return PluginError::Limit { plugin, operation, message: format!("exceeded the time limit of {:?}", self.limits.timeout) };
+                return PluginError::Limit {
+                    plugin,
+                    operation,
+                    message: format!("exceeded the time limit of {:?}", self.limits.timeout),
+                };
             }
-            _ if format!("{error:#}").contains("growing memory") || format!("{error:#}").contains("memory limit") => {
-                return PluginError::Limit { plugin, operation, message: format!("exceeded the memory limit of {} bytes", self.limits.memory_bytes) };
+            _ if format!("{error:#}").contains("growing memory")
+                || format!("{error:#}").contains("memory limit") =>
+            {
+                return PluginError::Limit {
+                    plugin,
+                    operation,
+                    message: format!(
+                        "exceeded the memory limit of {} bytes",
+                        self.limits.memory_bytes
+                    ),
+                };
             }
             _ => format!("{error:?}"),
         };
         let guest_output = String::from_utf8_lossy(&store.data().stderr.contents()).into_owned();
-        PluginError::Trap { plugin, operation, message, guest_output }
+        PluginError::Trap {
+            plugin,
+            operation,
+            message,
+            guest_output,
+        }
     }
 
     fn failure_error(&self, operation: &str, failure: HostFailure) -> PluginError {
         let (plugin, operation) = (self.info.name.clone(), operation.to_string());
         match failure {
-            HostFailure::Storage(source) => PluginError::Storage { plugin, operation, source },
-            HostFailure::Contract(message) => PluginError::Contract { plugin, operation, message },
-            HostFailure::Limit(message) => PluginError::Limit { plugin, operation, message },
+            HostFailure::Storage(source) => PluginError::Storage {
+                plugin,
+                operation,
+                source,
+            },
+            HostFailure::Contract(message) => PluginError::Contract {
+                plugin,
+                operation,
+                message,
+            },
+            HostFailure::Limit(message) => PluginError::Limit {
+                plugin,
+                operation,
+                message,
+            },
         }
     }
 
     /// Settles a guest call's outcome against what the host recorded: a host failure wins
     /// (even if the strategy ignored it), then the strategy's own error.
-    fn settle(&self, operation: &str, outcome: Result<(), String>, store: &mut Store<InvocationState>) -> Result<(), PluginError> {
+    fn settle(
+        &self,
+        operation: &str,
+        outcome: Result<(), String>,
+        store: &mut Store<InvocationState>,
+    ) -> Result<(), PluginError> {
         if let Some(failure) = store.data_mut().first_failure.take() {
             return Err(self.failure_error(operation, failure));
         }
-        outcome.map_err(|message| PluginError::Failed { plugin: self.info.name.clone(), operation: operation.to_string(), message })
+        outcome.map_err(|message| PluginError::Failed {
+            plugin: self.info.name.clone(),
+            operation: operation.to_string(),
+            message,
+        })
     }
 
     /// Runs the strategy's snapshot of `snapshot` into `out`. Returns the stream, still open
     /// (closing is the caller's act: it decides how a duplicated stream is finalized), and the
     /// key-group offsets the host recorded. On error the stream is dropped, which discards it.
-    pub fn snapshot_keyed(&self, snapshot: KeyedSnapshot, out: Box<dyn CheckpointOutputStream>) -> Result<(Box<dyn CheckpointOutputStream>, KeyGroupRangeOffsets), PluginError> {
+    pub fn snapshot_keyed(
+        &self,
+        snapshot: KeyedSnapshot,
+        out: Box<dyn CheckpointOutputStream>,
+    ) -> Result<(Box<dyn CheckpointOutputStream>, KeyGroupRangeOffsets), PluginError> {
         let operation = "snapshot";
         let range = snapshot.key_group_range();
         let mut store = self.new_store();
         let table = &mut store.data_mut().table;
-        let runtime_err = |e: wasmtime::component::ResourceTableError| PluginError::Runtime(e.to_string());
-        let view = table.push(KeyedStateViewResource::new(snapshot)).map_err(runtime_err)?;
-        let output = table.push(OutputStreamResource::new(out, range, self.limits.max_output_bytes)).map_err(runtime_err)?;
+        let runtime_err =
+            |e: wasmtime::component::ResourceTableError| PluginError::Runtime(e.to_string());
+        let view = table
+            .push(KeyedStateViewResource::new(snapshot))
+            .map_err(runtime_err)?;
+        let output = table
+            .push(OutputStreamResource::new(
+                out,
+                range,
+                self.limits.max_output_bytes,
+            ))
+            .map_err(runtime_err)?;
         let (view_rep, output_rep) = (view.rep(), output.rep());
         let result = self.pre.instantiate(&mut store).and_then(|strategy| {
-            strategy.call_snapshot_keyed(&mut store, Resource::new_borrow(view_rep), Resource::new_borrow(output_rep))
+            strategy.call_snapshot_keyed(
+                &mut store,
+                Resource::new_borrow(view_rep),
+                Resource::new_borrow(output_rep),
+            )
         });
         forward_guest_output(&self.info.name, &store);
         let outcome = result.map_err(|e| self.trap_error(operation, e, &mut store))?;
@@ -275,31 +404,66 @@ impl Plugin {
     /// Restores the key groups of `handle` that `backend` owns into `backend`, one strategy
     /// call per key group on one instance. The backend is consumed on failure: a failed
     /// restore attempt leaves nothing half-restored behind.
-    pub fn restore_keyed(&self, handle: &KeyGroupsStateHandle, backend: KeyedStateBackend) -> Result<KeyedStateBackend, PluginError> {
+    pub fn restore_keyed(
+        &self,
+        handle: &KeyGroupsStateHandle,
+        backend: KeyedStateBackend,
+    ) -> Result<KeyedStateBackend, PluginError> {
         let Some(part) = handle.intersection(&backend.key_group_range()) else {
             return Ok(backend);
         };
-        let operation = |kg: u32| format!("restore of key group {kg} from {}", handle.stream().describe());
+        let operation = |kg: u32| {
+            format!(
+                "restore of key group {kg} from {}",
+                handle.stream().describe()
+            )
+        };
         let input = handle.stream().open().map_err(|e| PluginError::Storage {
             plugin: self.info.name.clone(),
             operation: format!("restore from {}", handle.stream().describe()),
             source: std::io::Error::other(e.to_string()),
         })?;
         let mut store = self.new_store();
-        let runtime_err = |e: wasmtime::component::ResourceTableError| PluginError::Runtime(e.to_string());
-        let input = store.data_mut().table.push(InputStreamResource::new(input)).map_err(runtime_err)?;
-        let sink = store.data_mut().table.push(RestoreSinkResource::new(backend)).map_err(runtime_err)?;
+        let runtime_err =
+            |e: wasmtime::component::ResourceTableError| PluginError::Runtime(e.to_string());
+        let input = store
+            .data_mut()
+            .table
+            .push(InputStreamResource::new(input))
+            .map_err(runtime_err)?;
+        let sink = store
+            .data_mut()
+            .table
+            .push(RestoreSinkResource::new(backend))
+            .map_err(runtime_err)?;
         let strategy = match self.pre.instantiate(&mut store) {
             Ok(s) => s,
             Err(e) => return Err(self.trap_error("instantiation for restore", e, &mut store)),
         };
         for (key_group, offset) in part.offsets().iter() {
             let data = store.data_mut();
-            if let Err(e) = data.table.get_mut(&input).map_err(runtime_err)?.seek(offset) {
-                return Err(PluginError::Storage { plugin: self.info.name.clone(), operation: operation(key_group), source: e });
+            if let Err(e) = data
+                .table
+                .get_mut(&input)
+                .map_err(runtime_err)?
+                .seek(offset)
+            {
+                return Err(PluginError::Storage {
+                    plugin: self.info.name.clone(),
+                    operation: operation(key_group),
+                    source: e,
+                });
             }
-            data.table.get_mut(&sink).map_err(runtime_err)?.set_key_group(key_group);
-            let result = strategy.call_restore_key_group(&mut store, key_group, Resource::new_borrow(input.rep()), Resource::new_borrow(sink.rep()));
+            data.table
+                .get_mut(&sink)
+                .map_err(runtime_err)?
+                .set_key_group(key_group);
+            let result = strategy.call_restore_key_group(
+                &mut store,
+                key_group,
+                Resource::new_borrow(input.rep()),
+                Resource::new_borrow(sink.rep()),
+            );
             let outcome = match result {
                 Ok(outcome) => outcome,
                 Err(e) => {
@@ -316,9 +480,15 @@ impl Plugin {
 }
 
 fn forward_guest_output(plugin: &str, store: &Store<InvocationState>) {
-    for (stream, pipe) in [("stdout", &store.data().stdout), ("stderr", &store.data().stderr)] {
+    for (stream, pipe) in [
+        ("stdout", &store.data().stdout),
+        ("stderr", &store.data().stderr),
+    ] {
         let bytes = pipe.contents();
-        for line in String::from_utf8_lossy(&bytes).lines().filter(|l| !l.trim().is_empty()) {
+        for line in String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+        {
             tracing::info!(target: "snapshot_host::plugin", plugin, stream, "{line}");
         }
     }

@@ -51,9 +51,19 @@ impl FileCheckpointOutputStream {
 
     fn open_file(&mut self) -> io::Result<&mut BufWriter<File>> {
         if self.file.is_none() {
-            let file = File::options().write(true).create_new(true).open(&self.temp_path).map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot create checkpoint file {}: {e}", self.temp_path.display()))
-            })?;
+            let file = File::options()
+                .write(true)
+                .create_new(true)
+                .open(&self.temp_path)
+                .map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "cannot create checkpoint file {}: {e}",
+                            self.temp_path.display()
+                        ),
+                    )
+                })?;
             self.temp_exists = true;
             let mut writer = BufWriter::with_capacity(256 * 1024, file);
             writer.write_all(&self.pending)?;
@@ -98,7 +108,9 @@ impl CheckpointOutputStream for FileCheckpointOutputStream {
 
     fn close_and_get_handle(mut self: Box<Self>) -> io::Result<StreamStateHandle> {
         let Some(mut writer) = self.file.take() else {
-            return Ok(StreamStateHandle::Inline { bytes: std::mem::take(&mut self.pending) });
+            return Ok(StreamStateHandle::Inline {
+                bytes: std::mem::take(&mut self.pending),
+            });
         };
         // On any error below, `self` is dropped and Drop removes the temporary file.
         writer.flush()?;
@@ -114,7 +126,10 @@ impl CheckpointOutputStream for FileCheckpointOutputStream {
                 return Err(e);
             }
         }
-        Ok(StreamStateHandle::File { path: std::mem::take(&mut self.final_path), size: self.position })
+        Ok(StreamStateHandle::File {
+            path: std::mem::take(&mut self.final_path),
+            size: self.position,
+        })
     }
 }
 
@@ -145,12 +160,25 @@ impl FileStreamFactory {
 
     /// A factory writing exclusive state to `exclusive_dir` and shared state to `shared_dir`;
     /// both are created if missing.
-    pub fn new(exclusive_dir: impl Into<PathBuf>, shared_dir: impl Into<PathBuf>, inline_threshold: usize) -> io::Result<Self> {
+    pub fn new(
+        exclusive_dir: impl Into<PathBuf>,
+        shared_dir: impl Into<PathBuf>,
+        inline_threshold: usize,
+    ) -> io::Result<Self> {
         let (exclusive_dir, shared_dir) = (exclusive_dir.into(), shared_dir.into());
         for dir in [&exclusive_dir, &shared_dir] {
-            fs::create_dir_all(dir).map_err(|e| io::Error::new(e.kind(), format!("cannot create checkpoint directory {}: {e}", dir.display())))?;
+            fs::create_dir_all(dir).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot create checkpoint directory {}: {e}", dir.display()),
+                )
+            })?;
         }
-        Ok(FileStreamFactory { exclusive_dir, shared_dir, inline_threshold })
+        Ok(FileStreamFactory {
+            exclusive_dir,
+            shared_dir,
+            inline_threshold,
+        })
     }
 
     /// The directory of exclusive state.
@@ -160,11 +188,17 @@ impl FileStreamFactory {
 }
 
 impl CheckpointStreamFactory for FileStreamFactory {
-    fn create_output_stream(&self, scope: StateScope) -> io::Result<Box<dyn CheckpointOutputStream>> {
+    fn create_output_stream(
+        &self,
+        scope: StateScope,
+    ) -> io::Result<Box<dyn CheckpointOutputStream>> {
         let dir = match scope {
             StateScope::Exclusive => &self.exclusive_dir,
             StateScope::Shared => &self.shared_dir,
         };
-        Ok(Box::new(FileCheckpointOutputStream::new(dir, self.inline_threshold)))
+        Ok(Box::new(FileCheckpointOutputStream::new(
+            dir,
+            self.inline_threshold,
+        )))
     }
 }

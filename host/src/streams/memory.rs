@@ -21,7 +21,10 @@ impl MemoryCheckpointOutputStream {
 
     /// A stream that fails writes beyond `max_size` bytes.
     pub fn with_max_size(max_size: usize) -> Self {
-        MemoryCheckpointOutputStream { bytes: Vec::new(), max_size: Some(max_size) }
+        MemoryCheckpointOutputStream {
+            bytes: Vec::new(),
+            max_size: Some(max_size),
+        }
     }
 }
 
@@ -29,7 +32,10 @@ impl CheckpointOutputStream for MemoryCheckpointOutputStream {
     fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         if let Some(max) = self.max_size {
             if self.bytes.len() + bytes.len() > max {
-                return Err(io::Error::new(io::ErrorKind::QuotaExceeded, format!("in-memory checkpoint stream is limited to {max} bytes")));
+                return Err(io::Error::new(
+                    io::ErrorKind::QuotaExceeded,
+                    format!("in-memory checkpoint stream is limited to {max} bytes"),
+                ));
             }
         }
         self.bytes.extend_from_slice(bytes);
@@ -67,7 +73,13 @@ impl MemoryStreamFactory {
 }
 
 impl CheckpointStreamFactory for MemoryStreamFactory {
-    fn create_output_stream(&self, _scope: StateScope) -> io::Result<Box<dyn CheckpointOutputStream>> {
-        Ok(Box::new(MemoryCheckpointOutputStream { bytes: Vec::new(), max_size: self.max_size }))
+    fn create_output_stream(
+        &self,
+        _scope: StateScope,
+    ) -> io::Result<Box<dyn CheckpointOutputStream>> {
+        Ok(Box::new(MemoryCheckpointOutputStream {
+            bytes: Vec::new(),
+            max_size: self.max_size,
+        }))
     }
 }
