@@ -164,7 +164,7 @@ pub fn range_for_operator(
     }
     // 64-bit intermediates: the products reach 2^30 and must not wrap.
     let (m, p, i) = (max_parallelism as u64, parallelism as u64, index as u64);
-    let start = (i * m + p - 1) / p;
+    let start = (i * m).div_ceil(p);
     let end = ((i + 1) * m - 1) / p;
     Ok(KeyGroupRange::new(start as u32, end as u32))
 }
