@@ -3,8 +3,11 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod duplicating;
 pub mod fsutil;
 pub mod handles;
 pub mod key_groups;
+pub mod result;
 pub mod runtime;
+pub mod snapshot_directory;
 pub mod streams;

@@ -5,15 +5,18 @@
 //! them. A stream that is dropped without [`CheckpointOutputStream::close_and_get_handle`]
 //! discards what it wrote: a handle exists only for complete, durable bytes.
 
+mod fault;
 mod file;
 mod memory;
 
 use std::io::{self, Read, Seek};
 
-pub use file::{FileCheckpointOutputStream, FileStreamFactory};
+pub use fault::FaultInjectingStream;
+pub use file::{FileCheckpointOutputStream, FileStreamFactory, IN_PROGRESS_SUFFIX};
 pub use memory::{MemoryCheckpointOutputStream, MemoryStreamFactory};
 
 use crate::handles::StreamStateHandle;
+use crate::result::SnapshotResult;
 
 /// A stream a snapshot is written into.
 pub trait CheckpointOutputStream: Send {
@@ -28,6 +31,13 @@ pub trait CheckpointOutputStream: Send {
     /// Completes the stream (durably) and returns a handle to its bytes. Dropping a stream
     /// instead discards it and removes whatever it stored.
     fn close_and_get_handle(self: Box<Self>) -> io::Result<StreamStateHandle>;
+
+    /// Completes the stream into a snapshot result: the primary handle and, for a stream that
+    /// also keeps a local copy, the local handle. A primary failure is an error; a failed
+    /// local copy only means the result has no local part.
+    fn close_and_finalize(self: Box<Self>) -> io::Result<SnapshotResult<StreamStateHandle>> {
+        Ok(SnapshotResult::of(self.close_and_get_handle()?))
+    }
 }
 
 /// A stream a snapshot is read back from.

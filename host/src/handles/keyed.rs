@@ -1,120 +1,11 @@
-//! State handles: serializable references to snapshot bytes, stored in checkpoint metadata and
-//! in local snapshot metadata.
+//! Keyed handles: a snapshot stream plus where each key group starts in it.
 
-use std::fs::File;
-use std::io::{self, Cursor};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::{HandleError, StreamStateHandle};
 use crate::key_groups::KeyGroupRange;
-use crate::streams::CheckpointInputStream;
-
-/// Errors of handle construction and use.
-#[derive(Debug, thiserror::Error)]
-pub enum HandleError {
-    /// The offsets table does not have one offset per key group of its range.
-    #[error("key-group offsets: {offsets} offsets for the {groups} key groups of range {range}")]
-    OffsetsLength {
-        /// The range.
-        range: KeyGroupRange,
-        /// Number of key groups in it.
-        groups: u32,
-        /// Number of offsets given.
-        offsets: usize,
-    },
-    /// A key group outside the handle's range.
-    #[error("key group {key_group} is not in range {range}")]
-    KeyGroupNotInRange {
-        /// The key group asked for.
-        key_group: u32,
-        /// The handle's range.
-        range: KeyGroupRange,
-    },
-    /// Opening or discarding the underlying bytes failed.
-    #[error("state handle {handle}: {source}")]
-    Io {
-        /// Which handle.
-        handle: String,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
-}
-
-/// A reference to the complete bytes of one snapshot stream.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum StreamStateHandle {
-    /// A file written by a file stream.
-    File {
-        /// Path of the file.
-        path: PathBuf,
-        /// Its size in bytes.
-        size: u64,
-    },
-    /// Bytes small enough to travel inside the metadata itself.
-    Inline {
-        /// The bytes.
-        bytes: Vec<u8>,
-    },
-}
-
-impl StreamStateHandle {
-    /// Size of the referenced bytes.
-    pub fn size(&self) -> u64 {
-        match self {
-            StreamStateHandle::File { size, .. } => *size,
-            StreamStateHandle::Inline { bytes } => bytes.len() as u64,
-        }
-    }
-
-    /// Opens the bytes for reading. A file whose size differs from the recorded one is
-    /// refused: it was truncated or replaced.
-    pub fn open(&self) -> Result<Box<dyn CheckpointInputStream>, HandleError> {
-        match self {
-            StreamStateHandle::File { path, size } => {
-                let io_err = |source| HandleError::Io {
-                    handle: self.describe(),
-                    source,
-                };
-                let file = File::open(path).map_err(io_err)?;
-                let actual = file.metadata().map_err(io_err)?.len();
-                if actual != *size {
-                    return Err(io_err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("file has {actual} bytes, the handle recorded {size}"),
-                    )));
-                }
-                Ok(Box::new(io::BufReader::with_capacity(256 * 1024, file)))
-            }
-            StreamStateHandle::Inline { bytes } => Ok(Box::new(Cursor::new(bytes.clone()))),
-        }
-    }
-
-    /// Deletes the referenced bytes. A file that is already gone counts as deleted.
-    pub fn discard(&self) -> Result<(), HandleError> {
-        match self {
-            StreamStateHandle::File { path, .. } => match std::fs::remove_file(path) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                Err(source) => Err(HandleError::Io {
-                    handle: self.describe(),
-                    source,
-                }),
-            },
-            StreamStateHandle::Inline { .. } => Ok(()),
-        }
-    }
-
-    /// A short description for messages: the file path, or the inline size.
-    pub fn describe(&self) -> String {
-        match self {
-            StreamStateHandle::File { path, .. } => path.display().to_string(),
-            StreamStateHandle::Inline { bytes } => format!("<inline, {} bytes>", bytes.len()),
-        }
-    }
-}
 
 /// Where each key group of a range starts in a snapshot stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,26 +158,5 @@ mod tests {
         );
         assert_eq!(part.stream(), h.stream());
         assert!(h.intersection(&KeyGroupRange::new(10, 20)).is_none());
-    }
-
-    #[test]
-    fn file_handle_detects_truncation_and_discard_is_idempotent() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        std::fs::write(&path, b"abcdef").unwrap();
-        let h = StreamStateHandle::File {
-            path: path.clone(),
-            size: 6,
-        };
-        assert!(h.open().is_ok());
-        std::fs::write(&path, b"abc").unwrap();
-        let err = h.open().err().unwrap().to_string();
-        assert!(
-            err.contains("3 bytes") && err.contains(&path.display().to_string()),
-            "{err}"
-        );
-        h.discard().unwrap();
-        h.discard().unwrap();
-        assert!(!path.exists());
     }
 }

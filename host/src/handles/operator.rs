@@ -1,0 +1,63 @@
+//! Operator (non-keyed) state handles: one stream holding several named list states, each
+//! split into partitions that are redistributed when parallelism changes.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{HandleError, StreamStateHandle};
+
+/// How a named operator list state is redistributed on restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DistributionMode {
+    /// The elements of all subtasks are pooled and split evenly over the new subtasks.
+    SplitDistribute,
+    /// Every new subtask gets all elements of all subtasks.
+    Union,
+    /// Every subtask held the same state; every new subtask gets one copy.
+    Broadcast,
+}
+
+/// Where the partitions (list elements) of one named state start in the stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionInfo {
+    /// Offset of each partition, in order.
+    pub offsets: Vec<u64>,
+    /// How the state is redistributed.
+    pub mode: DistributionMode,
+}
+
+/// An operator state snapshot: a stream and, per state name, its partition offsets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorStateHandle {
+    partitions: BTreeMap<String, PartitionInfo>,
+    stream: StreamStateHandle,
+}
+
+impl OperatorStateHandle {
+    /// A handle over `stream`.
+    pub fn new(partitions: BTreeMap<String, PartitionInfo>, stream: StreamStateHandle) -> Self {
+        OperatorStateHandle { partitions, stream }
+    }
+
+    /// State name to partition offsets and mode. Two handles with equal maps describe the
+    /// same partitioning, which is what lets a local copy stand in for the primary.
+    pub fn partitions(&self) -> &BTreeMap<String, PartitionInfo> {
+        &self.partitions
+    }
+
+    /// The stream.
+    pub fn stream(&self) -> &StreamStateHandle {
+        &self.stream
+    }
+
+    /// Size of the stream.
+    pub fn state_size(&self) -> u64 {
+        self.stream.size()
+    }
+
+    /// Deletes the stream.
+    pub fn discard(&self) -> Result<(), HandleError> {
+        self.stream.discard()
+    }
+}
