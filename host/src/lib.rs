@@ -3,11 +3,14 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod config;
+pub mod directories;
 pub mod duplicating;
 pub mod fsutil;
 pub mod handles;
 pub mod key_groups;
 pub mod result;
+pub mod result_provider;
 pub mod runtime;
 pub mod snapshot_directory;
 pub mod streams;

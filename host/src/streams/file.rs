@@ -44,6 +44,20 @@ impl FileCheckpointOutputStream {
         }
     }
 
+    /// A stream that creates its file (and `dir`) right away and never keeps state inline:
+    /// for local copies, where a missing or full disk should show at once.
+    pub fn create(dir: &Path) -> io::Result<Self> {
+        fs::create_dir_all(dir).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot create directory {}: {e}", dir.display()),
+            )
+        })?;
+        let mut stream = Self::new(dir, 0);
+        stream.open_file()?;
+        Ok(stream)
+    }
+
     /// Where the completed file will be.
     pub fn path(&self) -> &Path {
         &self.final_path

@@ -1,0 +1,327 @@
+//! Configuration: the keys the host understands, read from a TOML file and overridable on the
+//! command line (`--set key=value`), with errors that name the key and the value.
+//!
+//! Keys are Flink's where Flink has one. In TOML they may be written dotted
+//! (`state.backend.local-recovery = true`, which TOML nests into tables) or quoted
+//! (`"state.backend.local-recovery" = true`); both mean the same key. Unknown keys are errors:
+//! a typo must not silently disable a feature (Flink silently disabled local recovery on a
+//! bad value; this does not).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Enables keeping a local copy of every snapshot and restoring from it first.
+pub const LOCAL_RECOVERY: &str = "state.backend.local-recovery";
+/// Comma-separated directories for local copies; the subtask's copies rotate over them.
+pub const LOCAL_ROOT_DIRS: &str = "taskmanager.state.local.root-dirs";
+/// Directory of durable checkpoint storage.
+pub const CHECKPOINT_DIR: &str = "state.checkpoints.dir";
+/// Number of completed checkpoints to retain.
+pub const RETAINED_CHECKPOINTS: &str = "state.checkpoints.num-retained";
+
+const KNOWN: &[&str] = &[
+    LOCAL_RECOVERY,
+    LOCAL_ROOT_DIRS,
+    CHECKPOINT_DIR,
+    RETAINED_CHECKPOINTS,
+];
+
+/// A configuration error; names the input, the key and the value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("configuration file {path}: not valid TOML: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A key nobody reads.
+    #[error("{origin}: unknown configuration key {key:?} (known keys: {})", KNOWN.join(", "))]
+    UnknownKey {
+        /// File or command line.
+        origin: String,
+        /// The key.
+        key: String,
+    },
+    /// A value of the wrong type or form.
+    #[error("{origin}: invalid value {value:?} for {key}: {expected}")]
+    InvalidValue {
+        /// File or command line.
+        origin: String,
+        /// The key.
+        key: String,
+        /// The value as given.
+        value: String,
+        /// What was expected.
+        expected: String,
+    },
+    /// A command-line override not of the form `key=value`.
+    #[error("--set {0:?}: expected key=value")]
+    BadOverride(String),
+}
+
+/// Local recovery settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalRecoveryConfig {
+    /// Whether local copies are written and preferred on restore.
+    pub enabled: bool,
+    /// Root directories for local copies (each gets a `localState` sub-directory).
+    pub root_dirs: Vec<PathBuf>,
+}
+
+/// The host's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Local recovery.
+    pub local_recovery: LocalRecoveryConfig,
+    /// Durable checkpoint storage directory.
+    pub checkpoint_dir: PathBuf,
+    /// Completed checkpoints to keep.
+    pub retained_checkpoints: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            local_recovery: LocalRecoveryConfig {
+                enabled: false,
+                root_dirs: vec![std::env::temp_dir()],
+            },
+            checkpoint_dir: PathBuf::from("checkpoints"),
+            retained_checkpoints: 1,
+        }
+    }
+}
+
+impl Config {
+    /// Reads the TOML file at `path` over the defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let mut config = Config::default();
+        config.apply_toml(&text, path)?;
+        Ok(config)
+    }
+
+    /// Applies the keys of a TOML document.
+    pub fn apply_toml(&mut self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        let table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    path: path.into(),
+                    message: e.message().to_string(),
+                })?;
+        let mut flat = BTreeMap::new();
+        flatten("", &toml::Value::Table(table), &mut flat);
+        let origin = format!("configuration file {}", path.display());
+        for (key, value) in flat {
+            self.set_value(&origin, &key, &value)?;
+        }
+        Ok(())
+    }
+
+    /// Applies a command-line override `key=value`.
+    pub fn apply_override(&mut self, assignment: &str) -> Result<(), ConfigError> {
+        let (key, value) = assignment
+            .split_once('=')
+            .ok_or_else(|| ConfigError::BadOverride(assignment.into()))?;
+        let key = key.trim();
+        let value = value.trim();
+        // On the command line every value is text; interpret it as the key's type.
+        let parsed = match key {
+            LOCAL_RECOVERY => toml::Value::String(value.into()),
+            RETAINED_CHECKPOINTS => value
+                .parse::<i64>()
+                .map(toml::Value::Integer)
+                .unwrap_or_else(|_| toml::Value::String(value.into())),
+            _ => toml::Value::String(value.into()),
+        };
+        self.set_value("command line", key, &parsed)
+    }
+
+    fn set_value(
+        &mut self,
+        origin: &str,
+        key: &str,
+        value: &toml::Value,
+    ) -> Result<(), ConfigError> {
+        let invalid = |expected: &str| ConfigError::InvalidValue {
+            origin: origin.into(),
+            key: key.into(),
+            value: match value {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            },
+            expected: expected.into(),
+        };
+        match key {
+            LOCAL_RECOVERY => {
+                self.local_recovery.enabled = match value {
+                    toml::Value::Boolean(b) => *b,
+                    toml::Value::String(s) if s.eq_ignore_ascii_case("true") => true,
+                    toml::Value::String(s) if s.eq_ignore_ascii_case("false") => false,
+                    _ => return Err(invalid("expected true or false")),
+                }
+            }
+            LOCAL_ROOT_DIRS => {
+                let dirs: Vec<String> = match value {
+                    toml::Value::String(s) => s.split(',').map(|d| d.trim().to_string()).collect(),
+                    toml::Value::Array(items) => items
+                        .iter()
+                        .map(|i| {
+                            i.as_str()
+                                .map(str::to_string)
+                                .ok_or_else(|| invalid("expected directory names as strings"))
+                        })
+                        .collect::<Result<_, _>>()?,
+                    _ => return Err(invalid("expected a comma-separated list of directories")),
+                };
+                if dirs.is_empty() || dirs.iter().any(|d| d.is_empty()) {
+                    return Err(invalid(
+                        "expected a comma-separated list of non-empty directories",
+                    ));
+                }
+                self.local_recovery.root_dirs = dirs.into_iter().map(PathBuf::from).collect();
+            }
+            CHECKPOINT_DIR => match value {
+                toml::Value::String(s) if !s.trim().is_empty() => {
+                    self.checkpoint_dir = PathBuf::from(s)
+                }
+                _ => return Err(invalid("expected a directory")),
+            },
+            RETAINED_CHECKPOINTS => match value {
+                toml::Value::Integer(n) if *n >= 1 => self.retained_checkpoints = *n as usize,
+                _ => return Err(invalid("expected a whole number of at least 1")),
+            },
+            _ => {
+                return Err(ConfigError::UnknownKey {
+                    origin: origin.into(),
+                    key: key.into(),
+                })
+            }
+        }
+        Ok(())
+    }
+}
+
+fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, toml::Value>) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let mut c = Config::default();
+        c.apply_toml(text, Path::new("test.toml"))?;
+        Ok(c)
+    }
+
+    #[test]
+    fn defaults_have_local_recovery_off() {
+        assert!(!Config::default().local_recovery.enabled);
+    }
+
+    #[test]
+    fn dotted_and_quoted_keys_are_the_same_key() {
+        let a = parse(
+            "state.backend.local-recovery = true\ntaskmanager.state.local.root-dirs = \"/a, /b\"",
+        )
+        .unwrap();
+        let b = parse("\"state.backend.local-recovery\" = true\n\"taskmanager.state.local.root-dirs\" = [\"/a\", \"/b\"]").unwrap();
+        assert_eq!(a, b);
+        assert!(a.local_recovery.enabled);
+        assert_eq!(
+            a.local_recovery.root_dirs,
+            vec![PathBuf::from("/a"), PathBuf::from("/b")]
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_value() {
+        let e = parse("state.backend.local-recovery = \"yes\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("state.backend.local-recovery")
+                && e.contains("\"yes\"")
+                && e.contains("test.toml"),
+            "{e}"
+        );
+        let e = parse("state.backend.local-recovery = 1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"1\""), "{e}");
+        let e = parse("taskmanager.state.local.root-dirs = \"/a,,/b\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("root-dirs"), "{e}");
+        let e = parse("state.checkpoints.num-retained = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("num-retained") && e.contains("\"0\""), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_syntax_are_errors() {
+        let e = parse("state.backend.local-recovry = true")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("local-recovry") && e.contains("unknown"), "{e}");
+        assert!(matches!(
+            parse("this is = = not toml"),
+            Err(ConfigError::Syntax { .. })
+        ));
+    }
+
+    #[test]
+    fn command_line_overrides() {
+        let mut c = parse("state.backend.local-recovery = false").unwrap();
+        c.apply_override("state.backend.local-recovery=true")
+            .unwrap();
+        c.apply_override("taskmanager.state.local.root-dirs=/x,/y")
+            .unwrap();
+        c.apply_override("state.checkpoints.num-retained=3")
+            .unwrap();
+        assert!(c.local_recovery.enabled);
+        assert_eq!(c.local_recovery.root_dirs.len(), 2);
+        assert_eq!(c.retained_checkpoints, 3);
+        assert!(matches!(
+            c.apply_override("no-equals"),
+            Err(ConfigError::BadOverride(_))
+        ));
+        let e = c
+            .apply_override("state.backend.local-recovery=maybe")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("command line") && e.contains("maybe"), "{e}");
+    }
+}
