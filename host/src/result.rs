@@ -157,6 +157,7 @@ mod tests {
         StreamStateHandle::File {
             path,
             size: len as u64,
+            crc32c: None,
         }
     }
 
@@ -194,7 +195,11 @@ mod tests {
             let d = dir.path().join(name);
             std::fs::create_dir(&d).unwrap();
             std::fs::write(d.join("x"), b"x").unwrap();
-            parts.push(StreamStateHandle::File { path: d, size: 1 });
+            parts.push(StreamStateHandle::File {
+                path: d,
+                size: 1,
+                crc32c: None,
+            });
         }
         let r = SnapshotResult::with_local(parts[0].clone(), parts[1].clone());
         let e = r.discard().unwrap_err();

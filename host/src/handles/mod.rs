@@ -141,6 +141,7 @@ mod tests {
         let stream = StreamStateHandle::File {
             path: "/ckpt/chk-1/abc".into(),
             size: 42,
+            crc32c: Some(7),
         };
         let offsets =
             Arc::new(KeyGroupRangeOffsets::new(KeyGroupRange::new(3, 5), vec![0, 10, 20]).unwrap());

@@ -1,7 +1,7 @@
 //! Stream handles: references to the complete bytes of one snapshot stream.
 
 use std::fs::File;
-use std::io::{self, Cursor};
+use std::io::{self, Cursor, Read};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -18,6 +18,9 @@ pub enum StreamStateHandle {
         path: PathBuf,
         /// Its size in bytes.
         size: u64,
+        /// CRC-32C of the content, computed while writing; lets a copy be verified before it
+        /// is trusted.
+        crc32c: Option<u32>,
     },
     /// Bytes small enough to travel inside the metadata itself.
     Inline {
@@ -39,7 +42,7 @@ impl StreamStateHandle {
     /// refused: it was truncated or replaced.
     pub fn open(&self) -> Result<Box<dyn CheckpointInputStream>, HandleError> {
         match self {
-            StreamStateHandle::File { path, size } => {
+            StreamStateHandle::File { path, size, .. } => {
                 let io_err = |source| HandleError::Io {
                     handle: self.describe(),
                     source,
@@ -56,6 +59,38 @@ impl StreamStateHandle {
             }
             StreamStateHandle::Inline { bytes } => Ok(Box::new(Cursor::new(bytes.clone()))),
         }
+    }
+
+    /// Reads the whole content and checks it against the recorded size and checksum. Used
+    /// before restoring from a local copy: a damaged copy must not be restored silently.
+    pub fn verify(&self) -> Result<(), HandleError> {
+        let StreamStateHandle::File {
+            crc32c: Some(expected),
+            ..
+        } = self
+        else {
+            return self.open().map(|_| ());
+        };
+        let mut input = self.open()?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut crc = 0u32;
+        loop {
+            let n = input.read(&mut buf).map_err(|source| HandleError::Io {
+                handle: self.describe(),
+                source,
+            })?;
+            if n == 0 {
+                break;
+            }
+            crc = crc32c::crc32c_append(crc, &buf[..n]);
+        }
+        if crc != *expected {
+            return Err(HandleError::Io {
+                handle: self.describe(),
+                source: io::Error::new(io::ErrorKind::InvalidData, format!("checksum mismatch: content has CRC-32C {crc:08x}, the handle recorded {expected:08x}")),
+            });
+        }
+        Ok(())
     }
 
     /// Deletes the referenced bytes. A file that is already gone counts as deleted.
@@ -94,8 +129,16 @@ mod tests {
         let h = StreamStateHandle::File {
             path: path.clone(),
             size: 6,
+            crc32c: Some(crc32c::crc32c(b"abcdef")),
         };
         assert!(h.open().is_ok());
+        h.verify().unwrap();
+        std::fs::write(&path, b"abcdeF").unwrap();
+        assert!(h
+            .verify()
+            .unwrap_err()
+            .to_string()
+            .contains("checksum mismatch"));
         std::fs::write(&path, b"abc").unwrap();
         let err = h.open().err().unwrap().to_string();
         assert!(

@@ -25,6 +25,7 @@ pub struct FileCheckpointOutputStream {
     pending: Vec<u8>,
     inline_threshold: usize,
     position: u64,
+    checksum: u32,
     // Set once the temporary file exists and until it has been renamed: Drop removes it then.
     temp_exists: bool,
 }
@@ -40,6 +41,7 @@ impl FileCheckpointOutputStream {
             pending: Vec::new(),
             inline_threshold,
             position: 0,
+            checksum: 0,
             temp_exists: false,
         }
     }
@@ -96,6 +98,7 @@ impl CheckpointOutputStream for FileCheckpointOutputStream {
             self.open_file()?.write_all(bytes)?;
         }
         self.position += bytes.len() as u64;
+        self.checksum = crc32c::crc32c_append(self.checksum, bytes);
         Ok(())
     }
 
@@ -143,6 +146,7 @@ impl CheckpointOutputStream for FileCheckpointOutputStream {
         Ok(StreamStateHandle::File {
             path: std::mem::take(&mut self.final_path),
             size: self.position,
+            crc32c: Some(self.checksum),
         })
     }
 }

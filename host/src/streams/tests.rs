@@ -39,7 +39,7 @@ fn large_state_becomes_a_complete_file_only_at_close() {
     assert_eq!(during.len(), 1);
     assert!(during[0].ends_with(file::IN_PROGRESS_SUFFIX), "{during:?}");
     let handle = s.close_and_get_handle().unwrap();
-    let StreamStateHandle::File { path, size } = &handle else {
+    let StreamStateHandle::File { path, size, .. } = &handle else {
         panic!("expected a file handle, got {handle:?}")
     };
     assert_eq!(*size, 8);
