@@ -4,12 +4,15 @@
 
 pub mod backend;
 pub mod config;
+pub mod coordinator;
 pub mod directories;
 pub mod duplicating;
 pub mod fsutil;
 pub mod handles;
+pub mod job;
 pub mod key_groups;
 pub mod local_store;
+pub mod restore;
 pub mod result;
 pub mod result_provider;
 pub mod runtime;

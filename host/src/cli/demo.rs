@@ -1,140 +1,219 @@
-//! `snapshot-host demo`: a small keyed counting job whose state is snapshotted and restored
-//! through a strategy plugin.
+//! `snapshot-host demo`: the keyed counting job with checkpoints through the strategy plugin,
+//! a task failure recovered from local state, a failure with local state lost recovered from
+//! the primary, and a final check against a failure-free run.
 
 use std::path::PathBuf;
+use std::sync::mpsc::channel;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use snapshot_host::backend::{KeyedStateBackend, StateKind};
-use snapshot_host::handles::KeyGroupsStateHandle;
-use snapshot_host::key_groups::{default_max_parallelism, range_for_operator, KeyGroupRange};
+use indicatif::{ProgressBar, ProgressStyle};
+use snapshot_host::job::{
+    counts_of, expected_counts, AttemptOptions, AttemptOutcome, JobEvent, JobRunner, JobSpec,
+};
+use snapshot_host::key_groups::default_max_parallelism;
+use snapshot_host::restore::RestoreSource;
 use snapshot_host::runtime::{PluginLimits, PluginRuntime};
-use snapshot_host::streams::{CheckpointStreamFactory, FileStreamFactory, StateScope};
+
+use super::ConfigArgs;
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// The strategy plugin.
     #[arg(long, default_value_os_t = super::default_plugin_path("full-keyed"))]
     plugin: PathBuf,
-    /// Where checkpoint files go.
-    #[arg(long, default_value = "checkpoints")]
-    checkpoint_dir: PathBuf,
+    #[command(flatten)]
+    config: ConfigArgs,
     /// Number of events the job processes.
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 400_000)]
     events: u64,
     /// Number of distinct keys.
-    #[arg(long, default_value_t = 5_000)]
+    #[arg(long, default_value_t = 20_000)]
     keys: u64,
-    /// Parallelism to restore into after the snapshot (rescaling).
-    #[arg(long, default_value_t = 3)]
-    restore_parallelism: u32,
+    /// Number of parallel subtasks.
+    #[arg(long, default_value_t = 4)]
+    parallelism: u32,
+    /// Events between checkpoints.
+    #[arg(long, default_value_t = 25_000)]
+    checkpoint_interval: u64,
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
-    if args.keys == 0 {
-        bail!("--keys must be at least 1");
+    let config = args.config.load_with_demo_defaults()?;
+    if args.keys == 0 || args.events < 10 {
+        bail!("--keys must be at least 1 and --events at least 10");
     }
     let runtime = PluginRuntime::new().context("starting the plugin runtime")?;
-    let plugin = runtime.load(&args.plugin, PluginLimits::default()).context("loading the strategy plugin (build it with `cargo build --profile plugin --target wasm32-wasip2 -p full-keyed`)")?;
-    let info = plugin.info();
+    let plugin = runtime
+        .load(&args.plugin, PluginLimits::default())
+        .context("loading the strategy plugin (build it with `cargo build --profile plugin --target wasm32-wasip2 -p full-keyed`)")?;
+    let info = plugin.info().clone();
+    let spec = JobSpec {
+        job_id: "demo".into(),
+        allocation_id: "local".into(),
+        parallelism: args.parallelism,
+        max_parallelism: default_max_parallelism(args.parallelism),
+        events: args.events,
+        keys: args.keys,
+        checkpoint_interval: args.checkpoint_interval,
+        config: config.clone(),
+    };
     println!(
-        "strategy: {} {} (format {} v{})",
+        "strategy:   {} {} (format {} v{})",
         info.name, info.version, info.format, info.format_version
     );
-
-    // The job: count events per key, remember the last event per key, keep a per-key list of
-    // the last few event ids.
-    let max_parallelism = default_max_parallelism(1);
-    let mut backend =
-        KeyedStateBackend::new(max_parallelism, KeyGroupRange::new(0, max_parallelism - 1))?;
-    let counts = backend.register_state("count", StateKind::Value)?;
-    let recent = backend.register_state("recent", StateKind::List)?;
-    let started = Instant::now();
-    let mut generator = 0x5eed_u64;
-    for event in 0..args.events {
-        generator = generator
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let key = format!("key-{}", (generator >> 33) % args.keys);
-        let count = backend
-            .get(counts, key.as_bytes(), b"")?
-            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
-            .unwrap_or(0);
-        backend.put(counts, key.as_bytes(), b"", &(count + 1).to_le_bytes())?;
-        if event % 10 == 0 {
-            backend.add(recent, key.as_bytes(), b"", &event.to_le_bytes())?;
+    println!(
+        "job:        {} events over {} keys, parallelism {}, {} key groups, a checkpoint every {} events",
+        spec.events, spec.keys, spec.parallelism, spec.max_parallelism, spec.checkpoint_interval
+    );
+    println!("primary:    {}", config.checkpoint_dir.display());
+    println!(
+        "local:      {} ({})",
+        config
+            .local_recovery
+            .root_dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        if config.local_recovery.enabled {
+            "local recovery on"
+        } else {
+            "local recovery off"
         }
+    );
+
+    // Start from nothing, so that every run of the demo shows the same story.
+    let job_dir = config.checkpoint_dir.join(&spec.job_id);
+    if job_dir.exists() {
+        std::fs::remove_dir_all(&job_dir)
+            .with_context(|| format!("clearing {}", job_dir.display()))?;
     }
-    println!(
-        "processed {} events over {} keys in {:.1?}: {} entries of state",
-        args.events,
-        args.keys,
-        started.elapsed(),
-        backend.entry_count()
-    );
-
-    let dir = args.checkpoint_dir.join("demo-chk-1");
-    let factory = FileStreamFactory::new(
-        &dir,
-        args.checkpoint_dir.join("shared"),
-        FileStreamFactory::DEFAULT_INLINE_THRESHOLD,
-    )
-    .with_context(|| format!("preparing checkpoint directory {}", dir.display()))?;
-    let started = Instant::now();
-    let view = backend.snapshot();
-    let pause = started.elapsed();
-    let out = factory.create_output_stream(StateScope::Exclusive)?;
-    let (stream, offsets) = plugin.snapshot_keyed(view, out)?;
-    let stream = stream
-        .close_and_get_handle()
-        .context("completing the checkpoint file")?;
-    let handle = KeyGroupsStateHandle::new(Arc::new(offsets), stream);
-    println!(
-        "snapshot: {} bytes for key groups {} in {:.1?} (synchronous pause {:.1?}) -> {}",
-        handle.state_size(),
-        handle.key_group_range(),
-        started.elapsed(),
-        pause,
-        handle.stream().describe()
-    );
+    let mut runner = JobRunner::new(spec.clone(), Arc::new(plugin))?;
+    runner
+        .delete_local_state()
+        .context("clearing earlier local state")?;
 
     let started = Instant::now();
-    let restored = plugin.restore_keyed(
-        &handle,
-        KeyedStateBackend::new(max_parallelism, KeyGroupRange::new(0, max_parallelism - 1))?,
-    )?;
-    let equal = restored.contents() == backend.contents();
+    let expected = expected_counts(spec.events, spec.keys);
     println!(
-        "restore at parallelism 1: {} entries in {:.1?}, equal to the job's state: {equal}",
-        restored.entry_count(),
+        "reference:  failure-free counts computed in {:.1?}\n",
         started.elapsed()
     );
-    if !equal {
-        bail!("the restored state differs from the job's state");
+
+    let fail_1 = spec.events * 2 / 5;
+    let fail_2 = spec.events * 7 / 10;
+    println!("attempt 1:  run, with a task failure injected at event {fail_1}");
+    let (outcome, _) = attempt(&mut runner, Some(fail_1))?;
+    expect_failure(&outcome)?;
+
+    println!("attempt 2:  recover (local copies present), with a task failure injected at event {fail_2}");
+    let (outcome, sources) = attempt(&mut runner, Some(fail_2))?;
+    expect_failure(&outcome)?;
+    if config.local_recovery.enabled && sources.iter().any(|s| *s != RestoreSource::Local) {
+        bail!("local recovery is on, but attempt 2 did not restore every subtask from its local copy: {sources:?}");
     }
 
-    let p = args.restore_parallelism.clamp(1, max_parallelism);
-    let mut total = 0;
-    for index in 0..p {
-        let range = range_for_operator(max_parallelism, p, index)?;
-        let started = Instant::now();
-        let part =
-            plugin.restore_keyed(&handle, KeyedStateBackend::new(max_parallelism, range)?)?;
-        println!(
-            "restore at parallelism {p}, subtask {index}: key groups {range}, {} entries in {:.1?}",
-            part.entry_count(),
-            started.elapsed()
-        );
-        total += part.entry_count();
+    runner
+        .delete_local_state()
+        .context("deleting local state")?;
+    println!("            local state deleted (as if the machine holding it was lost)");
+    println!("attempt 3:  recover (no local copies), run to the end");
+    let (outcome, sources) = attempt(&mut runner, None)?;
+    if sources.iter().any(|s| *s != RestoreSource::Primary) {
+        bail!("with local state deleted, attempt 3 must restore from the primary: {sources:?}");
     }
-    if total != backend.entry_count() {
-        bail!(
-            "rescaled restore yielded {total} entries, the job had {}",
-            backend.entry_count()
-        );
+    let AttemptOutcome::Finished { backends } = outcome else {
+        bail!("attempt 3 did not finish")
+    };
+
+    let actual = counts_of(&backends);
+    let total: u64 = actual.values().sum();
+    if actual != expected {
+        let differing = expected
+            .iter()
+            .filter(|(k, v)| actual.get(*k) != Some(v))
+            .count();
+        bail!("final counts differ from a failure-free run for {differing} keys");
     }
-    println!("rescaled restore: {total} entries over {p} subtasks, every entry exactly once");
+    println!(
+        "\nresult:     {} keys, {total} events counted: equal to a failure-free run (exactly once)",
+        actual.len()
+    );
     Ok(())
+}
+
+/// Prints above the progress bar, or plainly when there is no terminal (a hidden bar drops
+/// what it is asked to print).
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        println!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
+fn expect_failure(outcome: &AttemptOutcome) -> anyhow::Result<()> {
+    match outcome {
+        AttemptOutcome::Failed { at } => {
+            println!("            task failure at event {at}: pending checkpoints aborted\n");
+            Ok(())
+        }
+        AttemptOutcome::Finished { .. } => bail!("the injected failure did not happen"),
+    }
+}
+
+/// Runs one attempt, printing its events; returns the outcome and where each subtask was
+/// restored from.
+fn attempt(
+    runner: &mut JobRunner,
+    fail_at: Option<u64>,
+) -> anyhow::Result<(AttemptOutcome, Vec<RestoreSource>)> {
+    let events_total = runner.spec().events;
+    let bar = ProgressBar::new(events_total);
+    bar.set_style(
+        ProgressStyle::with_template("            [{bar:40}] {pos}/{len} events")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let (tx, rx) = channel();
+    let mut sources = Vec::new();
+    let outcome = std::thread::scope(|scope| {
+        let job = scope.spawn(move || runner.run_attempt(AttemptOptions { fail_at }, &tx));
+        for event in rx {
+            match event {
+                JobEvent::Restored {
+                    subtask,
+                    source,
+                    alternative,
+                    alternatives,
+                    duration,
+                } => {
+                    sources.push(source);
+                    say(&bar, format!("            subtask {subtask}: restored from alternative {alternative}/{alternatives} ({source}) in {duration:.1?}"));
+                }
+                JobEvent::Completed {
+                    checkpoint_id,
+                    size,
+                    duration,
+                    max_sync_pause,
+                } => {
+                    say(&bar, format!("            checkpoint {checkpoint_id:>3}: {size:>9} bytes in {duration:>9.1?} (synchronous pause {max_sync_pause:.1?})"));
+                }
+                JobEvent::Aborted {
+                    checkpoint_id,
+                    reason,
+                } => say(
+                    &bar,
+                    format!("            checkpoint {checkpoint_id:>3}: aborted ({reason})"),
+                ),
+                JobEvent::Progress { offset } => bar.set_position(offset),
+            }
+        }
+        job.join().expect("the job thread panicked")
+    });
+    bar.finish_and_clear();
+    Ok((outcome?, sources))
 }

@@ -2,6 +2,7 @@
 //! input (file, option) the user should look at.
 
 mod demo;
+mod job;
 mod plugin;
 
 use std::path::PathBuf;
@@ -21,6 +22,11 @@ struct Cli {
 enum Command {
     /// Run the demo job: keyed state snapshotted and restored through a strategy plugin.
     Demo(demo::DemoArgs),
+    /// Run or verify the counting job (used by the crash test).
+    Job {
+        #[command(subcommand)]
+        command: job::JobCommand,
+    },
     /// Inspect and work with strategy plugins.
     Plugin {
         #[command(subcommand)]
@@ -40,6 +46,38 @@ enum PluginCommand {
     },
 }
 
+/// `--config FILE` and `--set key=value`, shared by the commands that run jobs.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ConfigArgs {
+    /// A TOML configuration file (keys like `state.backend.local-recovery`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Overrides one configuration key, e.g. `--set state.backend.local-recovery=false`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+}
+
+impl ConfigArgs {
+    /// The configuration: the demo's defaults (primary in `./checkpoints`, local recovery on
+    /// with local copies in `./local-state`), then the file, then the overrides.
+    pub(crate) fn load_with_demo_defaults(&self) -> anyhow::Result<snapshot_host::config::Config> {
+        use anyhow::Context;
+        let mut config = snapshot_host::config::Config::default();
+        config.local_recovery.enabled = true;
+        config.local_recovery.root_dirs = vec![PathBuf::from("local-state")];
+        config.retained_checkpoints = 2;
+        if let Some(path) = &self.config {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading configuration file {}", path.display()))?;
+            config.apply_toml(&text, path)?;
+        }
+        for assignment in &self.overrides {
+            config.apply_override(assignment)?;
+        }
+        Ok(config)
+    }
+}
+
 /// The default location of a plugin built from this workspace.
 pub(crate) fn default_plugin_path(name: &str) -> PathBuf {
     PathBuf::from("target/wasm32-wasip2/plugin").join(format!("{}.wasm", name.replace('-', "_")))
@@ -49,14 +87,14 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,snapshot_host=info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
+        Command::Job { command } => job::run(command),
         Command::Plugin {
             command: PluginCommand::Info { plugin, json },
         } => plugin::info(&plugin, json),

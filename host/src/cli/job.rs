@@ -1,0 +1,117 @@
+//! `snapshot-host job ...`: run the counting job until it ends (printing each completed
+//! checkpoint), or verify the latest completed checkpoint. Used by the crash test, which kills
+//! `job run` at random moments and checks with `job verify` that recovery is exact.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::mpsc::channel;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use snapshot_host::job::{
+    counts_of, expected_counts, AttemptOptions, JobEvent, JobRunner, JobSpec,
+};
+use snapshot_host::key_groups::default_max_parallelism;
+use snapshot_host::runtime::{PluginLimits, PluginRuntime};
+
+use super::ConfigArgs;
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Run (recovering from the latest completed checkpoint, if any) until the source ends.
+    Run(JobArgs),
+    /// Restore the latest completed checkpoint and check its counts against the source.
+    Verify(JobArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// The strategy plugin.
+    #[arg(long, default_value_os_t = super::default_plugin_path("full-keyed"))]
+    plugin: PathBuf,
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Job id.
+    #[arg(long, default_value = "job")]
+    job_id: String,
+    /// Number of events in all.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Number of distinct keys.
+    #[arg(long, default_value_t = 1_000)]
+    keys: u64,
+    /// Parallel subtasks.
+    #[arg(long, default_value_t = 2)]
+    parallelism: u32,
+    /// Events between checkpoints.
+    #[arg(long, default_value_t = 10_000)]
+    checkpoint_interval: u64,
+}
+
+pub fn run(command: JobCommand) -> anyhow::Result<()> {
+    let (args, verify) = match command {
+        JobCommand::Run(a) => (a, false),
+        JobCommand::Verify(a) => (a, true),
+    };
+    let config = args.config.load_with_demo_defaults()?;
+    let runtime = PluginRuntime::new().context("starting the plugin runtime")?;
+    let plugin = Arc::new(runtime.load(&args.plugin, PluginLimits::default())?);
+    let spec = JobSpec {
+        job_id: args.job_id,
+        allocation_id: "local".into(),
+        parallelism: args.parallelism,
+        max_parallelism: default_max_parallelism(args.parallelism),
+        events: args.events,
+        keys: args.keys,
+        checkpoint_interval: args.checkpoint_interval,
+        config,
+    };
+    let mut runner = JobRunner::new(spec.clone(), plugin)?;
+    if verify {
+        let Some(latest) = runner.storage().latest_completed()? else {
+            bail!("no completed checkpoint to verify")
+        };
+        let (tx, rx) = channel();
+        let stores = Vec::new();
+        let backends = runner.restore(Some(&latest), &stores, &tx)?;
+        drop(tx);
+        let sources: Vec<String> = rx
+            .try_iter()
+            .filter_map(|e| {
+                if let JobEvent::Restored { source, .. } = e {
+                    Some(source.to_string())
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let expected = expected_counts(latest.source_offset, spec.keys);
+        if counts_of(&backends) != expected {
+            bail!("checkpoint {} (offset {}) restored counts that differ from the source's first {} events", latest.checkpoint_id, latest.source_offset, latest.source_offset);
+        }
+        println!(
+            "verified checkpoint {} offset {} from {}",
+            latest.checkpoint_id,
+            latest.source_offset,
+            sources.join(",")
+        );
+        return Ok(());
+    }
+    let (tx, rx) = channel();
+    let printer = std::thread::spawn(move || {
+        let mut out = std::io::stdout().lock();
+        for event in rx {
+            if let JobEvent::Completed { checkpoint_id, .. } = event {
+                let _ = writeln!(out, "completed checkpoint {checkpoint_id}");
+                let _ = out.flush();
+            }
+        }
+    });
+    let outcome = runner.run_attempt(AttemptOptions::default(), &tx);
+    drop(tx);
+    let _ = printer.join();
+    outcome?;
+    println!("finished");
+    Ok(())
+}

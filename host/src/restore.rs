@@ -1,0 +1,211 @@
+//! Restore with priorities: the local copy first when it matches the primary, the primary
+//! (the ground truth) last; each attempt on a fresh backend; fail only when all fail.
+
+use std::time::{Duration, Instant};
+
+use crate::backend::KeyedStateBackend;
+use crate::handles::KeyGroupsStateHandle;
+use crate::key_groups::KeyGroupRange;
+use crate::local_store::TaskLocalStateStore;
+use crate::runtime::{Plugin, PluginInfo};
+use crate::storage::CheckpointMetadata;
+
+/// Where restored state came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreSource {
+    /// The subtask's local copy.
+    Local,
+    /// Durable checkpoint storage.
+    Primary,
+    /// Nothing to restore (no checkpoint, or no state for this range).
+    Empty,
+}
+
+impl std::fmt::Display for RestoreSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RestoreSource::Local => "local",
+            RestoreSource::Primary => "primary",
+            RestoreSource::Empty => "empty",
+        })
+    }
+}
+
+/// A successful restore.
+#[derive(Debug)]
+pub struct RestoredKeyedState {
+    /// The restored backend.
+    pub backend: KeyedStateBackend,
+    /// Which copy was used.
+    pub source: RestoreSource,
+    /// 1-based position of the alternative used.
+    pub alternative: usize,
+    /// Number of alternatives there were.
+    pub alternatives: usize,
+    /// Time of the successful attempt.
+    pub duration: Duration,
+}
+
+/// Why a restore failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The checkpoint was written with another plugin or format.
+    #[error("checkpoint {checkpoint} was written by plugin {written_name:?} (format {written_format} v{written_version}); the configured plugin {configured_name:?} writes format {configured_format} v{configured_version} and cannot restore it")]
+    PluginMismatch {
+        /// The checkpoint.
+        checkpoint: u64,
+        /// Plugin that wrote it.
+        written_name: String,
+        /// Its format.
+        written_format: String,
+        /// Its format version.
+        written_version: u32,
+        /// Configured plugin.
+        configured_name: String,
+        /// Its format.
+        configured_format: String,
+        /// Its format version.
+        configured_version: u32,
+    },
+    /// The checkpoint does not fit the job.
+    #[error("checkpoint {checkpoint} has max parallelism {found}, the job has {expected}: key groups cannot be remapped")]
+    MaxParallelismMismatch {
+        /// The checkpoint.
+        checkpoint: u64,
+        /// In the checkpoint.
+        found: u32,
+        /// In the job.
+        expected: u32,
+    },
+    /// Every alternative failed.
+    #[error("could not restore key groups {range} from any of the {} alternatives: {}", .failures.len(), .failures.join("; "))]
+    AllAlternativesFailed {
+        /// The range being restored.
+        range: KeyGroupRange,
+        /// Each alternative's failure.
+        failures: Vec<String>,
+    },
+}
+
+/// Refuses a checkpoint the configured plugin cannot read: another strategy name, another
+/// format, or a newer format version.
+pub fn check_plugin(
+    metadata: &CheckpointMetadata,
+    configured: &PluginInfo,
+) -> Result<(), RestoreError> {
+    let written = &metadata.plugin;
+    if written.name != configured.name
+        || written.format != configured.format
+        || written.format_version > configured.format_version
+    {
+        return Err(RestoreError::PluginMismatch {
+            checkpoint: metadata.checkpoint_id,
+            written_name: written.name.clone(),
+            written_format: written.format.clone(),
+            written_version: written.format_version,
+            configured_name: configured.name.clone(),
+            configured_format: configured.format.clone(),
+            configured_version: configured.format_version,
+        });
+    }
+    Ok(())
+}
+
+/// Restores the keyed state of `range` from checkpoint `metadata`, trying the local copy in
+/// `local` first when it may be used, then the primary.
+///
+/// The local copy is used only when the subtask's primary state is exactly one handle with
+/// the same key-group range (no rescaling happened), and only after its checksum verifies.
+/// The store is pruned to the restored checkpoint.
+pub fn restore_keyed(
+    plugin: &Plugin,
+    metadata: &CheckpointMetadata,
+    range: KeyGroupRange,
+    local: Option<&TaskLocalStateStore>,
+) -> Result<RestoredKeyedState, RestoreError> {
+    check_plugin(metadata, plugin.info())?;
+    let max_parallelism = metadata.max_parallelism;
+    let primary: Vec<&KeyGroupsStateHandle> = metadata
+        .subtasks
+        .iter()
+        .filter_map(|s| s.keyed.as_ref())
+        .filter(|h| !h.key_group_range().intersection(&range).is_empty())
+        .collect();
+    let mut alternatives: Vec<(RestoreSource, Vec<KeyGroupsStateHandle>)> = Vec::new();
+    if let Some(store) = local {
+        store.retain_only(metadata.checkpoint_id);
+        let approved = primary.len() == 1 && primary[0].key_group_range() == range;
+        if let (true, Some(snapshot)) = (approved, store.retrieve(metadata.checkpoint_id)) {
+            if let Some(handle) = snapshot.keyed.filter(|h| h.key_group_range() == range) {
+                alternatives.push((RestoreSource::Local, vec![handle]));
+            }
+        }
+    }
+    if primary.is_empty() {
+        let backend = KeyedStateBackend::new(max_parallelism, range).map_err(|e| {
+            RestoreError::AllAlternativesFailed {
+                range,
+                failures: vec![e.to_string()],
+            }
+        })?;
+        return Ok(RestoredKeyedState {
+            backend,
+            source: RestoreSource::Empty,
+            alternative: 1,
+            alternatives: 1,
+            duration: Duration::ZERO,
+        });
+    }
+    alternatives.push((
+        RestoreSource::Primary,
+        primary.into_iter().cloned().collect(),
+    ));
+
+    let total = alternatives.len();
+    let mut failures = Vec::new();
+    for (index, (source, handles)) in alternatives.into_iter().enumerate() {
+        tracing::info!(range = %range, "restoring key groups from alternative {}/{total} ({source})", index + 1);
+        let started = Instant::now();
+        match attempt(plugin, max_parallelism, range, source, &handles) {
+            Ok(backend) => {
+                let duration = started.elapsed();
+                tracing::info!(range = %range, ?duration, "restored from alternative {}/{total} ({source})", index + 1);
+                return Ok(RestoredKeyedState {
+                    backend,
+                    source,
+                    alternative: index + 1,
+                    alternatives: total,
+                    duration,
+                });
+            }
+            Err(e) => {
+                tracing::warn!(range = %range, error = %e, "restore from alternative {}/{total} ({source}) failed; will retry while more alternatives are available", index + 1);
+                failures.push(format!("alternative {} ({source}): {e}", index + 1));
+            }
+        }
+    }
+    Err(RestoreError::AllAlternativesFailed { range, failures })
+}
+
+fn attempt(
+    plugin: &Plugin,
+    max_parallelism: u32,
+    range: KeyGroupRange,
+    source: RestoreSource,
+    handles: &[KeyGroupsStateHandle],
+) -> Result<KeyedStateBackend, String> {
+    // A fresh backend per attempt: a failed attempt leaves nothing half-restored behind.
+    let mut backend = KeyedStateBackend::new(max_parallelism, range).map_err(|e| e.to_string())?;
+    for handle in handles {
+        if source == RestoreSource::Local {
+            handle
+                .stream()
+                .verify()
+                .map_err(|e| format!("local copy failed verification: {e}"))?;
+        }
+        backend = plugin
+            .restore_keyed(handle, backend)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(backend)
+}
