@@ -137,3 +137,31 @@ pub fn populated_backend(max_parallelism: u32, entries: usize, seed: u64) -> Key
     }
     backend
 }
+
+/// Builds the `snapshot-host` binary (debug, once per process) and returns its path.
+pub fn host_binary() -> PathBuf {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .current_dir(workspace_root())
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "snapshot-host",
+                    "--bin",
+                    "snapshot-host",
+                ])
+                .status()
+                .map_err(|e| format!("cannot run cargo: {e}"))?;
+            status
+                .success()
+                .then_some(())
+                .ok_or_else(|| format!("building snapshot-host failed ({status})"))
+        })
+        .as_ref()
+        .expect("building the host binary failed");
+    target_dir().join("debug").join("snapshot-host")
+}

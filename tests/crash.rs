@@ -1,0 +1,145 @@
+//! Crash test: the job process is killed with SIGKILL at random points of its checkpoint loop,
+//! 50 times; after each kill the latest completed checkpoint must restore exactly (its counts
+//! equal those of the source's prefix up to its offset), and it must be the newest checkpoint
+//! with metadata on disk, at least as new as the last one the process reported complete.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const KILLS: usize = 50;
+
+fn job_args(dir: &Path, plugin: &Path) -> Vec<String> {
+    vec![
+        "--plugin".into(),
+        plugin.display().to_string(),
+        "--job-id".into(),
+        "crash".into(),
+        "--set".into(),
+        format!(
+            "state.checkpoints.dir={}",
+            dir.join("checkpoints").display()
+        ),
+        "--set".into(),
+        format!(
+            "taskmanager.state.local.root-dirs={}",
+            dir.join("local").display()
+        ),
+        "--events".into(),
+        "100000000".into(),
+        "--keys".into(),
+        "500".into(),
+        "--checkpoint-interval".into(),
+        "2000".into(),
+        "--parallelism".into(),
+        "2".into(),
+    ]
+}
+
+#[test]
+fn killed_at_random_points_restores_exactly_the_last_completed_checkpoint() {
+    let binary = suite::host_binary();
+    let plugin = suite::plugin_path("full-keyed");
+    let dir = tempfile::tempdir().unwrap();
+    let args = job_args(dir.path(), &plugin);
+    let metadata_dirs = dir.path().join("checkpoints").join("crash");
+    let mut rng = suite::Rng::new(0xC0FFEE);
+    let mut last_verified = 0u64;
+    let mut distinct = std::collections::BTreeSet::new();
+
+    for round in 0..KILLS {
+        let mut child = Command::new(&binary)
+            .arg("job")
+            .arg("run")
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .filter_map(|l| {
+                    l.strip_prefix("completed checkpoint ")
+                        .and_then(|n| n.parse::<u64>().ok())
+                })
+                .last()
+        });
+        std::thread::sleep(Duration::from_millis(100 + rng.below(500)));
+        child.kill().unwrap(); // SIGKILL on Unix
+        child.wait().unwrap();
+        let last_reported = reader.join().unwrap();
+
+        let newest_on_disk = std::fs::read_dir(&metadata_dirs)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.path().join("_metadata").exists())
+                    .filter_map(|e| {
+                        e.file_name()
+                            .to_str()?
+                            .strip_prefix("chk-")?
+                            .parse::<u64>()
+                            .ok()
+                    })
+                    .max()
+            })
+            .unwrap_or(None);
+        let Some(newest) = newest_on_disk else {
+            assert!(
+                last_reported.is_none(),
+                "round {round}: a checkpoint was reported complete but has no metadata"
+            );
+            continue;
+        };
+        if let Some(reported) = last_reported {
+            assert!(newest >= reported, "round {round}: checkpoint {reported} was reported complete, newest on disk is {newest}");
+        }
+
+        let out = Command::new(&binary)
+            .arg("job")
+            .arg("verify")
+            .args(&args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "round {round}: verify failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let verified: u64 = stdout
+            .split_whitespace()
+            .nth(2)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("round {round}: unexpected output {stdout:?}"));
+        assert_eq!(
+            verified, newest,
+            "round {round}: restored checkpoint {verified}, the latest completed is {newest}"
+        );
+        assert!(
+            verified >= last_verified,
+            "round {round}: went back from checkpoint {last_verified} to {verified}"
+        );
+        last_verified = verified;
+        distinct.insert(verified);
+    }
+    assert!(
+        last_verified > 0,
+        "no checkpoint ever completed in {KILLS} rounds"
+    );
+    // Every restart resumed from its predecessor's progress: checkpoints kept completing
+    // across kills rather than the job starting over.
+    assert!(
+        distinct.len() >= KILLS / 2,
+        "only {} distinct checkpoints verified over {KILLS} kills",
+        distinct.len()
+    );
+    eprintln!(
+        "{KILLS} kills, {} distinct checkpoints verified, last {last_verified}",
+        distinct.len()
+    );
+}

@@ -1,0 +1,230 @@
+//! Task-local recovery end to end: the four modes (primary only; local + primary; primary
+//! data lost; local lost or corrupted) and rescaling, each checking exact state equality.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::channel;
+use std::sync::Arc;
+
+use snapshot_host::config::Config;
+use snapshot_host::job::{
+    counts_of, expected_counts, AttemptOptions, AttemptOutcome, JobEvent, JobRunner, JobSpec,
+};
+use snapshot_host::restore::RestoreSource;
+use snapshot_host::runtime::{Plugin, PluginLimits, PluginRuntime};
+use snapshot_host::storage::METADATA_FILE;
+
+const EVENTS: u64 = 60_000;
+const KEYS: u64 = 3_000;
+
+fn plugin() -> Arc<Plugin> {
+    let runtime = PluginRuntime::new().unwrap();
+    Arc::new(
+        runtime
+            .load(&suite::plugin_path("full-keyed"), PluginLimits::default())
+            .unwrap(),
+    )
+}
+
+fn spec(dir: &Path, parallelism: u32, local: bool) -> JobSpec {
+    let mut config = Config::default();
+    config.checkpoint_dir = dir.join("checkpoints");
+    config.local_recovery.enabled = local;
+    config.local_recovery.root_dirs = vec![dir.join("local-a"), dir.join("local-b")];
+    config.retained_checkpoints = 2;
+    JobSpec {
+        job_id: "test".into(),
+        allocation_id: "alloc".into(),
+        parallelism,
+        max_parallelism: 128,
+        events: EVENTS,
+        keys: KEYS,
+        checkpoint_interval: 5_000,
+        config,
+    }
+}
+
+/// Runs one attempt and returns its outcome and the restore source of every subtask.
+fn attempt(
+    runner: &mut JobRunner,
+    fail_at: Option<u64>,
+) -> (AttemptOutcome, Vec<(RestoreSource, usize, usize)>) {
+    let (tx, rx) = channel();
+    let outcome = runner.run_attempt(AttemptOptions { fail_at }, &tx).unwrap();
+    drop(tx);
+    let sources = rx
+        .iter()
+        .filter_map(|e| {
+            if let JobEvent::Restored {
+                source,
+                alternative,
+                alternatives,
+                ..
+            } = e
+            {
+                Some((source, alternative, alternatives))
+            } else {
+                None
+            }
+        })
+        .collect();
+    (outcome, sources)
+}
+
+fn finish_and_check(runner: &mut JobRunner) -> Vec<(RestoreSource, usize, usize)> {
+    let (outcome, sources) = attempt(runner, None);
+    let AttemptOutcome::Finished { backends } = outcome else {
+        panic!("did not finish")
+    };
+    assert_eq!(
+        counts_of(&backends),
+        expected_counts(EVENTS, KEYS),
+        "final state differs from a failure-free run"
+    );
+    sources
+}
+
+fn fail_once(runner: &mut JobRunner) {
+    let (outcome, _) = attempt(runner, Some(EVENTS / 2 + 123));
+    assert!(matches!(outcome, AttemptOutcome::Failed { .. }));
+    assert!(
+        !runner
+            .storage()
+            .completed_checkpoint_ids()
+            .unwrap()
+            .is_empty(),
+        "a checkpoint completed before the failure"
+    );
+}
+
+fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().unwrap().is_dir() {
+                out.extend(files_below(&e.path()));
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+fn local_data_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = files_below(&dir.join("local-a"));
+    files.extend(files_below(&dir.join("local-b")));
+    files.retain(|f| !f.ends_with(snapshot_host::local_store::LOCAL_METADATA_FILE));
+    files
+}
+
+#[test]
+fn primary_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut runner = JobRunner::new(spec(dir.path(), 3, false), plugin()).unwrap();
+    fail_once(&mut runner);
+    let sources = finish_and_check(&mut runner);
+    assert_eq!(sources, vec![(RestoreSource::Primary, 1, 1); 3]);
+    assert!(
+        !dir.path().join("local-a").exists() && !dir.path().join("local-b").exists(),
+        "local recovery is off: no local directory may exist"
+    );
+}
+
+#[test]
+fn local_and_primary_prefers_local() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut runner = JobRunner::new(spec(dir.path(), 3, true), plugin()).unwrap();
+    fail_once(&mut runner);
+    assert!(!local_data_files(dir.path()).is_empty());
+    let sources = finish_and_check(&mut runner);
+    assert_eq!(sources, vec![(RestoreSource::Local, 1, 2); 3]);
+}
+
+#[test]
+fn primary_data_lost_restores_from_local() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut runner = JobRunner::new(spec(dir.path(), 3, true), plugin()).unwrap();
+    fail_once(&mut runner);
+    let latest = *runner
+        .storage()
+        .completed_checkpoint_ids()
+        .unwrap()
+        .last()
+        .unwrap();
+    let data: Vec<PathBuf> = files_below(&runner.storage().checkpoint_dir(latest))
+        .into_iter()
+        .filter(|f| !f.ends_with(METADATA_FILE))
+        .collect();
+    assert_eq!(data.len(), 3, "one primary data file per subtask");
+    for f in data {
+        std::fs::remove_file(f).unwrap();
+    }
+    let sources = finish_and_check(&mut runner);
+    assert_eq!(sources, vec![(RestoreSource::Local, 1, 2); 3]);
+}
+
+#[test]
+fn local_lost_or_corrupted_falls_back_to_primary() {
+    // Corrupted: the checksum catches it and the primary (alternative 2 of 2) is used.
+    let dir = tempfile::tempdir().unwrap();
+    let mut runner = JobRunner::new(spec(dir.path(), 3, true), plugin()).unwrap();
+    fail_once(&mut runner);
+    for f in local_data_files(dir.path()) {
+        let mut bytes = std::fs::read(&f).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+        std::fs::write(&f, bytes).unwrap();
+    }
+    let sources = finish_and_check(&mut runner);
+    assert_eq!(sources, vec![(RestoreSource::Primary, 2, 2); 3]);
+
+    // Deleted: only the primary is offered.
+    let dir = tempfile::tempdir().unwrap();
+    let mut runner = JobRunner::new(spec(dir.path(), 3, true), plugin()).unwrap();
+    fail_once(&mut runner);
+    std::fs::remove_dir_all(dir.path().join("local-a")).unwrap();
+    std::fs::remove_dir_all(dir.path().join("local-b")).unwrap();
+    let sources = finish_and_check(&mut runner);
+    assert_eq!(sources, vec![(RestoreSource::Primary, 1, 1); 3]);
+}
+
+#[test]
+fn rescaling_from_four_to_three_and_six_uses_the_primary() {
+    for new_parallelism in [3, 6] {
+        let dir = tempfile::tempdir().unwrap();
+        let plugin = plugin();
+        let mut runner = JobRunner::new(spec(dir.path(), 4, true), plugin.clone()).unwrap();
+        fail_once(&mut runner);
+        let mut rescaled = JobRunner::new(spec(dir.path(), new_parallelism, true), plugin).unwrap();
+        let sources = finish_and_check(&mut rescaled);
+        assert_eq!(sources.len(), new_parallelism as usize);
+        assert!(
+            sources
+                .iter()
+                .all(|(s, _, n)| *s == RestoreSource::Primary && *n == 1),
+            "rescaled restore must not use local copies: {sources:?}"
+        );
+    }
+}
+
+#[test]
+fn a_checkpoint_of_another_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut runner = JobRunner::new(spec(dir.path(), 2, false), plugin()).unwrap();
+    fail_once(&mut runner);
+    // Rewrite the latest metadata as if another strategy had written it.
+    let storage = runner.storage().clone();
+    let latest = *storage.completed_checkpoint_ids().unwrap().last().unwrap();
+    let mut meta = storage.read_metadata(latest).unwrap();
+    meta.plugin.format = "someone-elses-format".into();
+    storage.write_metadata(&meta).unwrap();
+    let (tx, _rx) = channel();
+    let e = runner
+        .run_attempt(AttemptOptions::default(), &tx)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("someone-elses-format") && e.contains("full-keyed"),
+        "{e}"
+    );
+}
