@@ -17,15 +17,9 @@ fn job_args(dir: &Path, plugin: &Path) -> Vec<String> {
         "--job-id".into(),
         "crash".into(),
         "--set".into(),
-        format!(
-            "state.checkpoints.dir={}",
-            dir.join("checkpoints").display()
-        ),
+        format!("state.checkpoints.dir={}", dir.join("checkpoints").display()),
         "--set".into(),
-        format!(
-            "taskmanager.state.local.root-dirs={}",
-            dir.join("local").display()
-        ),
+        format!("taskmanager.state.local.root-dirs={}", dir.join("local").display()),
         "--events".into(),
         "100000000".into(),
         "--keys".into(),
@@ -62,10 +56,7 @@ fn killed_at_random_points_restores_exactly_the_last_completed_checkpoint() {
             BufReader::new(stdout)
                 .lines()
                 .map_while(Result::ok)
-                .filter_map(|l| {
-                    l.strip_prefix("completed checkpoint ")
-                        .and_then(|n| n.parse::<u64>().ok())
-                })
+                .filter_map(|l| l.strip_prefix("completed checkpoint ").and_then(|n| n.parse::<u64>().ok()))
                 .last()
         });
         std::thread::sleep(Duration::from_millis(100 + rng.below(500)));
@@ -78,68 +69,37 @@ fn killed_at_random_points_restores_exactly_the_last_completed_checkpoint() {
                 entries
                     .flatten()
                     .filter(|e| e.path().join("_metadata").exists())
-                    .filter_map(|e| {
-                        e.file_name()
-                            .to_str()?
-                            .strip_prefix("chk-")?
-                            .parse::<u64>()
-                            .ok()
-                    })
+                    .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse::<u64>().ok())
                     .max()
             })
             .unwrap_or(None);
         let Some(newest) = newest_on_disk else {
-            assert!(
-                last_reported.is_none(),
-                "round {round}: a checkpoint was reported complete but has no metadata"
-            );
+            assert!(last_reported.is_none(), "round {round}: a checkpoint was reported complete but has no metadata");
             continue;
         };
         if let Some(reported) = last_reported {
-            assert!(newest >= reported, "round {round}: checkpoint {reported} was reported complete, newest on disk is {newest}");
+            assert!(
+                newest >= reported,
+                "round {round}: checkpoint {reported} was reported complete, newest on disk is {newest}"
+            );
         }
 
-        let out = Command::new(&binary)
-            .arg("job")
-            .arg("verify")
-            .args(&args)
-            .output()
-            .unwrap();
+        let out = Command::new(&binary).arg("job").arg("verify").args(&args).output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "round {round}: verify failed: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "round {round}: verify failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
         let verified: u64 = stdout
             .split_whitespace()
             .nth(2)
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("round {round}: unexpected output {stdout:?}"));
-        assert_eq!(
-            verified, newest,
-            "round {round}: restored checkpoint {verified}, the latest completed is {newest}"
-        );
-        assert!(
-            verified >= last_verified,
-            "round {round}: went back from checkpoint {last_verified} to {verified}"
-        );
+        assert_eq!(verified, newest, "round {round}: restored checkpoint {verified}, the latest completed is {newest}");
+        assert!(verified >= last_verified, "round {round}: went back from checkpoint {last_verified} to {verified}");
         last_verified = verified;
         distinct.insert(verified);
     }
-    assert!(
-        last_verified > 0,
-        "no checkpoint ever completed in {KILLS} rounds"
-    );
+    assert!(last_verified > 0, "no checkpoint ever completed in {KILLS} rounds");
     // Every restart resumed from its predecessor's progress: checkpoints kept completing
     // across kills rather than the job starting over.
-    assert!(
-        distinct.len() >= KILLS / 2,
-        "only {} distinct checkpoints verified over {KILLS} kills",
-        distinct.len()
-    );
-    eprintln!(
-        "{KILLS} kills, {} distinct checkpoints verified, last {last_verified}",
-        distinct.len()
-    );
+    assert!(distinct.len() >= KILLS / 2, "only {} distinct checkpoints verified over {KILLS} kills", distinct.len());
+    eprintln!("{KILLS} kills, {} distinct checkpoints verified, last {last_verified}", distinct.len());
 }

@@ -1,5 +1,6 @@
 //! Task-local recovery end to end: the four modes (primary only; local + primary; primary
-//! data lost; local lost or corrupted) and rescaling, each checking exact state equality.
+//! data lost; local lost or corrupted) and rescaling, each checking exact equality of keyed
+//! and operator state with a failure-free run.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::channel;
@@ -7,7 +8,8 @@ use std::sync::Arc;
 
 use snapshot_host::config::Config;
 use snapshot_host::job::{
-    counts_of, expected_counts, AttemptOptions, AttemptOutcome, JobEvent, JobRunner, JobSpec,
+    counts_of, expected_counts, processed_total, AttemptOptions, AttemptOutcome, JobEvent, JobRunner, JobSpec,
+    JOB_STATE,
 };
 use snapshot_host::restore::RestoreSource;
 use snapshot_host::runtime::{Plugin, PluginLimits, PluginRuntime};
@@ -15,14 +17,11 @@ use snapshot_host::storage::METADATA_FILE;
 
 const EVENTS: u64 = 60_000;
 const KEYS: u64 = 3_000;
+use RestoreSource::{Local, Primary};
 
 fn plugin() -> Arc<Plugin> {
     let runtime = PluginRuntime::new().unwrap();
-    Arc::new(
-        runtime
-            .load(&suite::plugin_path("full-keyed"), PluginLimits::default())
-            .unwrap(),
-    )
+    Arc::new(runtime.load(&suite::plugin_path("full-keyed"), PluginLimits::default()).unwrap())
 }
 
 fn spec(dir: &Path, parallelism: u32, local: bool) -> JobSpec {
@@ -43,43 +42,40 @@ fn spec(dir: &Path, parallelism: u32, local: bool) -> JobSpec {
     }
 }
 
-/// Runs one attempt and returns its outcome and the restore source of every subtask.
-fn attempt(
-    runner: &mut JobRunner,
-    fail_at: Option<u64>,
-) -> (AttemptOutcome, Vec<(RestoreSource, usize, usize)>) {
+/// Per restored subtask: keyed source, keyed alternative, keyed alternatives, operator source.
+type Sources = Vec<(RestoreSource, usize, usize, RestoreSource)>;
+
+/// Runs one attempt and returns its outcome and the restore sources of every subtask.
+fn attempt(runner: &mut JobRunner, fail_at: Option<u64>) -> (AttemptOutcome, Sources) {
     let (tx, rx) = channel();
     let outcome = runner.run_attempt(AttemptOptions { fail_at }, &tx).unwrap();
     drop(tx);
     let sources = rx
         .iter()
-        .filter_map(|e| {
-            if let JobEvent::Restored {
-                source,
-                alternative,
-                alternatives,
-                ..
-            } = e
-            {
-                Some((source, alternative, alternatives))
-            } else {
-                None
+        .filter_map(|e| match e {
+            JobEvent::Restored { source, alternative, alternatives, operator_source, .. } => {
+                Some((source, alternative, alternatives, operator_source))
             }
+            _ => None,
         })
         .collect();
     (outcome, sources)
 }
 
-fn finish_and_check(runner: &mut JobRunner) -> Vec<(RestoreSource, usize, usize)> {
+/// Runs to the end and checks keyed and operator state against a failure-free run.
+fn finish_and_check(runner: &mut JobRunner) -> Sources {
     let (outcome, sources) = attempt(runner, None);
-    let AttemptOutcome::Finished { backends } = outcome else {
-        panic!("did not finish")
-    };
-    assert_eq!(
-        counts_of(&backends),
-        expected_counts(EVENTS, KEYS),
-        "final state differs from a failure-free run"
-    );
+    let AttemptOutcome::Finished { backends, operators } = outcome else { panic!("did not finish") };
+    assert_eq!(counts_of(&backends), expected_counts(EVENTS, KEYS), "final state differs from a failure-free run");
+    assert_eq!(processed_total(&operators), EVENTS, "SPLIT_DISTRIBUTE counters lost or duplicated events");
+    let description = runner.job_description().into_bytes();
+    for (i, o) in operators.iter().enumerate() {
+        assert_eq!(
+            o.get(JOB_STATE).unwrap(),
+            &[description.clone()],
+            "subtask {i}: BROADCAST state must hold one copy"
+        );
+    }
     sources
 }
 
@@ -87,11 +83,7 @@ fn fail_once(runner: &mut JobRunner) {
     let (outcome, _) = attempt(runner, Some(EVENTS / 2 + 123));
     assert!(matches!(outcome, AttemptOutcome::Failed { .. }));
     assert!(
-        !runner
-            .storage()
-            .completed_checkpoint_ids()
-            .unwrap()
-            .is_empty(),
+        !runner.storage().completed_checkpoint_ids().unwrap().is_empty(),
         "a checkpoint completed before the failure"
     );
 }
@@ -123,7 +115,7 @@ fn primary_only() {
     let mut runner = JobRunner::new(spec(dir.path(), 3, false), plugin()).unwrap();
     fail_once(&mut runner);
     let sources = finish_and_check(&mut runner);
-    assert_eq!(sources, vec![(RestoreSource::Primary, 1, 1); 3]);
+    assert_eq!(sources, vec![(Primary, 1, 1, Primary); 3]);
     assert!(
         !dir.path().join("local-a").exists() && !dir.path().join("local-b").exists(),
         "local recovery is off: no local directory may exist"
@@ -137,7 +129,7 @@ fn local_and_primary_prefers_local() {
     fail_once(&mut runner);
     assert!(!local_data_files(dir.path()).is_empty());
     let sources = finish_and_check(&mut runner);
-    assert_eq!(sources, vec![(RestoreSource::Local, 1, 2); 3]);
+    assert_eq!(sources, vec![(Local, 1, 2, Local); 3]);
 }
 
 #[test]
@@ -145,22 +137,17 @@ fn primary_data_lost_restores_from_local() {
     let dir = tempfile::tempdir().unwrap();
     let mut runner = JobRunner::new(spec(dir.path(), 3, true), plugin()).unwrap();
     fail_once(&mut runner);
-    let latest = *runner
-        .storage()
-        .completed_checkpoint_ids()
-        .unwrap()
-        .last()
-        .unwrap();
+    let latest = *runner.storage().completed_checkpoint_ids().unwrap().last().unwrap();
     let data: Vec<PathBuf> = files_below(&runner.storage().checkpoint_dir(latest))
         .into_iter()
         .filter(|f| !f.ends_with(METADATA_FILE))
         .collect();
-    assert_eq!(data.len(), 3, "one primary data file per subtask");
+    assert!(data.len() >= 3, "at least one primary data file per subtask: {data:?}");
     for f in data {
         std::fs::remove_file(f).unwrap();
     }
     let sources = finish_and_check(&mut runner);
-    assert_eq!(sources, vec![(RestoreSource::Local, 1, 2); 3]);
+    assert_eq!(sources, vec![(Local, 1, 2, Local); 3]);
 }
 
 #[test]
@@ -176,7 +163,7 @@ fn local_lost_or_corrupted_falls_back_to_primary() {
         std::fs::write(&f, bytes).unwrap();
     }
     let sources = finish_and_check(&mut runner);
-    assert_eq!(sources, vec![(RestoreSource::Primary, 2, 2); 3]);
+    assert_eq!(sources, vec![(Primary, 2, 2, Primary); 3]);
 
     // Deleted: only the primary is offered.
     let dir = tempfile::tempdir().unwrap();
@@ -185,7 +172,7 @@ fn local_lost_or_corrupted_falls_back_to_primary() {
     std::fs::remove_dir_all(dir.path().join("local-a")).unwrap();
     std::fs::remove_dir_all(dir.path().join("local-b")).unwrap();
     let sources = finish_and_check(&mut runner);
-    assert_eq!(sources, vec![(RestoreSource::Primary, 1, 1); 3]);
+    assert_eq!(sources, vec![(Primary, 1, 1, Primary); 3]);
 }
 
 #[test]
@@ -199,9 +186,7 @@ fn rescaling_from_four_to_three_and_six_uses_the_primary() {
         let sources = finish_and_check(&mut rescaled);
         assert_eq!(sources.len(), new_parallelism as usize);
         assert!(
-            sources
-                .iter()
-                .all(|(s, _, n)| *s == RestoreSource::Primary && *n == 1),
+            sources.iter().all(|(s, _, n, o)| *s == Primary && *n == 1 && *o == Primary),
             "rescaled restore must not use local copies: {sources:?}"
         );
     }
@@ -219,12 +204,6 @@ fn a_checkpoint_of_another_format_is_refused() {
     meta.plugin.format = "someone-elses-format".into();
     storage.write_metadata(&meta).unwrap();
     let (tx, _rx) = channel();
-    let e = runner
-        .run_attempt(AttemptOptions::default(), &tx)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("someone-elses-format") && e.contains("full-keyed"),
-        "{e}"
-    );
+    let e = runner.run_attempt(AttemptOptions::default(), &tx).unwrap_err().to_string();
+    assert!(e.contains("someone-elses-format") && e.contains("full-keyed"), "{e}");
 }

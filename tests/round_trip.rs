@@ -10,17 +10,14 @@ use std::sync::Arc;
 #[test]
 fn hundred_thousand_entries_round_trip_and_sub_ranges_restore_exactly_their_groups() {
     let runtime = PluginRuntime::new().unwrap();
-    let plugin = runtime
-        .load(&suite::plugin_path("full-keyed"), PluginLimits::default())
-        .unwrap();
+    let plugin = runtime.load(&suite::plugin_path("full-keyed"), PluginLimits::default()).unwrap();
     assert_eq!(plugin.info().name, "full-keyed");
 
     let original = suite::populated_backend(128, 100_000, 7);
     assert_eq!(original.entry_count(), 100_000);
 
     let dir = tempfile::tempdir().unwrap();
-    let factory =
-        FileStreamFactory::new(dir.path().join("exclusive"), dir.path().join("shared"), 0).unwrap();
+    let factory = FileStreamFactory::new(dir.path().join("exclusive"), dir.path().join("shared"), 0).unwrap();
     let out = factory.create_output_stream(StateScope::Exclusive).unwrap();
     let (stream, offsets) = plugin.snapshot_keyed(original.snapshot(), out).unwrap();
     let stream_handle = stream.close_and_get_handle().unwrap();
@@ -38,13 +35,14 @@ fn hundred_thousand_entries_round_trip_and_sub_ranges_restore_exactly_their_grou
     let mut total = 0;
     for index in 0..3 {
         let range = range_for_operator(128, 3, index).unwrap();
-        let part = plugin
-            .restore_keyed(&handle, KeyedStateBackend::new(128, range).unwrap())
-            .unwrap();
+        let part = plugin.restore_keyed(&handle, KeyedStateBackend::new(128, range).unwrap()).unwrap();
         for (name, (_, rows)) in part.contents() {
             for (key, _) in rows.keys() {
                 let kg = key_group_for_key(key, 128);
-                assert!(range.contains(kg), "state {name}: key of group {kg} restored into operator {index} with range {range}");
+                assert!(
+                    range.contains(kg),
+                    "state {name}: key of group {kg} restored into operator {index} with range {range}"
+                );
             }
         }
         let expected: usize = original

@@ -76,8 +76,7 @@ pub trait ReadExt: Read {
             let step = remaining.min(1 << 20);
             let at = out.len();
             out.resize(at + step, 0);
-            self.read_exact(&mut out[at..])
-                .inspect_err(|_| out.truncate(start))?;
+            self.read_exact(&mut out[at..]).inspect_err(|_| out.truncate(start))?;
             remaining -= step;
         }
         Ok(len)
@@ -106,9 +105,6 @@ mod tests {
         assert_eq!(r.read_bytes().unwrap(), b"hello");
         let truncated = &buf[..buf.len() - 1];
         let mut r = &truncated[15..];
-        assert_eq!(
-            r.read_bytes().unwrap_err().kind(),
-            io::ErrorKind::UnexpectedEof
-        );
+        assert_eq!(r.read_bytes().unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
     }
 }

@@ -30,11 +30,7 @@ impl<'a> SnapshotWriter<'a> {
     }
 
     pub(crate) fn with_capacity(stream: &'a OutputStream, capacity: usize) -> Self {
-        SnapshotWriter {
-            stream,
-            buffer: Vec::with_capacity(capacity),
-            capacity,
-        }
+        SnapshotWriter { stream, buffer: Vec::with_capacity(capacity), capacity }
     }
 
     /// Announces that the bytes of `key_group` start here. Flushes the buffer first, because
@@ -42,6 +38,15 @@ impl<'a> SnapshotWriter<'a> {
     pub fn begin_key_group(&mut self, key_group: u32) -> Result<()> {
         self.flush_buffer()?;
         self.stream.begin_key_group(key_group)?;
+        Ok(())
+    }
+
+    /// Announces that one element of operator state `state` (an index into
+    /// [`OperatorStateView::states`](crate::OperatorStateView::states)) starts here. Flushes
+    /// the buffer first, like [`begin_key_group`](Self::begin_key_group).
+    pub fn begin_partition(&mut self, state: u32) -> Result<()> {
+        self.flush_buffer()?;
+        self.stream.begin_partition(state)?;
         Ok(())
     }
 
@@ -94,9 +99,7 @@ impl Write for SnapshotWriter<'_> {
 
 impl std::fmt::Debug for SnapshotWriter<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SnapshotWriter")
-            .field("buffered", &self.buffer.len())
-            .finish()
+        f.debug_struct("SnapshotWriter").field("buffered", &self.buffer.len()).finish()
     }
 }
 
@@ -110,12 +113,7 @@ pub struct RestoreReader<'a> {
 
 impl<'a> RestoreReader<'a> {
     pub(crate) fn new(stream: &'a InputStream) -> Self {
-        RestoreReader {
-            stream,
-            buffer: Vec::new(),
-            consumed: 0,
-            capacity: DEFAULT_BUFFER_SIZE,
-        }
+        RestoreReader { stream, buffer: Vec::new(), consumed: 0, capacity: DEFAULT_BUFFER_SIZE }
     }
 
     /// Offset of the next byte read.
@@ -151,8 +149,6 @@ impl Read for RestoreReader<'_> {
 
 impl std::fmt::Debug for RestoreReader<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RestoreReader")
-            .field("position", &self.position())
-            .finish()
+        f.debug_struct("RestoreReader").field("position", &self.position()).finish()
     }
 }

@@ -5,24 +5,26 @@
 //! starts, keeps a local copy beside the durable one and decides which copy to restore from.
 //! The strategy only turns a consistent view of state into bytes and back.
 //!
-//! Implement [`KeyedStrategy`] and export it with [`export_strategy!`]; build the crate as a
-//! `cdylib` for `wasm32-wasip2`, and the result is a component the host loads.
+//! Implement [`SnapshotStrategy`] and export it with [`export_strategy!`]; build the crate as
+//! a `cdylib` for `wasm32-wasip2`, and the result is a component the host loads. A strategy
+//! implements keyed state, operator state or both; the kinds it leaves out fail with a clear
+//! error if a job asks for them.
 //!
 //! ```
 //! use snapshot_guest::{
-//!     codec::{ReadExt, WriteExt}, BatchBuilder, KeyedStateView, KeyedStrategy, PluginInfo,
-//!     RestoreReader, RestoreSink, Result, SnapshotWriter,
+//!     codec::{ReadExt, WriteExt}, BatchBuilder, KeyedStateView, PluginInfo, RestoreReader,
+//!     RestoreSink, Result, SnapshotStrategy, SnapshotWriter,
 //! };
 //!
 //! /// Writes each key group as: id, then per non-empty state its name, kind and entries.
 //! struct Tiny;
 //!
-//! impl KeyedStrategy for Tiny {
+//! impl SnapshotStrategy for Tiny {
 //!     fn describe() -> PluginInfo {
 //!         PluginInfo::new("tiny", env!("CARGO_PKG_VERSION"), "tiny", 1)
 //!     }
 //!
-//!     fn snapshot(state: &KeyedStateView<'_>, out: &mut SnapshotWriter<'_>) -> Result<()> {
+//!     fn snapshot_keyed(state: &KeyedStateView<'_>, out: &mut SnapshotWriter<'_>) -> Result<()> {
 //!         let states = state.states();
 //!         for key_group in state.key_group_range() {
 //!             out.begin_key_group(key_group)?;
@@ -80,38 +82,66 @@ extern crate self as snapshot_guest;
 pub mod codec;
 mod error;
 mod io;
+mod operator;
 mod state;
 
 pub use error::{Error, Result};
 pub use io::{RestoreReader, SnapshotWriter, DEFAULT_BUFFER_SIZE};
-pub use state::{
-    Batch, BatchBuilder, Entries, Entry, KeyedStateView, PluginInfo, RestoreSink, StateInfo,
-    StateKind,
+pub use operator::{
+    DistributionMode, ElementBatch, ElementBatchBuilder, Elements, OperatorSink, OperatorStateInfo, OperatorStateView,
 };
+pub use state::{Batch, BatchBuilder, Entries, Entry, KeyedStateView, PluginInfo, RestoreSink, StateInfo, StateKind};
 
-/// What a snapshot strategy for keyed state implements.
+/// What a snapshot strategy implements.
 ///
 /// The host calls these functions on a fresh instance for every snapshot or restore, so a
-/// strategy keeps no state between calls: everything it needs is in its arguments.
-pub trait KeyedStrategy {
+/// strategy keeps no state between calls: everything it needs is in its arguments. Only
+/// `describe` is required; a kind of state a strategy does not implement fails with an error
+/// naming the strategy.
+pub trait SnapshotStrategy {
     /// Names the strategy and the format it writes.
     fn describe() -> PluginInfo;
 
-    /// Writes `state` into `out`. Every key group of `state.key_group_range()` must be
+    /// Writes keyed `state` into `out`. Every key group of `state.key_group_range()` must be
     /// announced with [`SnapshotWriter::begin_key_group`], once, in ascending order, before
     /// its bytes; the host records the offsets and restores each group from its own offset.
-    fn snapshot(state: &KeyedStateView<'_>, out: &mut SnapshotWriter<'_>) -> Result<()>;
+    fn snapshot_keyed(state: &KeyedStateView<'_>, out: &mut SnapshotWriter<'_>) -> Result<()> {
+        let _ = (state, out);
+        Err(unsupported::<Self>("keyed state"))
+    }
 
     /// Reads the key group `key_group` from `input` (already positioned at its offset) and
     /// puts its entries into `sink`.
-    fn restore_key_group(
-        key_group: u32,
+    fn restore_key_group(key_group: u32, input: &mut RestoreReader<'_>, sink: &mut RestoreSink<'_>) -> Result<()> {
+        let _ = (key_group, input, sink);
+        Err(unsupported::<Self>("keyed state"))
+    }
+
+    /// Writes the operator list states of `state` into `out`, announcing every element with
+    /// [`SnapshotWriter::begin_partition`] before its bytes.
+    fn snapshot_operator(state: &OperatorStateView<'_>, out: &mut SnapshotWriter<'_>) -> Result<()> {
+        let _ = (state, out);
+        Err(unsupported::<Self>("operator state"))
+    }
+
+    /// Reads one element of operator state `name` from `input` (positioned at its offset) and
+    /// adds it to `sink`.
+    fn restore_operator_partition(
+        name: &str,
+        mode: DistributionMode,
         input: &mut RestoreReader<'_>,
-        sink: &mut RestoreSink<'_>,
-    ) -> Result<()>;
+        sink: &mut OperatorSink<'_>,
+    ) -> Result<()> {
+        let _ = (name, mode, input, sink);
+        Err(unsupported::<Self>("operator state"))
+    }
 }
 
-/// Exports a [`KeyedStrategy`] implementation as the component's `keyed-strategy` world.
+fn unsupported<S: SnapshotStrategy + ?Sized>(what: &str) -> Error {
+    Error::msg(format!("strategy {} does not support {what}", S::describe().name))
+}
+
+/// Exports a [`SnapshotStrategy`] implementation as the component's `strategy` world.
 ///
 /// Use it once per plugin crate, at the crate root: `snapshot_guest::export_strategy!(MyStrategy);`
 #[macro_export]
@@ -121,8 +151,7 @@ macro_rules! export_strategy {
             struct __SnapshotStrategyExport;
 
             impl $crate::__private::bindings::Guest for __SnapshotStrategyExport {
-                fn describe() -> $crate::__private::bindings::snapshot::strategy::types::PluginInfo
-                {
+                fn describe() -> $crate::__private::bindings::snapshot::strategy::types::PluginInfo {
                     $crate::__private::describe::<$strategy>()
                 }
 
@@ -140,9 +169,25 @@ macro_rules! export_strategy {
                 ) -> ::core::result::Result<(), $crate::__private::String> {
                     $crate::__private::restore_key_group::<$strategy>(key_group, input, sink)
                 }
+
+                fn snapshot_operator(
+                    state: &$crate::__private::bindings::OperatorStateView,
+                    out: &$crate::__private::bindings::OutputStream,
+                ) -> ::core::result::Result<(), $crate::__private::String> {
+                    $crate::__private::snapshot_operator::<$strategy>(state, out)
+                }
+
+                fn restore_operator_partition(
+                    name: $crate::__private::String,
+                    mode: $crate::__private::bindings::DistributionMode,
+                    input: &$crate::__private::bindings::InputStream,
+                    sink: &$crate::__private::bindings::OperatorSink,
+                ) -> ::core::result::Result<(), $crate::__private::String> {
+                    $crate::__private::restore_operator_partition::<$strategy>(name, mode, input, sink)
+                }
             }
 
-            $crate::__private::bindings::__export_keyed_strategy!(
+            $crate::__private::bindings::__export_strategy!(
                 __SnapshotStrategyExport with_types_in $crate::__private::bindings
             );
         };
@@ -159,33 +204,35 @@ pub mod __private {
     pub mod bindings {
         wit_bindgen::generate!({
             path: "../wit",
-            world: "keyed-strategy",
+            world: "strategy",
             pub_export_macro: true,
-            export_macro_name: "__export_keyed_strategy",
+            export_macro_name: "__export_strategy",
             default_bindings_module: "snapshot_guest::__private::bindings",
             runtime_path: "snapshot_guest::__private::wit_bindgen::rt",
         });
     }
 
-    use crate::{KeyedStateView, KeyedStrategy, RestoreReader, RestoreSink, SnapshotWriter};
+    use crate::{
+        KeyedStateView, OperatorSink, OperatorStateView, RestoreReader, RestoreSink, SnapshotStrategy, SnapshotWriter,
+    };
 
-    pub fn describe<S: KeyedStrategy>() -> bindings::snapshot::strategy::types::PluginInfo {
+    pub fn describe<S: SnapshotStrategy>() -> bindings::snapshot::strategy::types::PluginInfo {
         S::describe().into()
     }
 
-    pub fn snapshot_keyed<S: KeyedStrategy>(
+    pub fn snapshot_keyed<S: SnapshotStrategy>(
         state: &bindings::KeyedStateView,
         out: &bindings::OutputStream,
     ) -> Result<(), String> {
         let view = KeyedStateView::new(state);
         let mut writer = SnapshotWriter::new(out);
-        S::snapshot(&view, &mut writer).map_err(|e| e.to_string())?;
+        S::snapshot_keyed(&view, &mut writer).map_err(|e| e.to_string())?;
         // Bytes still buffered belong to the last key group: hand them to the host before it
         // closes the stream.
         writer.finish().map_err(|e| e.to_string())
     }
 
-    pub fn restore_key_group<S: KeyedStrategy>(
+    pub fn restore_key_group<S: SnapshotStrategy>(
         key_group: u32,
         input: &bindings::InputStream,
         sink: &bindings::RestoreSink,
@@ -193,5 +240,26 @@ pub mod __private {
         let mut reader = RestoreReader::new(input);
         let mut sink = RestoreSink::new(sink);
         S::restore_key_group(key_group, &mut reader, &mut sink).map_err(|e| e.to_string())
+    }
+
+    pub fn snapshot_operator<S: SnapshotStrategy>(
+        state: &bindings::OperatorStateView,
+        out: &bindings::OutputStream,
+    ) -> Result<(), String> {
+        let view = OperatorStateView::new(state);
+        let mut writer = SnapshotWriter::new(out);
+        S::snapshot_operator(&view, &mut writer).map_err(|e| e.to_string())?;
+        writer.finish().map_err(|e| e.to_string())
+    }
+
+    pub fn restore_operator_partition<S: SnapshotStrategy>(
+        name: String,
+        mode: bindings::DistributionMode,
+        input: &bindings::InputStream,
+        sink: &bindings::OperatorSink,
+    ) -> Result<(), String> {
+        let mut reader = RestoreReader::new(input);
+        let mut sink = OperatorSink::new(sink);
+        S::restore_operator_partition(&name, mode.into(), &mut reader, &mut sink).map_err(|e| e.to_string())
     }
 }

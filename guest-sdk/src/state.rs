@@ -131,29 +131,18 @@ impl<'a> KeyedStateView<'a> {
 
     /// Every registered state; the position in this list is the state index.
     pub fn states(&self) -> Vec<StateInfo> {
-        self.view
-            .states()
-            .into_iter()
-            .map(|s| StateInfo {
-                name: s.name,
-                kind: s.kind.into(),
-            })
-            .collect()
+        self.view.states().into_iter().map(|s| StateInfo { name: s.name, kind: s.kind.into() }).collect()
     }
 
     /// The entries of state `state` (an index into [`states`](Self::states)) in `key_group`.
     pub fn entries(&self, state: u32, key_group: u32) -> Result<Entries> {
-        Ok(Entries {
-            reader: self.view.entries(state, key_group)?,
-        })
+        Ok(Entries { reader: self.view.entries(state, key_group)? })
     }
 }
 
 impl std::fmt::Debug for KeyedStateView<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyedStateView")
-            .field("key_groups", &self.key_group_range())
-            .finish()
+        f.debug_struct("KeyedStateView").field("key_groups", &self.key_group_range()).finish()
     }
 }
 
@@ -192,10 +181,7 @@ pub struct Batch {
 
 impl Batch {
     fn from_wit(b: wit_types::EntryBatch) -> Self {
-        Batch {
-            data: b.data,
-            lengths: b.entries,
-        }
+        Batch { data: b.data, lengths: b.entries }
     }
 
     /// Number of entries.
@@ -222,12 +208,7 @@ impl Batch {
                 at += n as usize;
                 s
             };
-            Entry {
-                key: take(l.key),
-                namespace: take(l.namespace),
-                user_key: take(l.user_key),
-                value: take(l.value),
-            }
+            Entry { key: take(l.key), namespace: take(l.namespace), user_key: take(l.user_key), value: take(l.value) }
         })
     }
 }
@@ -264,12 +245,7 @@ impl BatchBuilder {
     /// buffer returned by [`data_mut`](Self::data_mut). Lets a decoder read straight into
     /// the batch without an intermediate copy.
     pub fn push_packed(&mut self, key: u32, namespace: u32, user_key: u32, value: u32) {
-        self.lengths.push(wit_types::EntryLengths {
-            key,
-            namespace,
-            user_key,
-            value,
-        });
+        self.lengths.push(wit_types::EntryLengths { key, namespace, user_key, value });
     }
 
     /// The packed byte buffer, for decoders that append entry bytes directly.
@@ -321,10 +297,7 @@ impl<'a> RestoreSink<'a> {
             return Ok(());
         }
         // The WIT record owns its lists; the copy is one memcpy per batch.
-        let wit_batch = wit_types::EntryBatch {
-            data: batch.data.clone(),
-            entries: batch.lengths.clone(),
-        };
+        let wit_batch = wit_types::EntryBatch { data: batch.data.clone(), entries: batch.lengths.clone() };
         self.sink.put(state, &wit_batch)?;
         Ok(())
     }

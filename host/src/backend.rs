@@ -136,19 +136,9 @@ impl KeyedStateBackend {
     pub fn new(max_parallelism: u32, range: KeyGroupRange) -> Result<Self, BackendError> {
         match range.end() {
             Some(end) if end < max_parallelism => {}
-            _ => {
-                return Err(BackendError::InvalidRange {
-                    range,
-                    max_parallelism,
-                })
-            }
+            _ => return Err(BackendError::InvalidRange { range, max_parallelism }),
         }
-        Ok(KeyedStateBackend {
-            max_parallelism,
-            range,
-            states: Vec::new(),
-            by_name: HashMap::new(),
-        })
+        Ok(KeyedStateBackend { max_parallelism, range, states: Vec::new(), by_name: HashMap::new() })
     }
 
     /// The key groups this backend owns.
@@ -167,41 +157,25 @@ impl KeyedStateBackend {
         if let Some(&index) = self.by_name.get(name) {
             let actual = self.states[index as usize].kind;
             if actual != kind {
-                return Err(BackendError::WrongKind {
-                    name: name.into(),
-                    actual,
-                    requested: kind,
-                });
+                return Err(BackendError::WrongKind { name: name.into(), actual, requested: kind });
             }
             return Ok(index);
         }
         let index = self.states.len() as u32;
-        let groups = (0..self.range.len())
-            .map(|_| Arc::new(GroupTable::new()))
-            .collect();
-        self.states.push(StateTable {
-            name: name.into(),
-            kind,
-            groups,
-        });
+        let groups = (0..self.range.len()).map(|_| Arc::new(GroupTable::new())).collect();
+        self.states.push(StateTable { name: name.into(), kind, groups });
         self.by_name.insert(name.into(), index);
         Ok(index)
     }
 
     /// The index of the state `name`.
     pub fn state_index(&self, name: &str) -> Result<u32, BackendError> {
-        self.by_name
-            .get(name)
-            .copied()
-            .ok_or_else(|| BackendError::UnknownState(name.into()))
+        self.by_name.get(name).copied().ok_or_else(|| BackendError::UnknownState(name.into()))
     }
 
     /// Name and kind of every state, by index.
     pub fn states(&self) -> Vec<(String, StateKind)> {
-        self.states
-            .iter()
-            .map(|s| (s.name.clone(), s.kind))
-            .collect()
+        self.states.iter().map(|s| (s.name.clone(), s.kind)).collect()
     }
 
     /// The key group `key` belongs to, if this backend owns it.
@@ -210,44 +184,24 @@ impl KeyedStateBackend {
         if self.range.contains(key_group) {
             Ok(key_group)
         } else {
-            Err(BackendError::KeyGroupOutOfRange {
-                key_group,
-                range: self.range,
-            })
+            Err(BackendError::KeyGroupOutOfRange { key_group, range: self.range })
         }
     }
 
     fn table(&self, state: u32, kind: StateKind) -> Result<&StateTable, BackendError> {
-        let table = self
-            .states
-            .get(state as usize)
-            .ok_or(BackendError::UnknownStateIndex(state))?;
+        let table = self.states.get(state as usize).ok_or(BackendError::UnknownStateIndex(state))?;
         if table.kind != kind {
-            return Err(BackendError::WrongKind {
-                name: table.name.clone(),
-                actual: table.kind,
-                requested: kind,
-            });
+            return Err(BackendError::WrongKind { name: table.name.clone(), actual: table.kind, requested: kind });
         }
         Ok(table)
     }
 
-    fn group_mut(
-        &mut self,
-        state: u32,
-        kind: StateKind,
-        key: &[u8],
-    ) -> Result<&mut GroupTable, BackendError> {
+    fn group_mut(&mut self, state: u32, kind: StateKind, key: &[u8]) -> Result<&mut GroupTable, BackendError> {
         self.table(state, kind)?;
         let key_group = self.key_group_of(key)?;
-        let index = self
-            .range
-            .index_of(key_group)
-            .expect("key_group_of checked the range");
+        let index = self.range.index_of(key_group).expect("key_group_of checked the range");
         // Copy-on-write: clones the group only if a snapshot still shares it.
-        Ok(Arc::make_mut(
-            &mut self.states[state as usize].groups[index],
-        ))
+        Ok(Arc::make_mut(&mut self.states[state as usize].groups[index]))
     }
 
     fn group(&self, state: u32, kind: StateKind, key: &[u8]) -> Result<&GroupTable, BackendError> {
@@ -257,28 +211,14 @@ impl KeyedStateBackend {
     }
 
     /// Sets the value of a value state.
-    pub fn put(
-        &mut self,
-        state: u32,
-        key: &[u8],
-        namespace: &[u8],
-        value: &[u8],
-    ) -> Result<(), BackendError> {
+    pub fn put(&mut self, state: u32, key: &[u8], namespace: &[u8], value: &[u8]) -> Result<(), BackendError> {
         let group = self.group_mut(state, StateKind::Value, key)?;
-        group.insert(
-            (key.to_vec(), namespace.to_vec()),
-            StateValue::Value(value.to_vec()),
-        );
+        group.insert((key.to_vec(), namespace.to_vec()), StateValue::Value(value.to_vec()));
         Ok(())
     }
 
     /// The value of a value state.
-    pub fn get(
-        &self,
-        state: u32,
-        key: &[u8],
-        namespace: &[u8],
-    ) -> Result<Option<&[u8]>, BackendError> {
+    pub fn get(&self, state: u32, key: &[u8], namespace: &[u8]) -> Result<Option<&[u8]>, BackendError> {
         let group = self.group(state, StateKind::Value, key)?;
         Ok(match group.get(&(key.to_vec(), namespace.to_vec())) {
             Some(StateValue::Value(v)) => Some(v.as_slice()),
@@ -287,18 +227,9 @@ impl KeyedStateBackend {
     }
 
     /// Appends to a list state.
-    pub fn add(
-        &mut self,
-        state: u32,
-        key: &[u8],
-        namespace: &[u8],
-        element: &[u8],
-    ) -> Result<(), BackendError> {
+    pub fn add(&mut self, state: u32, key: &[u8], namespace: &[u8], element: &[u8]) -> Result<(), BackendError> {
         let group = self.group_mut(state, StateKind::List, key)?;
-        match group
-            .entry((key.to_vec(), namespace.to_vec()))
-            .or_insert_with(|| StateValue::List(Vec::new()))
-        {
+        match group.entry((key.to_vec(), namespace.to_vec())).or_insert_with(|| StateValue::List(Vec::new())) {
             StateValue::List(l) => l.push(element.to_vec()),
             _ => unreachable!("a list state's table holds lists"),
         }
@@ -306,12 +237,7 @@ impl KeyedStateBackend {
     }
 
     /// The elements of a list state.
-    pub fn get_list(
-        &self,
-        state: u32,
-        key: &[u8],
-        namespace: &[u8],
-    ) -> Result<Vec<Vec<u8>>, BackendError> {
+    pub fn get_list(&self, state: u32, key: &[u8], namespace: &[u8]) -> Result<Vec<Vec<u8>>, BackendError> {
         let group = self.group(state, StateKind::List, key)?;
         Ok(match group.get(&(key.to_vec(), namespace.to_vec())) {
             Some(StateValue::List(l)) => l.clone(),
@@ -329,10 +255,7 @@ impl KeyedStateBackend {
         value: &[u8],
     ) -> Result<(), BackendError> {
         let group = self.group_mut(state, StateKind::Map, key)?;
-        match group
-            .entry((key.to_vec(), namespace.to_vec()))
-            .or_insert_with(|| StateValue::Map(BTreeMap::new()))
-        {
+        match group.entry((key.to_vec(), namespace.to_vec())).or_insert_with(|| StateValue::Map(BTreeMap::new())) {
             StateValue::Map(m) => {
                 m.insert(user_key.to_vec(), value.to_vec());
             }
@@ -358,13 +281,8 @@ impl KeyedStateBackend {
 
     /// Removes what (key, namespace) holds in a state of any kind.
     pub fn remove(&mut self, state: u32, key: &[u8], namespace: &[u8]) -> Result<(), BackendError> {
-        let kind = self
-            .states
-            .get(state as usize)
-            .ok_or(BackendError::UnknownStateIndex(state))?
-            .kind;
-        self.group_mut(state, kind, key)?
-            .remove(&(key.to_vec(), namespace.to_vec()));
+        let kind = self.states.get(state as usize).ok_or(BackendError::UnknownStateIndex(state))?.kind;
+        self.group_mut(state, kind, key)?.remove(&(key.to_vec(), namespace.to_vec()));
         Ok(())
     }
 
@@ -380,17 +298,10 @@ impl KeyedStateBackend {
         user_key: &[u8],
         value: &[u8],
     ) -> Result<(), BackendError> {
-        let table = self
-            .states
-            .get(state as usize)
-            .ok_or(BackendError::UnknownStateIndex(state))?;
+        let table = self.states.get(state as usize).ok_or(BackendError::UnknownStateIndex(state))?;
         let actual = key_group_for_key(key, self.max_parallelism);
         if actual != key_group {
-            return Err(BackendError::ForeignKey {
-                state: table.name.clone(),
-                expected: key_group,
-                actual,
-            });
+            return Err(BackendError::ForeignKey { state: table.name.clone(), expected: key_group, actual });
         }
         match table.kind {
             StateKind::Value => self.put(state, key, namespace, value),
@@ -407,23 +318,14 @@ impl KeyedStateBackend {
             states: self
                 .states
                 .iter()
-                .map(|s| SnapshotState {
-                    name: s.name.clone(),
-                    kind: s.kind,
-                    groups: s.groups.clone(),
-                })
+                .map(|s| SnapshotState { name: s.name.clone(), kind: s.kind, groups: s.groups.clone() })
                 .collect(),
         }
     }
 
     /// Number of entries (rows: values, list elements, map entries) over all states.
     pub fn entry_count(&self) -> usize {
-        self.states
-            .iter()
-            .flat_map(|s| s.groups.iter())
-            .flat_map(|g| g.values())
-            .map(StateValue::rows)
-            .sum()
+        self.states.iter().flat_map(|s| s.groups.iter()).flat_map(|g| g.values()).map(StateValue::rows).sum()
     }
 
     /// Bytes of keys, namespaces, user keys and values held (not counting overhead).
@@ -442,12 +344,8 @@ impl KeyedStateBackend {
     pub fn contents(&self) -> BTreeMap<String, (StateKind, BTreeMap<RowKey, StateValue>)> {
         let mut out = BTreeMap::new();
         for s in &self.states {
-            let merged: BTreeMap<_, _> = s
-                .groups
-                .iter()
-                .flat_map(|g| g.iter())
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+            let merged: BTreeMap<_, _> =
+                s.groups.iter().flat_map(|g| g.iter()).map(|(k, v)| (k.clone(), v.clone())).collect();
             if !merged.is_empty() {
                 out.insert(s.name.clone(), (s.kind, merged));
             }
@@ -485,30 +383,15 @@ impl KeyedSnapshot {
 
     /// Name and kind of every state, by index.
     pub fn states(&self) -> Vec<(String, StateKind)> {
-        self.states
-            .iter()
-            .map(|s| (s.name.clone(), s.kind))
-            .collect()
+        self.states.iter().map(|s| (s.name.clone(), s.kind)).collect()
     }
 
     /// A cursor over the entries of `state` in `key_group`.
     pub fn entries(&self, state: u32, key_group: u32) -> Result<EntryCursor, BackendError> {
-        let s = self
-            .states
-            .get(state as usize)
-            .ok_or(BackendError::UnknownStateIndex(state))?;
-        let index = self
-            .range
-            .index_of(key_group)
-            .ok_or(BackendError::KeyGroupOutOfRange {
-                key_group,
-                range: self.range,
-            })?;
-        Ok(EntryCursor {
-            group: s.groups[index].clone(),
-            after: None,
-            done: false,
-        })
+        let s = self.states.get(state as usize).ok_or(BackendError::UnknownStateIndex(state))?;
+        let index =
+            self.range.index_of(key_group).ok_or(BackendError::KeyGroupOutOfRange { key_group, range: self.range })?;
+        Ok(EntryCursor { group: s.groups[index].clone(), after: None, done: false })
     }
 }
 
@@ -543,9 +426,7 @@ impl EntryCursor {
         }
         let range = match &self.after {
             None => self.group.range::<RowKey, _>(..),
-            Some(after) => self
-                .group
-                .range::<RowKey, _>((Bound::Excluded(after), Bound::Unbounded)),
+            Some(after) => self.group.range::<RowKey, _>((Bound::Excluded(after), Bound::Unbounded)),
         };
         let mut bytes = 0usize;
         let mut last = None;
@@ -555,28 +436,11 @@ impl EntryCursor {
             }
             let (key, namespace) = (row.0.as_slice(), row.1.as_slice());
             match value {
-                StateValue::Value(v) => emit(Entry {
-                    key,
-                    namespace,
-                    user_key: &[],
-                    value: v,
-                }),
-                StateValue::List(l) => l.iter().for_each(|v| {
-                    emit(Entry {
-                        key,
-                        namespace,
-                        user_key: &[],
-                        value: v,
-                    })
-                }),
-                StateValue::Map(m) => m.iter().for_each(|(uk, v)| {
-                    emit(Entry {
-                        key,
-                        namespace,
-                        user_key: uk,
-                        value: v,
-                    })
-                }),
+                StateValue::Value(v) => emit(Entry { key, namespace, user_key: &[], value: v }),
+                StateValue::List(l) => l.iter().for_each(|v| emit(Entry { key, namespace, user_key: &[], value: v })),
+                StateValue::Map(m) => {
+                    m.iter().for_each(|(uk, v)| emit(Entry { key, namespace, user_key: uk, value: v }))
+                }
             }
             bytes += key.len() + namespace.len() + value.bytes();
             last = Some(row);
@@ -607,22 +471,10 @@ mod tests {
         let mut b = backend();
         let v = b.register_state("counts", StateKind::Value).unwrap();
         assert_eq!(b.register_state("counts", StateKind::Value).unwrap(), v);
-        assert!(matches!(
-            b.register_state("counts", StateKind::List),
-            Err(BackendError::WrongKind { .. })
-        ));
-        assert_eq!(
-            b.state_index("nope").unwrap_err().to_string(),
-            "unknown state \"nope\""
-        );
-        assert!(matches!(
-            b.add(v, b"k", b"", b"x"),
-            Err(BackendError::WrongKind { .. })
-        ));
-        assert!(matches!(
-            b.put(7, b"k", b"", b"x"),
-            Err(BackendError::UnknownStateIndex(7))
-        ));
+        assert!(matches!(b.register_state("counts", StateKind::List), Err(BackendError::WrongKind { .. })));
+        assert_eq!(b.state_index("nope").unwrap_err().to_string(), "unknown state \"nope\"");
+        assert!(matches!(b.add(v, b"k", b"", b"x"), Err(BackendError::WrongKind { .. })));
+        assert!(matches!(b.put(7, b"k", b"", b"x"), Err(BackendError::UnknownStateIndex(7))));
     }
 
     #[test]
@@ -631,13 +483,7 @@ mod tests {
         let s = b.register_state("s", StateKind::Value).unwrap();
         // "hello" is in key group 35.
         let err = b.put(s, b"hello", b"", b"v").unwrap_err();
-        assert_eq!(
-            err,
-            BackendError::KeyGroupOutOfRange {
-                key_group: 35,
-                range: KeyGroupRange::new(0, 10)
-            }
-        );
+        assert_eq!(err, BackendError::KeyGroupOutOfRange { key_group: 35, range: KeyGroupRange::new(0, 10) });
         assert!(KeyedStateBackend::new(128, KeyGroupRange::new(0, 128)).is_err());
         assert!(KeyedStateBackend::new(128, KeyGroupRange::EMPTY).is_err());
     }
@@ -667,8 +513,7 @@ mod tests {
         for i in 0..500u32 {
             let key = format!("k{}", i % 50);
             b.add(l, key.as_bytes(), b"ns", &i.to_le_bytes()).unwrap();
-            b.put_map(m, key.as_bytes(), b"", &i.to_le_bytes(), b"v")
-                .unwrap();
+            b.put_map(m, key.as_bytes(), b"", &i.to_le_bytes(), b"v").unwrap();
         }
         let snap = b.snapshot();
         for state in [l, m] {
@@ -676,10 +521,7 @@ mod tests {
             for kg in 0..128 {
                 let mut c = snap.entries(state, kg).unwrap();
                 while c.next_batch(7, |_| rows += 1) {}
-                assert!(
-                    !c.next_batch(7, |_| rows += 1),
-                    "an exhausted cursor stays exhausted"
-                );
+                assert!(!c.next_batch(7, |_| rows += 1), "an exhausted cursor stays exhausted");
             }
             assert_eq!(rows, 500);
         }
@@ -691,14 +533,7 @@ mod tests {
         let mut b = backend();
         let s = b.register_state("s", StateKind::Value).unwrap();
         let err = b.restore_entry(s, 3, b"hello", b"", b"", b"v").unwrap_err();
-        assert_eq!(
-            err,
-            BackendError::ForeignKey {
-                state: "s".into(),
-                expected: 3,
-                actual: 35
-            }
-        );
+        assert_eq!(err, BackendError::ForeignKey { state: "s".into(), expected: 3, actual: 35 });
         b.restore_entry(s, 35, b"hello", b"", b"", b"v").unwrap();
         assert_eq!(b.get(s, b"hello", b"").unwrap(), Some(&b"v"[..]));
     }

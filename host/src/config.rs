@@ -19,12 +19,7 @@ pub const CHECKPOINT_DIR: &str = "state.checkpoints.dir";
 /// Number of completed checkpoints to retain.
 pub const RETAINED_CHECKPOINTS: &str = "state.checkpoints.num-retained";
 
-const KNOWN: &[&str] = &[
-    LOCAL_RECOVERY,
-    LOCAL_ROOT_DIRS,
-    CHECKPOINT_DIR,
-    RETAINED_CHECKPOINTS,
-];
+const KNOWN: &[&str] = &[LOCAL_RECOVERY, LOCAL_ROOT_DIRS, CHECKPOINT_DIR, RETAINED_CHECKPOINTS];
 
 /// A configuration error; names the input, the key and the value.
 #[derive(Debug, thiserror::Error)]
@@ -94,10 +89,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            local_recovery: LocalRecoveryConfig {
-                enabled: false,
-                root_dirs: vec![std::env::temp_dir()],
-            },
+            local_recovery: LocalRecoveryConfig { enabled: false, root_dirs: vec![std::env::temp_dir()] },
             checkpoint_dir: PathBuf::from("checkpoints"),
             retained_checkpoints: 1,
         }
@@ -107,10 +99,7 @@ impl Default for Config {
 impl Config {
     /// Reads the TOML file at `path` over the defaults.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.into(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
         let mut config = Config::default();
         config.apply_toml(&text, path)?;
         Ok(config)
@@ -118,12 +107,10 @@ impl Config {
 
     /// Applies the keys of a TOML document.
     pub fn apply_toml(&mut self, text: &str, path: &Path) -> Result<(), ConfigError> {
-        let table: toml::Table =
-            text.parse()
-                .map_err(|e: toml::de::Error| ConfigError::Syntax {
-                    path: path.into(),
-                    message: e.message().to_string(),
-                })?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+            path: path.into(),
+            message: e.message().to_string(),
+        })?;
         let mut flat = BTreeMap::new();
         flatten("", &toml::Value::Table(table), &mut flat);
         let origin = format!("configuration file {}", path.display());
@@ -135,29 +122,21 @@ impl Config {
 
     /// Applies a command-line override `key=value`.
     pub fn apply_override(&mut self, assignment: &str) -> Result<(), ConfigError> {
-        let (key, value) = assignment
-            .split_once('=')
-            .ok_or_else(|| ConfigError::BadOverride(assignment.into()))?;
+        let (key, value) = assignment.split_once('=').ok_or_else(|| ConfigError::BadOverride(assignment.into()))?;
         let key = key.trim();
         let value = value.trim();
         // On the command line every value is text; interpret it as the key's type.
         let parsed = match key {
             LOCAL_RECOVERY => toml::Value::String(value.into()),
-            RETAINED_CHECKPOINTS => value
-                .parse::<i64>()
-                .map(toml::Value::Integer)
-                .unwrap_or_else(|_| toml::Value::String(value.into())),
+            RETAINED_CHECKPOINTS => {
+                value.parse::<i64>().map(toml::Value::Integer).unwrap_or_else(|_| toml::Value::String(value.into()))
+            }
             _ => toml::Value::String(value.into()),
         };
         self.set_value("command line", key, &parsed)
     }
 
-    fn set_value(
-        &mut self,
-        origin: &str,
-        key: &str,
-        value: &toml::Value,
-    ) -> Result<(), ConfigError> {
+    fn set_value(&mut self, origin: &str, key: &str, value: &toml::Value) -> Result<(), ConfigError> {
         let invalid = |expected: &str| ConfigError::InvalidValue {
             origin: origin.into(),
             key: key.into(),
@@ -182,36 +161,25 @@ impl Config {
                     toml::Value::Array(items) => items
                         .iter()
                         .map(|i| {
-                            i.as_str()
-                                .map(str::to_string)
-                                .ok_or_else(|| invalid("expected directory names as strings"))
+                            i.as_str().map(str::to_string).ok_or_else(|| invalid("expected directory names as strings"))
                         })
                         .collect::<Result<_, _>>()?,
                     _ => return Err(invalid("expected a comma-separated list of directories")),
                 };
                 if dirs.is_empty() || dirs.iter().any(|d| d.is_empty()) {
-                    return Err(invalid(
-                        "expected a comma-separated list of non-empty directories",
-                    ));
+                    return Err(invalid("expected a comma-separated list of non-empty directories"));
                 }
                 self.local_recovery.root_dirs = dirs.into_iter().map(PathBuf::from).collect();
             }
             CHECKPOINT_DIR => match value {
-                toml::Value::String(s) if !s.trim().is_empty() => {
-                    self.checkpoint_dir = PathBuf::from(s)
-                }
+                toml::Value::String(s) if !s.trim().is_empty() => self.checkpoint_dir = PathBuf::from(s),
                 _ => return Err(invalid("expected a directory")),
             },
             RETAINED_CHECKPOINTS => match value {
                 toml::Value::Integer(n) if *n >= 1 => self.retained_checkpoints = *n as usize,
                 _ => return Err(invalid("expected a whole number of at least 1")),
             },
-            _ => {
-                return Err(ConfigError::UnknownKey {
-                    origin: origin.into(),
-                    key: key.into(),
-                })
-            }
+            _ => return Err(ConfigError::UnknownKey { origin: origin.into(), key: key.into() }),
         }
         Ok(())
     }
@@ -221,11 +189,7 @@ fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, toml::V
     match value {
         toml::Value::Table(t) => {
             for (k, v) in t {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
                 flatten(&key, v, out);
             }
         }
@@ -252,76 +216,45 @@ mod tests {
 
     #[test]
     fn dotted_and_quoted_keys_are_the_same_key() {
-        let a = parse(
-            "state.backend.local-recovery = true\ntaskmanager.state.local.root-dirs = \"/a, /b\"",
-        )
-        .unwrap();
-        let b = parse("\"state.backend.local-recovery\" = true\n\"taskmanager.state.local.root-dirs\" = [\"/a\", \"/b\"]").unwrap();
+        let a = parse("state.backend.local-recovery = true\ntaskmanager.state.local.root-dirs = \"/a, /b\"").unwrap();
+        let b =
+            parse("\"state.backend.local-recovery\" = true\n\"taskmanager.state.local.root-dirs\" = [\"/a\", \"/b\"]")
+                .unwrap();
         assert_eq!(a, b);
         assert!(a.local_recovery.enabled);
-        assert_eq!(
-            a.local_recovery.root_dirs,
-            vec![PathBuf::from("/a"), PathBuf::from("/b")]
-        );
+        assert_eq!(a.local_recovery.root_dirs, vec![PathBuf::from("/a"), PathBuf::from("/b")]);
     }
 
     #[test]
     fn bad_values_name_the_key_and_the_value() {
-        let e = parse("state.backend.local-recovery = \"yes\"")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("state.backend.local-recovery")
-                && e.contains("\"yes\"")
-                && e.contains("test.toml"),
-            "{e}"
-        );
-        let e = parse("state.backend.local-recovery = 1")
-            .unwrap_err()
-            .to_string();
+        let e = parse("state.backend.local-recovery = \"yes\"").unwrap_err().to_string();
+        assert!(e.contains("state.backend.local-recovery") && e.contains("\"yes\"") && e.contains("test.toml"), "{e}");
+        let e = parse("state.backend.local-recovery = 1").unwrap_err().to_string();
         assert!(e.contains("\"1\""), "{e}");
-        let e = parse("taskmanager.state.local.root-dirs = \"/a,,/b\"")
-            .unwrap_err()
-            .to_string();
+        let e = parse("taskmanager.state.local.root-dirs = \"/a,,/b\"").unwrap_err().to_string();
         assert!(e.contains("root-dirs"), "{e}");
-        let e = parse("state.checkpoints.num-retained = 0")
-            .unwrap_err()
-            .to_string();
+        let e = parse("state.checkpoints.num-retained = 0").unwrap_err().to_string();
         assert!(e.contains("num-retained") && e.contains("\"0\""), "{e}");
     }
 
     #[test]
     fn unknown_keys_and_bad_syntax_are_errors() {
-        let e = parse("state.backend.local-recovry = true")
-            .unwrap_err()
-            .to_string();
+        let e = parse("state.backend.local-recovry = true").unwrap_err().to_string();
         assert!(e.contains("local-recovry") && e.contains("unknown"), "{e}");
-        assert!(matches!(
-            parse("this is = = not toml"),
-            Err(ConfigError::Syntax { .. })
-        ));
+        assert!(matches!(parse("this is = = not toml"), Err(ConfigError::Syntax { .. })));
     }
 
     #[test]
     fn command_line_overrides() {
         let mut c = parse("state.backend.local-recovery = false").unwrap();
-        c.apply_override("state.backend.local-recovery=true")
-            .unwrap();
-        c.apply_override("taskmanager.state.local.root-dirs=/x,/y")
-            .unwrap();
-        c.apply_override("state.checkpoints.num-retained=3")
-            .unwrap();
+        c.apply_override("state.backend.local-recovery=true").unwrap();
+        c.apply_override("taskmanager.state.local.root-dirs=/x,/y").unwrap();
+        c.apply_override("state.checkpoints.num-retained=3").unwrap();
         assert!(c.local_recovery.enabled);
         assert_eq!(c.local_recovery.root_dirs.len(), 2);
         assert_eq!(c.retained_checkpoints, 3);
-        assert!(matches!(
-            c.apply_override("no-equals"),
-            Err(ConfigError::BadOverride(_))
-        ));
-        let e = c
-            .apply_override("state.backend.local-recovery=maybe")
-            .unwrap_err()
-            .to_string();
+        assert!(matches!(c.apply_override("no-equals"), Err(ConfigError::BadOverride(_))));
+        let e = c.apply_override("state.backend.local-recovery=maybe").unwrap_err().to_string();
         assert!(e.contains("command line") && e.contains("maybe"), "{e}");
     }
 }

@@ -72,10 +72,7 @@ impl CheckpointCoordinator {
             config,
             storage,
             local_stores,
-            state: Mutex::new(State {
-                completed,
-                ..State::default()
-            }),
+            state: Mutex::new(State { completed, ..State::default() }),
         })
     }
 
@@ -87,14 +84,11 @@ impl CheckpointCoordinator {
     /// Registers checkpoint `id`, taken at `source_offset`.
     pub fn trigger(&self, id: u64, source_offset: u64) {
         let acks = vec![None; self.config.parallelism as usize];
-        self.state.lock().expect("coordinator lock").pending.insert(
-            id,
-            Pending {
-                source_offset,
-                started: Instant::now(),
-                acks,
-            },
-        );
+        self.state
+            .lock()
+            .expect("coordinator lock")
+            .pending
+            .insert(id, Pending { source_offset, started: Instant::now(), acks });
     }
 
     /// Subtask `subtask` finished its part of checkpoint `id`. Returns the completed
@@ -136,11 +130,7 @@ impl CheckpointCoordinator {
             parallelism: self.config.parallelism,
             max_parallelism: self.config.max_parallelism,
             source_offset: pending.source_offset,
-            subtasks: pending
-                .acks
-                .into_iter()
-                .map(|a| a.expect("all acknowledged"))
-                .collect(),
+            subtasks: pending.acks.into_iter().map(|a| a.expect("all acknowledged")).collect(),
         };
         if let Err(e) = self.storage.write_metadata(&metadata) {
             // Not durable, so not complete: discard it like any aborted checkpoint.
@@ -214,14 +204,7 @@ impl CheckpointCoordinator {
 
     /// Aborts every pending checkpoint (the job is failing or stopping).
     pub fn abort_all(&self, reason: &str) {
-        let ids: Vec<u64> = self
-            .state
-            .lock()
-            .expect("coordinator lock")
-            .pending
-            .keys()
-            .copied()
-            .collect();
+        let ids: Vec<u64> = self.state.lock().expect("coordinator lock").pending.keys().copied().collect();
         for id in ids {
             self.abort(id, reason);
         }
@@ -229,13 +212,7 @@ impl CheckpointCoordinator {
 
     /// Ids of checkpoints triggered but neither complete nor aborted.
     pub fn pending_ids(&self) -> Vec<u64> {
-        self.state
-            .lock()
-            .expect("coordinator lock")
-            .pending
-            .keys()
-            .copied()
-            .collect()
+        self.state.lock().expect("coordinator lock").pending.keys().copied().collect()
     }
 
     /// Ids of aborted checkpoints.

@@ -3,28 +3,35 @@
 //! end-to-end recovery tests.
 //!
 //! A deterministic source emits events (keys); each goes to the subtask owning its key group,
-//! which counts events per key in a value state `count`. Every `checkpoint_interval` events
-//! the source injects a barrier into every subtask's input; a subtask that receives it takes
-//! a point-in-time view of its state (the synchronous phase) and snapshots it through the
-//! plugin on another thread (the asynchronous phase) while it keeps counting. An attempt that
-//! fails is recovered by restoring every subtask from the latest completed checkpoint and
-//! replaying the source from that checkpoint's offset: the final counts equal a failure-free
-//! run's.
+//! which counts events per key in a value state `count`. Every subtask also keeps operator
+//! list state: `processed` (SPLIT_DISTRIBUTE counters whose sum is the number of events
+//! processed) and `job` (BROADCAST). The job has no UNION state on purpose: union state is
+//! repartitioned on every restore, so it would keep operator state from ever restoring
+//! locally (the union mode is tested with the plugin directly).
+//!
+//! Every `checkpoint_interval` events the source injects a barrier into every subtask's input;
+//! a subtask that receives it takes a point-in-time view of its state (the synchronous phase)
+//! and snapshots it through the plugin on another thread (the asynchronous phase) while it
+//! keeps counting. An attempt that fails is recovered by restoring every subtask from the
+//! latest completed checkpoint and replaying the source from that checkpoint's offset: the
+//! final counts equal a failure-free run's.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, Sender, SyncSender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::backend::{KeyedStateBackend, StateKind, StateValue};
+use crate::backend::{KeyedSnapshot, KeyedStateBackend, StateKind, StateValue};
 use crate::config::Config;
 use crate::coordinator::{CheckpointCoordinator, CompletedCheckpoint, CoordinatorConfig};
 use crate::directories::LocalRecoveryDirectoryProvider;
+use crate::handles::{DistributionMode, OperatorStateHandle};
 use crate::key_groups::{key_group_for_key, operator_for_key_group, range_for_operator};
 use crate::local_store::{LocalSnapshot, TaskLocalStateStore};
-use crate::restore::{restore_keyed, RestoreSource};
+use crate::operator_backend::{OperatorSnapshot, OperatorStateBackend, OperatorStateError};
+use crate::restore::{restore_keyed, restore_operator, RestoreError, RestoreSource};
 use crate::result_provider::{primary_and_local, primary_only};
 use crate::runtime::Plugin;
 use crate::storage::{CheckpointMetadata, FileCheckpointStorage, SubtaskState};
@@ -32,6 +39,11 @@ use crate::streams::{FileStreamFactory, StateScope};
 
 /// The name of the counting state.
 pub const COUNT_STATE: &str = "count";
+/// Operator state (SPLIT_DISTRIBUTE): counters of processed events; their sum over all
+/// subtasks is the number of events processed, whatever the redistribution.
+pub const PROCESSED_STATE: &str = "processed";
+/// Operator state (BROADCAST): the job's description, the same on every subtask.
+pub const JOB_STATE: &str = "job";
 
 /// What the job is.
 #[derive(Debug, Clone)]
@@ -80,15 +92,21 @@ pub fn counts_of(backends: &[KeyedStateBackend]) -> BTreeMap<Vec<u8>, u64> {
         if let Some((_, rows)) = b.contents().remove(COUNT_STATE) {
             for ((key, _), value) in rows {
                 if let StateValue::Value(v) = value {
-                    counts.insert(
-                        key,
-                        u64::from_le_bytes(v.as_slice().try_into().unwrap_or([0; 8])),
-                    );
+                    counts.insert(key, u64::from_le_bytes(v.as_slice().try_into().unwrap_or([0; 8])));
                 }
             }
         }
     }
     counts
+}
+
+fn decode_u64(bytes: &[u8]) -> u64 {
+    u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]))
+}
+
+/// Sum of the `processed` counters of a set of operator backends.
+pub fn processed_total(operators: &[OperatorStateBackend]) -> u64 {
+    operators.iter().flat_map(|o| o.get(PROCESSED_STATE).unwrap_or(&[]).iter()).map(|e| decode_u64(e)).sum()
 }
 
 /// Something that happened during an attempt, for the caller to report.
@@ -98,13 +116,15 @@ pub enum JobEvent {
     Restored {
         /// The subtask.
         subtask: u32,
-        /// Which copy was used.
+        /// Which copy the keyed state came from.
         source: RestoreSource,
-        /// 1-based alternative used.
+        /// 1-based alternative used for keyed state.
         alternative: usize,
-        /// Number of alternatives.
+        /// Number of keyed alternatives.
         alternatives: usize,
-        /// Time taken.
+        /// Which copy the operator state came from.
+        operator_source: RestoreSource,
+        /// Time taken (keyed and operator state).
         duration: Duration,
     },
     /// A checkpoint completed.
@@ -144,8 +164,10 @@ pub struct AttemptOptions {
 pub enum AttemptOutcome {
     /// The source was exhausted and every subtask finished.
     Finished {
-        /// The subtasks' final state.
+        /// The subtasks' final keyed state.
         backends: Vec<KeyedStateBackend>,
+        /// The subtasks' final operator state.
+        operators: Vec<OperatorStateBackend>,
     },
     /// A task failure was injected at this offset.
     Failed {
@@ -167,11 +189,15 @@ pub enum JobError {
         subtask: u32,
         /// The cause.
         #[source]
-        source: crate::restore::RestoreError,
+        source: RestoreError,
     },
     /// A subtask thread died.
     #[error("subtask {0} failed: {1}")]
     Subtask(u32, String),
+}
+
+fn setup(e: impl std::fmt::Display) -> JobError {
+    JobError::Setup(e.to_string())
 }
 
 enum Input {
@@ -180,6 +206,9 @@ enum Input {
     Fail,
     End,
 }
+
+/// A subtask's restored state: keyed and operator.
+pub type SubtaskBackends = (KeyedStateBackend, OperatorStateBackend);
 
 /// Runs the job's attempts against its storage and local state.
 #[derive(Debug)]
@@ -193,34 +222,22 @@ pub struct JobRunner {
 impl JobRunner {
     /// Prepares the job: opens storage, removes checkpoints that never completed.
     pub fn new(spec: JobSpec, plugin: Arc<Plugin>) -> Result<Self, JobError> {
-        let setup = |e: &dyn std::fmt::Display| JobError::Setup(e.to_string());
-        range_for_operator(spec.max_parallelism, spec.parallelism, 0).map_err(|e| setup(&e))?;
+        range_for_operator(spec.max_parallelism, spec.parallelism, 0).map_err(setup)?;
         if spec.checkpoint_interval == 0 {
-            return Err(JobError::Setup(
-                "the checkpoint interval must be at least 1 event".into(),
-            ));
+            return Err(setup("the checkpoint interval must be at least 1 event"));
         }
         let storage = FileCheckpointStorage::new(
             &spec.config.checkpoint_dir,
             &spec.job_id,
             FileStreamFactory::DEFAULT_INLINE_THRESHOLD,
         )
-        .map_err(|e| setup(&e))?;
-        let removed = storage.remove_incomplete().map_err(|e| setup(&e))?;
+        .map_err(setup)?;
+        let removed = storage.remove_incomplete().map_err(setup)?;
         if !removed.is_empty() {
             tracing::info!(?removed, "removed checkpoints that never completed");
         }
-        let next_checkpoint = storage
-            .completed_checkpoint_ids()
-            .map_err(|e| setup(&e))?
-            .last()
-            .map_or(1, |id| id + 1);
-        Ok(JobRunner {
-            spec,
-            plugin,
-            storage,
-            next_checkpoint,
-        })
+        let next_checkpoint = storage.completed_checkpoint_ids().map_err(setup)?.last().map_or(1, |id| id + 1);
+        Ok(JobRunner { spec, plugin, storage, next_checkpoint })
     }
 
     /// The job's storage.
@@ -238,6 +255,11 @@ impl JobRunner {
         self.spec.config.local_recovery.root_dirs.clone()
     }
 
+    /// The job description kept in the broadcast state.
+    pub fn job_description(&self) -> String {
+        format!("job={} keys={} events={}", self.spec.job_id, self.spec.keys, self.spec.events)
+    }
+
     fn open_local_stores(&self) -> Result<Vec<Arc<TaskLocalStateStore>>, JobError> {
         let local = &self.spec.config.local_recovery;
         (0..self.spec.parallelism)
@@ -249,59 +271,71 @@ impl JobRunner {
                     "counter",
                     i,
                 )
-                .map_err(|e| JobError::Setup(e.to_string()))?;
+                .map_err(setup)?;
                 Ok(Arc::new(TaskLocalStateStore::open(provider, local.enabled)))
             })
             .collect()
     }
 
-    /// Restores every subtask from `metadata` (or starts empty) and returns their backends.
+    /// Restores every subtask from `metadata` (or starts empty) and returns their keyed and
+    /// operator state. Local copies are offered from `stores` (by subtask index; may be empty).
     pub fn restore(
         &self,
         metadata: Option<&CheckpointMetadata>,
         stores: &[Arc<TaskLocalStateStore>],
         events: &Sender<JobEvent>,
-    ) -> Result<Vec<KeyedStateBackend>, JobError> {
+    ) -> Result<Vec<SubtaskBackends>, JobError> {
         let (p, m) = (self.spec.parallelism, self.spec.max_parallelism);
-        let mut backends = Vec::new();
+        let mut out = Vec::new();
         for i in 0..p {
-            let range = range_for_operator(m, p, i).map_err(|e| JobError::Setup(e.to_string()))?;
-            let mut backend = match metadata {
-                None => {
-                    KeyedStateBackend::new(m, range).map_err(|e| JobError::Setup(e.to_string()))?
-                }
+            let range = range_for_operator(m, p, i).map_err(setup)?;
+            let started = Instant::now();
+            let (mut keyed, mut operators) = match metadata {
+                None => (KeyedStateBackend::new(m, range).map_err(setup)?, OperatorStateBackend::new()),
                 Some(meta) => {
                     if meta.max_parallelism != m {
-                        return Err(JobError::Restore {
-                            subtask: i,
-                            source: crate::restore::RestoreError::MaxParallelismMismatch {
-                                checkpoint: meta.checkpoint_id,
-                                found: meta.max_parallelism,
-                                expected: m,
-                            },
-                        });
+                        let source = RestoreError::MaxParallelismMismatch {
+                            checkpoint: meta.checkpoint_id,
+                            found: meta.max_parallelism,
+                            expected: m,
+                        };
+                        return Err(JobError::Restore { subtask: i, source });
                     }
-                    // Local copies are per subtask of the old parallelism: with another
-                    // parallelism the ranges differ and restore_keyed uses the primary.
+                    // Local copies belong to subtasks of the old parallelism: after rescaling
+                    // the ranges and partitions differ and the restore uses the primary.
                     let store = stores.get(i as usize).map(Arc::as_ref);
-                    let r = restore_keyed(&self.plugin, meta, range, store)
-                        .map_err(|source| JobError::Restore { subtask: i, source })?;
+                    let restore_err = |source| JobError::Restore { subtask: i, source };
+                    let k = restore_keyed(&self.plugin, meta, range, store).map_err(restore_err)?;
+                    let o = restore_operator(&self.plugin, meta, i, p, store).map_err(restore_err)?;
                     let _ = events.send(JobEvent::Restored {
                         subtask: i,
-                        source: r.source,
-                        alternative: r.alternative,
-                        alternatives: r.alternatives,
-                        duration: r.duration,
+                        source: k.source,
+                        alternative: k.alternative,
+                        alternatives: k.alternatives,
+                        operator_source: o.source,
+                        duration: started.elapsed(),
                     });
-                    r.backend
+                    (k.backend, o.backend)
                 }
             };
-            backend
-                .register_state(COUNT_STATE, StateKind::Value)
-                .map_err(|e| JobError::Setup(e.to_string()))?;
-            backends.push(backend);
+            keyed.register_state(COUNT_STATE, StateKind::Value).map_err(setup)?;
+            self.init_operator_state(i, &mut operators).map_err(setup)?;
+            out.push((keyed, operators));
         }
-        Ok(backends)
+        Ok(out)
+    }
+
+    fn init_operator_state(
+        &self,
+        _subtask: u32,
+        operators: &mut OperatorStateBackend,
+    ) -> Result<(), OperatorStateError> {
+        operators.register(PROCESSED_STATE, DistributionMode::SplitDistribute)?;
+        operators.register(JOB_STATE, DistributionMode::Broadcast)?;
+        if operators.get(JOB_STATE)?.is_empty() {
+            operators.add(JOB_STATE, self.job_description().into_bytes())?;
+        }
+        Ok(())
     }
 
     /// Runs one attempt: restore from the latest completed checkpoint, replay the source from
@@ -311,12 +345,9 @@ impl JobRunner {
         options: AttemptOptions,
         events: &Sender<JobEvent>,
     ) -> Result<AttemptOutcome, JobError> {
-        let latest = self
-            .storage
-            .latest_completed()
-            .map_err(|e| JobError::Setup(e.to_string()))?;
+        let latest = self.storage.latest_completed().map_err(setup)?;
         let stores = self.open_local_stores()?;
-        let backends = self.restore(latest.as_ref(), &stores, events)?;
+        let restored = self.restore(latest.as_ref(), &stores, events)?;
         let start = latest.as_ref().map_or(0, |m| m.source_offset);
         if let Some(m) = &latest {
             self.next_checkpoint = self.next_checkpoint.max(m.checkpoint_id + 1);
@@ -333,13 +364,13 @@ impl JobRunner {
                 self.storage.clone(),
                 stores.clone(),
             )
-            .map_err(|e| JobError::Setup(e.to_string()))?,
+            .map_err(setup)?,
         );
 
         let pauses: Pauses = Arc::default();
         let mut inputs: Vec<SyncSender<Input>> = Vec::new();
-        let mut threads: Vec<JoinHandle<Result<KeyedStateBackend, String>>> = Vec::new();
-        for (i, backend) in backends.into_iter().enumerate() {
+        let mut threads: Vec<JoinHandle<Result<SubtaskBackends, String>>> = Vec::new();
+        for (i, (keyed, operators)) in restored.into_iter().enumerate() {
             let (tx, rx) = sync_channel::<Input>(4096);
             inputs.push(tx);
             let ctx = SubtaskContext {
@@ -353,8 +384,8 @@ impl JobRunner {
             };
             let handle = std::thread::Builder::new()
                 .name(format!("subtask-{i}"))
-                .spawn(move || ctx.run(backend, rx))
-                .map_err(|e| JobError::Setup(e.to_string()))?;
+                .spawn(move || ctx.run(keyed, operators, rx))
+                .map_err(setup)?;
             threads.push(handle);
         }
 
@@ -382,16 +413,8 @@ impl JobRunner {
                 let _ = events.send(JobEvent::Progress { offset });
             }
         }
-        let last = if failed_at.is_some() {
-            Input::Fail
-        } else {
-            Input::End
-        };
         for tx in &inputs {
-            let _ = tx.send(match last {
-                Input::Fail => Input::Fail,
-                _ => Input::End,
-            });
+            let _ = tx.send(if failed_at.is_some() { Input::Fail } else { Input::End });
         }
         let mut finals = Vec::new();
         let mut thread_error = None;
@@ -400,48 +423,55 @@ impl JobRunner {
                 Ok(Ok(b)) => finals.push(b),
                 Ok(Err(e)) if failed_at.is_some() => tracing::debug!(subtask = i, "{e}"),
                 Ok(Err(e)) => thread_error = Some(JobError::Subtask(i as u32, e)),
-                Err(_) => {
-                    thread_error = Some(JobError::Subtask(
-                        i as u32,
-                        "the subtask thread panicked".into(),
-                    ))
-                }
+                Err(_) => thread_error = Some(JobError::Subtask(i as u32, "the subtask thread panicked".into())),
             }
         }
         // Checkpoints still pending now can never complete.
         for id in coordinator.pending_ids() {
-            coordinator.abort(
-                id,
-                if failed_at.is_some() {
-                    "task failure"
-                } else {
-                    "job finished before the checkpoint completed"
-                },
-            );
-            let _ = events.send(JobEvent::Aborted {
-                checkpoint_id: id,
-                reason: "pending when the attempt ended".into(),
-            });
+            let reason =
+                if failed_at.is_some() { "task failure" } else { "job finished before the checkpoint completed" };
+            coordinator.abort(id, reason);
+            let _ = events.send(JobEvent::Aborted { checkpoint_id: id, reason: reason.into() });
         }
         if let Some(e) = thread_error {
             return Err(e);
         }
         Ok(match failed_at {
             Some(at) => AttemptOutcome::Failed { at },
-            None => AttemptOutcome::Finished { backends: finals },
+            None => {
+                let (backends, operators) = finals.into_iter().unzip();
+                AttemptOutcome::Finished { backends, operators }
+            }
         })
     }
 
     /// Discards the job's local state everywhere (as when the machine holding it is lost).
     pub fn delete_local_state(&self) -> std::io::Result<()> {
-        for store in self
-            .open_local_stores()
-            .map_err(|e| std::io::Error::other(e.to_string()))?
-        {
+        for store in self.open_local_stores().map_err(std::io::Error::other)? {
             store.dispose();
         }
         Ok(())
     }
+}
+
+/// The longest synchronous pause per checkpoint over all subtasks. Every subtask records its
+/// pause before its asynchronous phase starts, so all are in by the time the checkpoint
+/// completes.
+type Pauses = Arc<Mutex<BTreeMap<u64, Duration>>>;
+
+/// Adds `pending` processed events to this subtask's first `processed` counter.
+fn fold_processed(operators: &mut OperatorStateBackend, pending: &mut u64) -> Result<(), OperatorStateError> {
+    if *pending == 0 {
+        return Ok(());
+    }
+    let mut counters = operators.get(PROCESSED_STATE)?.to_vec();
+    match counters.first_mut() {
+        Some(first) => *first = (decode_u64(first) + *pending).to_le_bytes().to_vec(),
+        None => counters.push(pending.to_le_bytes().to_vec()),
+    }
+    operators.update(PROCESSED_STATE, counters)?;
+    *pending = 0;
+    Ok(())
 }
 
 struct SubtaskContext {
@@ -454,37 +484,31 @@ struct SubtaskContext {
     pauses: Pauses,
 }
 
-/// The longest synchronous pause per checkpoint over all subtasks. Every subtask records its
-/// pause before its asynchronous phase starts, so all are in by the time the checkpoint
-/// completes.
-type Pauses = Arc<std::sync::Mutex<BTreeMap<u64, Duration>>>;
-
 impl SubtaskContext {
     fn run(
         self,
-        mut backend: KeyedStateBackend,
+        mut keyed: KeyedStateBackend,
+        mut operators: OperatorStateBackend,
         input: Receiver<Input>,
-    ) -> Result<KeyedStateBackend, String> {
-        let count = backend
-            .state_index(COUNT_STATE)
-            .map_err(|e| e.to_string())?;
+    ) -> Result<SubtaskBackends, String> {
+        let count = keyed.state_index(COUNT_STATE).map_err(|e| e.to_string())?;
         let mut snapshots: Vec<JoinHandle<()>> = Vec::new();
+        // Events processed since the last fold into the `processed` operator state.
+        let mut processed = 0u64;
         let ctx = Arc::new(self);
         let result = loop {
             match input.recv() {
                 Ok(Input::Record(key)) => {
-                    let n = backend
-                        .get(count, &key, b"")
-                        .map_err(|e| e.to_string())?
-                        .map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap_or([0; 8])));
-                    backend
-                        .put(count, &key, b"", &(n + 1).to_le_bytes())
-                        .map_err(|e| e.to_string())?;
+                    let n = keyed.get(count, &key, b"").map_err(|e| e.to_string())?.map_or(0, decode_u64);
+                    keyed.put(count, &key, b"", &(n + 1).to_le_bytes()).map_err(|e| e.to_string())?;
+                    processed += 1;
                 }
                 Ok(Input::Barrier(id)) => {
-                    // Synchronous phase: a point-in-time view, O(key groups), no copying.
+                    // Synchronous phase: point-in-time views, O(key groups), no copying.
                     let started = Instant::now();
-                    let view = backend.snapshot();
+                    fold_processed(&mut operators, &mut processed).map_err(|e| e.to_string())?;
+                    let keyed_view = keyed.snapshot();
+                    let operator_view = operators.snapshot();
                     let pause = started.elapsed();
                     {
                         let mut pauses = ctx.pauses.lock().expect("pauses lock");
@@ -492,76 +516,26 @@ impl SubtaskContext {
                         *max = (*max).max(pause);
                     }
                     let task = ctx.clone();
-                    snapshots.push(std::thread::spawn(move || task.snapshot(id, view)));
+                    snapshots.push(std::thread::spawn(move || task.snapshot(id, keyed_view, operator_view)));
                 }
-                Ok(Input::Fail) => {
-                    break Err(format!("subtask {}: injected task failure", ctx.index))
-                }
+                Ok(Input::Fail) => break Err(format!("subtask {}: injected task failure", ctx.index)),
                 Ok(Input::End) | Err(_) => break Ok(()),
             }
         };
         for s in snapshots {
             let _ = s.join();
         }
-        result.map(|()| backend)
+        fold_processed(&mut operators, &mut processed).map_err(|e| e.to_string())?;
+        result.map(|()| (keyed, operators))
     }
 
-    /// Asynchronous phase of checkpoint `id`.
-    fn snapshot(&self, id: u64, view: crate::backend::KeyedSnapshot) {
-        let result = (|| -> Result<Option<CompletedCheckpoint>, String> {
-            let factory = self.storage.stream_factory(id).map_err(|e| e.to_string())?;
-            let stream = if self.store.is_enabled() {
-                primary_and_local(
-                    &factory,
-                    StateScope::Exclusive,
-                    &self.store.checkpoint_dir(id),
-                )
-            } else {
-                primary_only(&factory, StateScope::Exclusive)
-            }
-            .map_err(|e| e.to_string())?;
-            let (stream, offsets) = self
-                .plugin
-                .snapshot_keyed(view, stream)
-                .map_err(|e| e.to_string())?;
-            let (primary, local) = stream
-                .close_and_finalize()
-                .map_err(|e| format!("completing the snapshot: {e}"))?
-                .into_keyed(offsets)
-                .into_parts();
-            if let Some(local) = local {
-                // Stored before acknowledging: once the checkpoint completes, its local copy
-                // must already be registered.
-                if let Err(e) = self.store.store(
-                    id,
-                    LocalSnapshot {
-                        keyed: Some(local),
-                        operator: None,
-                    },
-                ) {
-                    tracing::warn!(checkpoint = id, error = %e, "could not store the local snapshot; the checkpoint goes on without it");
-                    self.store.abort(id);
-                }
-            }
-            self.coordinator
-                .acknowledge(
-                    id,
-                    self.index,
-                    SubtaskState {
-                        keyed: primary,
-                        operator: None,
-                    },
-                )
-                .map_err(|e| e.to_string())
-        })();
+    /// Asynchronous phase of checkpoint `id`: keyed and operator state, each to the primary
+    /// and (with local recovery) a local copy.
+    fn snapshot(&self, id: u64, keyed_view: KeyedSnapshot, operator_view: OperatorSnapshot) {
+        let result = self.write_snapshot(id, keyed_view, operator_view);
         match result {
             Ok(Some(done)) => {
-                let max_sync_pause = self
-                    .pauses
-                    .lock()
-                    .expect("pauses lock")
-                    .remove(&id)
-                    .unwrap_or_default();
+                let max_sync_pause = self.pauses.lock().expect("pauses lock").remove(&id).unwrap_or_default();
                 let _ = self.events.send(JobEvent::Completed {
                     checkpoint_id: id,
                     size: done.metadata.state_size(),
@@ -572,11 +546,49 @@ impl SubtaskContext {
             Ok(None) => {}
             Err(reason) => {
                 self.coordinator.abort(id, &reason);
-                let _ = self.events.send(JobEvent::Aborted {
-                    checkpoint_id: id,
-                    reason,
-                });
+                let _ = self.events.send(JobEvent::Aborted { checkpoint_id: id, reason });
             }
         }
+    }
+
+    fn write_snapshot(
+        &self,
+        id: u64,
+        keyed_view: KeyedSnapshot,
+        operator_view: OperatorSnapshot,
+    ) -> Result<Option<CompletedCheckpoint>, String> {
+        let factory = self.storage.stream_factory(id).map_err(|e| e.to_string())?;
+        let new_stream = || {
+            if self.store.is_enabled() {
+                primary_and_local(&factory, StateScope::Exclusive, &self.store.checkpoint_dir(id))
+            } else {
+                primary_only(&factory, StateScope::Exclusive)
+            }
+            .map_err(|e| e.to_string())
+        };
+        let (stream, offsets) = self.plugin.snapshot_keyed(keyed_view, new_stream()?).map_err(|e| e.to_string())?;
+        let (keyed, keyed_local) = stream
+            .close_and_finalize()
+            .map_err(|e| format!("completing the keyed snapshot: {e}"))?
+            .into_keyed(offsets)
+            .into_parts();
+        let (stream, partitions) =
+            self.plugin.snapshot_operator(operator_view, new_stream()?).map_err(|e| e.to_string())?;
+        let (operator, operator_local) = stream
+            .close_and_finalize()
+            .map_err(|e| format!("completing the operator snapshot: {e}"))?
+            .map(|stream| OperatorStateHandle::new(partitions.clone(), stream))
+            .into_parts();
+        // A local copy is only useful if it is complete: both parts, or none.
+        if let (Some(keyed_local), Some(operator_local)) = (keyed_local, operator_local) {
+            // Stored before acknowledging: once the checkpoint completes, its local copy must
+            // already be registered.
+            let local = LocalSnapshot { keyed: Some(keyed_local), operator: Some(operator_local) };
+            if let Err(e) = self.store.store(id, local) {
+                tracing::warn!(checkpoint = id, error = %e, "could not store the local snapshot; continuing without it");
+                self.store.abort(id);
+            }
+        }
+        self.coordinator.acknowledge(id, self.index, SubtaskState { keyed, operator }).map_err(|e| e.to_string())
     }
 }

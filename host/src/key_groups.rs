@@ -45,20 +45,14 @@ pub struct KeyGroupRange {
 
 impl KeyGroupRange {
     /// The range with no key groups.
-    pub const EMPTY: KeyGroupRange = KeyGroupRange {
-        start: 0,
-        end_exclusive: 0,
-    };
+    pub const EMPTY: KeyGroupRange = KeyGroupRange { start: 0, end_exclusive: 0 };
 
     /// The range `start..=end`; empty when `start > end`.
     pub fn new(start: u32, end: u32) -> Self {
         if start > end {
             Self::EMPTY
         } else {
-            KeyGroupRange {
-                start,
-                end_exclusive: end + 1,
-            }
+            KeyGroupRange { start, end_exclusive: end + 1 }
         }
     }
 
@@ -94,17 +88,13 @@ impl KeyGroupRange {
         if start >= end {
             Self::EMPTY
         } else {
-            KeyGroupRange {
-                start,
-                end_exclusive: end,
-            }
+            KeyGroupRange { start, end_exclusive: end }
         }
     }
 
     /// Position of `key_group` within the range, if it is in it.
     pub fn index_of(&self, key_group: u32) -> Option<usize> {
-        self.contains(key_group)
-            .then(|| (key_group - self.start) as usize)
+        self.contains(key_group).then(|| (key_group - self.start) as usize)
     }
 
     /// The key groups in ascending order.
@@ -143,21 +133,14 @@ pub fn check_parallelism(max_parallelism: u32, parallelism: u32) -> Result<(), K
         || parallelism > max_parallelism
         || max_parallelism > UPPER_BOUND_MAX_PARALLELISM
     {
-        return Err(KeyGroupError::InvalidParallelism {
-            parallelism,
-            max_parallelism,
-        });
+        return Err(KeyGroupError::InvalidParallelism { parallelism, max_parallelism });
     }
     Ok(())
 }
 
 /// The key groups operator `index` of `parallelism` owns: contiguous, as equal as integer
 /// division allows, together covering `0..max_parallelism` exactly once.
-pub fn range_for_operator(
-    max_parallelism: u32,
-    parallelism: u32,
-    index: u32,
-) -> Result<KeyGroupRange, KeyGroupError> {
+pub fn range_for_operator(max_parallelism: u32, parallelism: u32, index: u32) -> Result<KeyGroupRange, KeyGroupError> {
     check_parallelism(max_parallelism, parallelism)?;
     if index >= parallelism {
         return Err(KeyGroupError::InvalidOperatorIndex { index, parallelism });
@@ -179,13 +162,8 @@ pub fn operator_for_key_group(max_parallelism: u32, parallelism: u32, key_group:
 /// the number of key groups (which would make old checkpoints unusable).
 pub fn default_max_parallelism(parallelism: u32) -> u32 {
     let wanted = parallelism.saturating_add(parallelism / 2);
-    let rounded = wanted
-        .checked_next_power_of_two()
-        .unwrap_or(UPPER_BOUND_MAX_PARALLELISM);
-    rounded.clamp(
-        DEFAULT_LOWER_BOUND_MAX_PARALLELISM,
-        UPPER_BOUND_MAX_PARALLELISM,
-    )
+    let rounded = wanted.checked_next_power_of_two().unwrap_or(UPPER_BOUND_MAX_PARALLELISM);
+    rounded.clamp(DEFAULT_LOWER_BOUND_MAX_PARALLELISM, UPPER_BOUND_MAX_PARALLELISM)
 }
 
 /// Flink's `MathUtils.murmurHash(int)`: one murmur3 round plus finalizer, folded to a
@@ -221,8 +199,7 @@ pub fn murmur_hash(code: i32) -> i32 {
 /// and for ASCII and Latin-1 string keys it equals Java's `String.hashCode`, so such keys land
 /// in the same key group as in Flink. Its weak mixing does not matter: murmur follows.
 pub fn key_hash(key: &[u8]) -> i32 {
-    key.iter()
-        .fold(0i32, |h, &b| h.wrapping_mul(31).wrapping_add(b as i32))
+    key.iter().fold(0i32, |h, &b| h.wrapping_mul(31).wrapping_add(b as i32))
 }
 
 /// The key group of a key hash (for example a Java `hashCode`).
@@ -280,23 +257,12 @@ mod tests {
         let r = |m, p, i| range_for_operator(m, p, i).unwrap();
         assert_eq!(
             [r(128, 3, 0), r(128, 3, 1), r(128, 3, 2)],
-            [
-                KeyGroupRange::new(0, 42),
-                KeyGroupRange::new(43, 85),
-                KeyGroupRange::new(86, 127)
-            ]
+            [KeyGroupRange::new(0, 42), KeyGroupRange::new(43, 85), KeyGroupRange::new(86, 127)]
         );
-        assert_eq!(
-            [r(10, 2, 0), r(10, 2, 1)],
-            [KeyGroupRange::new(0, 4), KeyGroupRange::new(5, 9)]
-        );
+        assert_eq!([r(10, 2, 0), r(10, 2, 1)], [KeyGroupRange::new(0, 4), KeyGroupRange::new(5, 9)]);
         assert_eq!(
             [r(7, 3, 0), r(7, 3, 1), r(7, 3, 2)],
-            [
-                KeyGroupRange::new(0, 2),
-                KeyGroupRange::new(3, 4),
-                KeyGroupRange::new(5, 6)
-            ]
+            [KeyGroupRange::new(0, 2), KeyGroupRange::new(3, 4), KeyGroupRange::new(5, 6)]
         );
         assert_eq!(r(128, 1, 0), KeyGroupRange::new(0, 127));
     }
@@ -312,15 +278,7 @@ mod tests {
 
     #[test]
     fn default_max_parallelism_examples() {
-        for (p, m) in [
-            (1, 128),
-            (10, 128),
-            (100, 256),
-            (200, 512),
-            (1000, 2048),
-            (30000, 32768),
-            (u32::MAX, 32768),
-        ] {
+        for (p, m) in [(1, 128), (10, 128), (100, 256), (200, 512), (1000, 2048), (30000, 32768), (u32::MAX, 32768)] {
             assert_eq!(default_max_parallelism(p), m, "p = {p}");
         }
     }
@@ -330,10 +288,7 @@ mod tests {
         let r = KeyGroupRange::new(3, 7);
         assert_eq!(r.len(), 5);
         assert!(r.contains(3) && r.contains(7) && !r.contains(8) && !r.contains(2));
-        assert_eq!(
-            r.intersection(&KeyGroupRange::new(6, 20)),
-            KeyGroupRange::new(6, 7)
-        );
+        assert_eq!(r.intersection(&KeyGroupRange::new(6, 20)), KeyGroupRange::new(6, 7));
         assert!(r.intersection(&KeyGroupRange::new(8, 20)).is_empty());
         assert!(KeyGroupRange::new(5, 4).is_empty());
         assert_eq!(KeyGroupRange::EMPTY.iter().count(), 0);
@@ -342,9 +297,7 @@ mod tests {
     }
 
     fn check_partition(m: u32, p: u32) {
-        let ranges: Vec<_> = (0..p)
-            .map(|i| range_for_operator(m, p, i).unwrap())
-            .collect();
+        let ranges: Vec<_> = (0..p).map(|i| range_for_operator(m, p, i).unwrap()).collect();
         let mut next = 0;
         for r in &ranges {
             assert_eq!(r.start(), Some(next), "ranges of ({m}, {p}) are contiguous");
@@ -366,16 +319,7 @@ mod tests {
 
     #[test]
     fn every_key_group_falls_in_its_operators_range() {
-        for (m, p) in [
-            (1, 1),
-            (13, 1),
-            (13, 2),
-            (32767, 1),
-            (32767, 13),
-            (32767, 32767),
-            (128, 3),
-            (32768, 32768),
-        ] {
+        for (m, p) in [(1, 1), (13, 1), (13, 2), (32767, 1), (32767, 13), (32767, 32767), (128, 3), (32768, 32768)] {
             check_partition(m, p);
         }
     }

@@ -12,6 +12,8 @@ pub mod handles;
 pub mod job;
 pub mod key_groups;
 pub mod local_store;
+pub mod operator_backend;
+pub mod repartition;
 pub mod restore;
 pub mod result;
 pub mod result_provider;

@@ -57,11 +57,7 @@ impl TaskLocalStateStore {
     /// Opens the store, loading local snapshots persisted by an earlier process. With
     /// `enabled == false` nothing is loaded, kept or created.
     pub fn open(provider: LocalRecoveryDirectoryProvider, enabled: bool) -> Self {
-        let store = TaskLocalStateStore {
-            provider,
-            enabled,
-            inner: Mutex::new(Inner::default()),
-        };
+        let store = TaskLocalStateStore { provider, enabled, inner: Mutex::new(Inner::default()) };
         if enabled {
             store.load_persisted();
         }
@@ -85,11 +81,7 @@ impl TaskLocalStateStore {
                 continue;
             };
             for entry in entries.flatten() {
-                let Some(id) = entry
-                    .file_name()
-                    .to_str()
-                    .and_then(parse_checkpoint_dir_name)
-                else {
+                let Some(id) = entry.file_name().to_str().and_then(parse_checkpoint_dir_name) else {
                     continue;
                 };
                 let dir = entry.path();
@@ -115,10 +107,7 @@ impl TaskLocalStateStore {
         let mut inner = self.inner.lock().expect("local store lock");
         if inner.disposed {
             drop(inner);
-            tracing::debug!(
-                checkpoint = id,
-                "local snapshot arrived after dispose; discarding"
-            );
+            tracing::debug!(checkpoint = id, "local snapshot arrived after dispose; discarding");
             remove_dir(&self.checkpoint_dir(id));
             return Ok(());
         }
@@ -134,34 +123,18 @@ impl TaskLocalStateStore {
 
     /// The local snapshot of checkpoint `id`, if kept.
     pub fn retrieve(&self, id: u64) -> Option<LocalSnapshot> {
-        self.inner
-            .lock()
-            .expect("local store lock")
-            .stored
-            .get(&id)
-            .cloned()
+        self.inner.lock().expect("local store lock").stored.get(&id).cloned()
     }
 
     /// Ids of the kept local snapshots.
     pub fn stored_ids(&self) -> Vec<u64> {
-        self.inner
-            .lock()
-            .expect("local store lock")
-            .stored
-            .keys()
-            .copied()
-            .collect()
+        self.inner.lock().expect("local store lock").stored.keys().copied().collect()
     }
 
     fn drop_matching(&self, mut matches: impl FnMut(u64) -> bool) {
         let removed: Vec<u64> = {
             let mut inner = self.inner.lock().expect("local store lock");
-            let ids: Vec<u64> = inner
-                .stored
-                .keys()
-                .copied()
-                .filter(|&id| matches(id))
-                .collect();
+            let ids: Vec<u64> = inner.stored.keys().copied().filter(|&id| matches(id)).collect();
             for id in &ids {
                 inner.stored.remove(id);
             }
@@ -207,8 +180,8 @@ impl TaskLocalStateStore {
 }
 
 fn read_local_metadata(dir: &Path) -> Result<LocalSnapshot, String> {
-    let bytes = std::fs::read(dir.join(LOCAL_METADATA_FILE))
-        .map_err(|e| format!("no readable {LOCAL_METADATA_FILE}: {e}"))?;
+    let bytes =
+        std::fs::read(dir.join(LOCAL_METADATA_FILE)).map_err(|e| format!("no readable {LOCAL_METADATA_FILE}: {e}"))?;
     decode_with_checksum(&bytes)
 }
 
@@ -224,10 +197,7 @@ fn remove_dir(dir: &Path) {
 /// Deletes the local state of every allocation under `roots` that is not in `known`: after a
 /// restart, state of allocations nobody owns any more would otherwise fill the disk.
 pub fn retain_allocations(roots: &[PathBuf], known: &[&str]) -> Vec<PathBuf> {
-    let keep: Vec<PathBuf> = roots
-        .iter()
-        .flat_map(|r| known.iter().map(move |a| allocation_base_dir(r, a)))
-        .collect();
+    let keep: Vec<PathBuf> = roots.iter().flat_map(|r| known.iter().map(move |a| allocation_base_dir(r, a))).collect();
     let mut removed = Vec::new();
     for root in roots {
         let Ok(entries) = std::fs::read_dir(root.join(LOCAL_STATE_DIR)) else {
@@ -235,10 +205,7 @@ pub fn retain_allocations(roots: &[PathBuf], known: &[&str]) -> Vec<PathBuf> {
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            let is_allocation = entry
-                .file_name()
-                .to_str()
-                .is_some_and(|n| n.starts_with("aid_"));
+            let is_allocation = entry.file_name().to_str().is_some_and(|n| n.starts_with("aid_"));
             if is_allocation && !keep.contains(&path) {
                 tracing::info!(dir = %path.display(), "deleting local state of an unknown allocation");
                 remove_dir(&path);

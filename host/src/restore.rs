@@ -4,9 +4,11 @@
 use std::time::{Duration, Instant};
 
 use crate::backend::KeyedStateBackend;
-use crate::handles::KeyGroupsStateHandle;
+use crate::handles::{KeyGroupsStateHandle, OperatorStateHandle};
 use crate::key_groups::KeyGroupRange;
 use crate::local_store::TaskLocalStateStore;
+use crate::operator_backend::OperatorStateBackend;
+use crate::repartition::{is_identity, repartition, OperatorStreamAssignment};
 use crate::runtime::{Plugin, PluginInfo};
 use crate::storage::CheckpointMetadata;
 
@@ -68,7 +70,9 @@ pub enum RestoreError {
         configured_version: u32,
     },
     /// The checkpoint does not fit the job.
-    #[error("checkpoint {checkpoint} has max parallelism {found}, the job has {expected}: key groups cannot be remapped")]
+    #[error(
+        "checkpoint {checkpoint} has max parallelism {found}, the job has {expected}: key groups cannot be remapped"
+    )]
     MaxParallelismMismatch {
         /// The checkpoint.
         checkpoint: u64,
@@ -89,10 +93,7 @@ pub enum RestoreError {
 
 /// Refuses a checkpoint the configured plugin cannot read: another strategy name, another
 /// format, or a newer format version.
-pub fn check_plugin(
-    metadata: &CheckpointMetadata,
-    configured: &PluginInfo,
-) -> Result<(), RestoreError> {
+pub fn check_plugin(metadata: &CheckpointMetadata, configured: &PluginInfo) -> Result<(), RestoreError> {
     let written = &metadata.plugin;
     if written.name != configured.name
         || written.format != configured.format
@@ -142,12 +143,8 @@ pub fn restore_keyed(
         }
     }
     if primary.is_empty() {
-        let backend = KeyedStateBackend::new(max_parallelism, range).map_err(|e| {
-            RestoreError::AllAlternativesFailed {
-                range,
-                failures: vec![e.to_string()],
-            }
-        })?;
+        let backend = KeyedStateBackend::new(max_parallelism, range)
+            .map_err(|e| RestoreError::AllAlternativesFailed { range, failures: vec![e.to_string()] })?;
         return Ok(RestoredKeyedState {
             backend,
             source: RestoreSource::Empty,
@@ -156,10 +153,7 @@ pub fn restore_keyed(
             duration: Duration::ZERO,
         });
     }
-    alternatives.push((
-        RestoreSource::Primary,
-        primary.into_iter().cloned().collect(),
-    ));
+    alternatives.push((RestoreSource::Primary, primary.into_iter().cloned().collect()));
 
     let total = alternatives.len();
     let mut failures = Vec::new();
@@ -198,14 +192,83 @@ fn attempt(
     let mut backend = KeyedStateBackend::new(max_parallelism, range).map_err(|e| e.to_string())?;
     for handle in handles {
         if source == RestoreSource::Local {
-            handle
-                .stream()
-                .verify()
-                .map_err(|e| format!("local copy failed verification: {e}"))?;
+            handle.stream().verify().map_err(|e| format!("local copy failed verification: {e}"))?;
         }
-        backend = plugin
-            .restore_keyed(handle, backend)
-            .map_err(|e| e.to_string())?;
+        backend = plugin.restore_keyed(handle, backend).map_err(|e| e.to_string())?;
     }
     Ok(backend)
+}
+
+/// A successful operator state restore.
+#[derive(Debug)]
+pub struct RestoredOperatorState {
+    /// The restored operator state.
+    pub backend: OperatorStateBackend,
+    /// Which copy was used.
+    pub source: RestoreSource,
+    /// 1-based alternative used.
+    pub alternative: usize,
+    /// Number of alternatives.
+    pub alternatives: usize,
+}
+
+/// Restores the operator state of new subtask `subtask` of `new_parallelism` from `metadata`,
+/// redistributing elements by their modes. The local copy is tried first only when every
+/// subtask gets its own state back (same parallelism, no union state) and the local handle's
+/// partitions equal the primary's.
+pub fn restore_operator(
+    plugin: &Plugin,
+    metadata: &CheckpointMetadata,
+    subtask: u32,
+    new_parallelism: u32,
+    local: Option<&TaskLocalStateStore>,
+) -> Result<RestoredOperatorState, RestoreError> {
+    check_plugin(metadata, plugin.info())?;
+    let old: Vec<Option<OperatorStateHandle>> = metadata.subtasks.iter().map(|s| s.operator.clone()).collect();
+    if old.iter().all(Option::is_none) {
+        return Ok(RestoredOperatorState {
+            backend: OperatorStateBackend::new(),
+            source: RestoreSource::Empty,
+            alternative: 1,
+            alternatives: 1,
+        });
+    }
+    let range = KeyGroupRange::EMPTY;
+    let primary = repartition(&old, new_parallelism).into_iter().nth(subtask as usize).unwrap_or_default();
+    let mut alternatives: Vec<(RestoreSource, Vec<OperatorStreamAssignment>)> = Vec::new();
+    if let (Some(store), true) = (local, is_identity(&old, new_parallelism)) {
+        let own = old.get(subtask as usize).cloned().flatten();
+        let local_handle = store.retrieve(metadata.checkpoint_id).and_then(|s| s.operator);
+        if let (Some(own), Some(local_handle)) = (own, local_handle) {
+            if own.partitions() == local_handle.partitions() {
+                alternatives.push((RestoreSource::Local, vec![OperatorStreamAssignment::whole(&local_handle)]));
+            }
+        }
+    }
+    alternatives.push((RestoreSource::Primary, primary));
+    let total = alternatives.len();
+    let mut failures = Vec::new();
+    for (index, (source, assignments)) in alternatives.into_iter().enumerate() {
+        let attempt = || -> Result<OperatorStateBackend, String> {
+            let mut backend = OperatorStateBackend::new();
+            for a in &assignments {
+                if source == RestoreSource::Local {
+                    a.stream.verify().map_err(|e| format!("local copy failed verification: {e}"))?;
+                }
+                backend = plugin.restore_operator(a, backend).map_err(|e| e.to_string())?;
+            }
+            Ok(backend)
+        };
+        match attempt() {
+            Ok(backend) => {
+                tracing::info!(subtask, "restored operator state from alternative {}/{total} ({source})", index + 1);
+                return Ok(RestoredOperatorState { backend, source, alternative: index + 1, alternatives: total });
+            }
+            Err(e) => {
+                tracing::warn!(subtask, error = %e, "operator restore from alternative {}/{total} ({source}) failed; will retry while more alternatives are available", index + 1);
+                failures.push(format!("alternative {} ({source}): {e}", index + 1));
+            }
+        }
+    }
+    Err(RestoreError::AllAlternativesFailed { range, failures })
 }

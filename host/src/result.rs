@@ -64,26 +64,17 @@ impl<T> SnapshotResult<T> {
 
     /// A result with no state (a stateless task).
     pub fn empty() -> Self {
-        SnapshotResult {
-            primary: None,
-            local: None,
-        }
+        SnapshotResult { primary: None, local: None }
     }
 
     /// A primary-only result.
     pub fn of(primary: T) -> Self {
-        SnapshotResult {
-            primary: Some(primary),
-            local: None,
-        }
+        SnapshotResult { primary: Some(primary), local: None }
     }
 
     /// A result with both parts.
     pub fn with_local(primary: T, local: T) -> Self {
-        SnapshotResult {
-            primary: Some(primary),
-            local: Some(local),
-        }
+        SnapshotResult { primary: Some(primary), local: Some(local) }
     }
 
     /// The primary (durable) part.
@@ -108,10 +99,7 @@ impl<T> SnapshotResult<T> {
 
     /// Maps both parts.
     pub fn map<U>(self, mut f: impl FnMut(T) -> U) -> SnapshotResult<U> {
-        SnapshotResult {
-            primary: self.primary.map(&mut f),
-            local: self.local.map(f),
-        }
+        SnapshotResult { primary: self.primary.map(&mut f), local: self.local.map(f) }
     }
 }
 
@@ -124,11 +112,8 @@ impl<T: StateObject> SnapshotResult<T> {
 
     /// Discards both parts, attempting each even if the other fails, and reports every failure.
     pub fn discard(&self) -> Result<(), DiscardError> {
-        let errors: Vec<_> = [&self.primary, &self.local]
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p.discard().err())
-            .collect();
+        let errors: Vec<_> =
+            [&self.primary, &self.local].into_iter().flatten().filter_map(|p| p.discard().err()).collect();
         if errors.is_empty() {
             Ok(())
         } else {
@@ -154,24 +139,15 @@ mod tests {
     fn file(dir: &std::path::Path, name: &str, len: usize) -> StreamStateHandle {
         let path = dir.join(name);
         std::fs::write(&path, vec![1u8; len]).unwrap();
-        StreamStateHandle::File {
-            path,
-            size: len as u64,
-            crc32c: None,
-        }
+        StreamStateHandle::File { path, size: len as u64, crc32c: None }
     }
 
     #[test]
     fn local_without_primary_is_refused() {
         let inline = StreamStateHandle::Inline { bytes: vec![1] };
-        assert_eq!(
-            SnapshotResult::new(None, Some(inline.clone())),
-            Err(LocalWithoutPrimary)
-        );
+        assert_eq!(SnapshotResult::new(None, Some(inline.clone())), Err(LocalWithoutPrimary));
         assert!(SnapshotResult::new(Some(inline.clone()), None).is_ok());
-        assert!(SnapshotResult::<StreamStateHandle>::new(None, None)
-            .unwrap()
-            .is_empty());
+        assert!(SnapshotResult::<StreamStateHandle>::new(None, None).unwrap().is_empty());
     }
 
     #[test]
@@ -195,19 +171,12 @@ mod tests {
             let d = dir.path().join(name);
             std::fs::create_dir(&d).unwrap();
             std::fs::write(d.join("x"), b"x").unwrap();
-            parts.push(StreamStateHandle::File {
-                path: d,
-                size: 1,
-                crc32c: None,
-            });
+            parts.push(StreamStateHandle::File { path: d, size: 1, crc32c: None });
         }
         let r = SnapshotResult::with_local(parts[0].clone(), parts[1].clone());
         let e = r.discard().unwrap_err();
         assert_eq!(e.errors.len(), 2, "{e}");
-        assert!(
-            e.to_string().contains("pd") && e.to_string().contains("ld"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("pd") && e.to_string().contains("ld"), "{e}");
     }
 
     #[test]
@@ -219,9 +188,6 @@ mod tests {
             StreamStateHandle::Inline { bytes: vec![0; 9] },
         )
         .into_keyed(offsets);
-        assert!(Arc::ptr_eq(
-            r.primary().unwrap().offsets(),
-            r.local().unwrap().offsets()
-        ));
+        assert!(Arc::ptr_eq(r.primary().unwrap().offsets(), r.local().unwrap().offsets()));
     }
 }

@@ -8,9 +8,7 @@ use std::io;
 use std::path::Path;
 
 use crate::duplicating::DuplicatingOutputStream;
-use crate::streams::{
-    CheckpointOutputStream, CheckpointStreamFactory, FileCheckpointOutputStream, StateScope,
-};
+use crate::streams::{CheckpointOutputStream, CheckpointStreamFactory, FileCheckpointOutputStream, StateScope};
 
 /// A stream to the primary storage only.
 pub fn primary_only(
@@ -30,10 +28,7 @@ pub fn primary_and_local(
 ) -> io::Result<Box<dyn CheckpointOutputStream>> {
     let primary = factory.create_output_stream(scope)?;
     match FileCheckpointOutputStream::create(local_dir) {
-        Ok(local) => Ok(Box::new(DuplicatingOutputStream::new(
-            primary,
-            Box::new(local),
-        ))),
+        Ok(local) => Ok(Box::new(DuplicatingOutputStream::new(primary, Box::new(local)))),
         Err(e) => {
             tracing::warn!(dir = %local_dir.display(), error = %e, "cannot create the local copy; this snapshot is primary-only");
             Ok(primary)
@@ -49,12 +44,9 @@ mod tests {
     #[test]
     fn local_copy_is_kept_when_possible() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = primary_and_local(
-            &MemoryStreamFactory::default(),
-            StateScope::Exclusive,
-            &dir.path().join("chk_1"),
-        )
-        .unwrap();
+        let mut s =
+            primary_and_local(&MemoryStreamFactory::default(), StateScope::Exclusive, &dir.path().join("chk_1"))
+                .unwrap();
         s.write(b"state").unwrap();
         let r = s.close_and_finalize().unwrap();
         assert!(r.local().is_some());
@@ -67,12 +59,8 @@ mod tests {
         let blocker = dir.path().join("file");
         std::fs::write(&blocker, b"x").unwrap();
         // A directory below a regular file can never be created.
-        let mut s = primary_and_local(
-            &MemoryStreamFactory::default(),
-            StateScope::Exclusive,
-            &blocker.join("chk_1"),
-        )
-        .unwrap();
+        let mut s =
+            primary_and_local(&MemoryStreamFactory::default(), StateScope::Exclusive, &blocker.join("chk_1")).unwrap();
         s.write(b"state").unwrap();
         let r = s.close_and_finalize().unwrap();
         assert!(r.local().is_none());

@@ -69,16 +69,9 @@ impl SnapshotDirectory {
 
     fn create(path: PathBuf, permanent: bool) -> io::Result<Self> {
         std::fs::create_dir_all(&path).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot create snapshot directory {}: {e}", path.display()),
-            )
+            io::Error::new(e.kind(), format!("cannot create snapshot directory {}: {e}", path.display()))
         })?;
-        Ok(SnapshotDirectory {
-            path,
-            permanent,
-            state: AtomicU8::new(ONGOING),
-        })
+        Ok(SnapshotDirectory { path, permanent, state: AtomicU8::new(ONGOING) })
     }
 
     /// The directory.
@@ -93,34 +86,19 @@ impl SnapshotDirectory {
 
     /// Marks the snapshot complete. A permanent directory returns its handle (again, if it was
     /// completed before); a temporary one returns `None` and stays ongoing.
-    pub fn complete_and_get_handle(
-        &self,
-    ) -> Result<Option<DirectoryStateHandle>, CompleteAfterDelete> {
+    pub fn complete_and_get_handle(&self) -> Result<Option<DirectoryStateHandle>, CompleteAfterDelete> {
         if !self.permanent {
             return Ok(None);
         }
-        match self
-            .state
-            .compare_exchange(ONGOING, COMPLETED, Ordering::SeqCst, Ordering::SeqCst)
-        {
-            Ok(_) | Err(COMPLETED) => Ok(Some(DirectoryStateHandle::new(
-                self.path.clone(),
-                dir_size(&self.path),
-            ))),
-            Err(found) => Err(CompleteAfterDelete {
-                path: self.path.clone(),
-                found: decode(found),
-            }),
+        match self.state.compare_exchange(ONGOING, COMPLETED, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) | Err(COMPLETED) => Ok(Some(DirectoryStateHandle::new(self.path.clone(), dir_size(&self.path)))),
+            Err(found) => Err(CompleteAfterDelete { path: self.path.clone(), found: decode(found) }),
         }
     }
 
     /// Deletes the directory unless it was completed (then its handle owns it).
     pub fn cleanup(&self) -> io::Result<()> {
-        if self
-            .state
-            .compare_exchange(ONGOING, DELETED, Ordering::SeqCst, Ordering::SeqCst)
-            .is_err()
-        {
+        if self.state.compare_exchange(ONGOING, DELETED, Ordering::SeqCst, Ordering::SeqCst).is_err() {
             return Ok(());
         }
         match std::fs::remove_dir_all(&self.path) {
@@ -168,10 +146,7 @@ mod tests {
         assert_eq!(h1, h2);
         assert_eq!(h1.state_size(), 5);
         d.cleanup().unwrap();
-        assert!(
-            root.path().join("p/f").exists(),
-            "a completed directory survives cleanup"
-        );
+        assert!(root.path().join("p/f").exists(), "a completed directory survives cleanup");
         assert_eq!(d.state(), DirectoryState::Completed);
     }
 

@@ -70,10 +70,7 @@ impl CheckpointMetadata {
     pub fn state_size(&self) -> u64 {
         self.subtasks
             .iter()
-            .map(|s| {
-                s.keyed.as_ref().map_or(0, |h| h.state_size())
-                    + s.operator.as_ref().map_or(0, |h| h.state_size())
-            })
+            .map(|s| s.keyed.as_ref().map_or(0, |h| h.state_size()) + s.operator.as_ref().map_or(0, |h| h.state_size()))
             .sum()
     }
 }
@@ -120,9 +117,7 @@ pub fn decode_with_checksum<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Resul
     let expected = u32::from_le_bytes(trailer.try_into().expect("4 bytes"));
     let actual = crc32c::crc32c(body);
     if actual != expected {
-        return Err(format!(
-            "checksum mismatch (content {actual:08x}, recorded {expected:08x})"
-        ));
+        return Err(format!("checksum mismatch (content {actual:08x}, recorded {expected:08x})"));
     }
     StateHandleEnvelope::decode(body).map_err(|e| e.to_string())
 }
@@ -137,26 +132,14 @@ pub struct FileCheckpointStorage {
 impl FileCheckpointStorage {
     /// Storage for `job_id` under `checkpoint_dir` (created if missing; made absolute so
     /// handles stay valid whatever the working directory).
-    pub fn new(
-        checkpoint_dir: &Path,
-        job_id: &str,
-        inline_threshold: usize,
-    ) -> Result<Self, StorageError> {
+    pub fn new(checkpoint_dir: &Path, job_id: &str, inline_threshold: usize) -> Result<Self, StorageError> {
         validate_id("job id", job_id)?;
-        let io_err = |source| StorageError::Io {
-            path: checkpoint_dir.to_path_buf(),
-            source,
-        };
+        let io_err = |source| StorageError::Io { path: checkpoint_dir.to_path_buf(), source };
         std::fs::create_dir_all(checkpoint_dir).map_err(io_err)?;
         let root = checkpoint_dir.canonicalize().map_err(io_err)?.join(job_id);
-        std::fs::create_dir_all(root.join("shared")).map_err(|source| StorageError::Io {
-            path: root.clone(),
-            source,
-        })?;
-        Ok(FileCheckpointStorage {
-            root,
-            inline_threshold,
-        })
+        std::fs::create_dir_all(root.join("shared"))
+            .map_err(|source| StorageError::Io { path: root.clone(), source })?;
+        Ok(FileCheckpointStorage { root, inline_threshold })
     }
 
     /// The job's directory.
@@ -171,45 +154,30 @@ impl FileCheckpointStorage {
 
     /// Streams for checkpoint `id`.
     pub fn stream_factory(&self, id: u64) -> io::Result<FileStreamFactory> {
-        FileStreamFactory::new(
-            self.checkpoint_dir(id),
-            self.root.join("shared"),
-            self.inline_threshold,
-        )
+        FileStreamFactory::new(self.checkpoint_dir(id), self.root.join("shared"), self.inline_threshold)
     }
 
     /// Completes a checkpoint by writing its metadata atomically.
     pub fn write_metadata(&self, metadata: &CheckpointMetadata) -> Result<(), StorageError> {
         let dir = self.checkpoint_dir(metadata.checkpoint_id);
         let path = dir.join(METADATA_FILE);
-        let bytes = encode_with_checksum(metadata).map_err(|e| StorageError::Corrupted {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        std::fs::create_dir_all(&dir).map_err(|source| StorageError::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        crate::fsutil::write_atomic(&path, &bytes)
-            .map_err(|source| StorageError::Io { path, source })
+        let bytes = encode_with_checksum(metadata)
+            .map_err(|e| StorageError::Corrupted { path: path.clone(), reason: e.to_string() })?;
+        std::fs::create_dir_all(&dir).map_err(|source| StorageError::Io { path: dir.clone(), source })?;
+        crate::fsutil::write_atomic(&path, &bytes).map_err(|source| StorageError::Io { path, source })
     }
 
     /// Reads the metadata of checkpoint `id`.
     pub fn read_metadata(&self, id: u64) -> Result<CheckpointMetadata, StorageError> {
         let path = self.checkpoint_dir(id).join(METADATA_FILE);
-        let bytes = std::fs::read(&path).map_err(|source| StorageError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let bytes = std::fs::read(&path).map_err(|source| StorageError::Io { path: path.clone(), source })?;
         decode_with_checksum(&bytes).map_err(|reason| StorageError::Corrupted { path, reason })
     }
 
     /// Ids of the checkpoint directories, ascending, with whether each has a metadata file.
     fn checkpoint_dirs(&self) -> Result<Vec<(u64, bool)>, StorageError> {
-        let entries = std::fs::read_dir(&self.root).map_err(|source| StorageError::Io {
-            path: self.root.clone(),
-            source,
-        })?;
+        let entries =
+            std::fs::read_dir(&self.root).map_err(|source| StorageError::Io { path: self.root.clone(), source })?;
         let mut ids: Vec<(u64, bool)> = entries
             .flatten()
             .filter_map(|e| {
@@ -223,12 +191,7 @@ impl FileCheckpointStorage {
 
     /// Ids of the checkpoints that have metadata, ascending.
     pub fn completed_checkpoint_ids(&self) -> Result<Vec<u64>, StorageError> {
-        Ok(self
-            .checkpoint_dirs()?
-            .into_iter()
-            .filter(|(_, done)| *done)
-            .map(|(id, _)| id)
-            .collect())
+        Ok(self.checkpoint_dirs()?.into_iter().filter(|(_, done)| *done).map(|(id, _)| id).collect())
     }
 
     /// The newest checkpoint whose metadata reads back intact. A damaged newer one is skipped
@@ -250,10 +213,7 @@ impl FileCheckpointStorage {
     pub fn discard_checkpoint(&self, id: u64) -> Result<(), StorageError> {
         let dir = self.checkpoint_dir(id);
         match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StorageError::Io {
-                path: dir,
-                source: e,
-            }),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StorageError::Io { path: dir, source: e }),
             _ => Ok(()),
         }
     }
@@ -319,10 +279,7 @@ mod tests {
         bytes[last] ^= 0xff;
         std::fs::write(&path, bytes).unwrap();
         let e = s.read_metadata(2).unwrap_err().to_string();
-        assert!(
-            e.contains("checksum mismatch") && e.contains("chk-2"),
-            "{e}"
-        );
+        assert!(e.contains("checksum mismatch") && e.contains("chk-2"), "{e}");
         assert_eq!(s.latest_completed().unwrap().unwrap().checkpoint_id, 1);
     }
 

@@ -3,10 +3,7 @@
 use std::process::Command;
 
 fn run(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_snapshot-host"))
-        .args(args)
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_snapshot-host")).args(args).output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -18,10 +15,7 @@ fn run(args: &[&str]) -> (bool, String, String) {
 fn plugin_info_on_a_missing_file_names_it() {
     let (ok, _, err) = run(&["plugin", "info", "/nonexistent/strategy.wasm"]);
     assert!(!ok);
-    assert!(
-        err.contains("/nonexistent/strategy.wasm") && err.contains("cannot read"),
-        "{err}"
-    );
+    assert!(err.contains("/nonexistent/strategy.wasm") && err.contains("cannot read"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
 
@@ -32,10 +26,7 @@ fn plugin_info_on_a_non_wasm_file_says_so() {
     std::fs::write(&path, "hello").unwrap();
     let (ok, _, err) = run(&["plugin", "info", path.to_str().unwrap()]);
     assert!(!ok);
-    assert!(
-        err.contains("notes.wasm") && err.contains("not a WebAssembly file"),
-        "{err}"
-    );
+    assert!(err.contains("notes.wasm") && err.contains("not a WebAssembly file"), "{err}");
 }
 
 #[test]

@@ -21,47 +21,26 @@ pub fn workspace_root() -> PathBuf {
 pub const PLUGINS: &[&str] = &["full-keyed"];
 
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
 }
 
 /// Builds every plugin crate (once per process) and returns the path of `name`'s component.
 pub fn plugin_path(name: &str) -> PathBuf {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    BUILT
-        .get_or_init(build_plugins)
-        .as_ref()
-        .expect("building the test plugins failed");
-    let path = target_dir()
-        .join("wasm32-wasip2")
-        .join("plugin")
-        .join(format!("{}.wasm", name.replace('-', "_")));
-    assert!(
-        path.exists(),
-        "plugin {name} was built but {} does not exist",
-        path.display()
-    );
+    BUILT.get_or_init(build_plugins).as_ref().expect("building the test plugins failed");
+    let path = target_dir().join("wasm32-wasip2").join("plugin").join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(path.exists(), "plugin {name} was built but {} does not exist", path.display());
     path
 }
 
 fn build_plugins() -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(workspace_root()).args([
-        "build",
-        "--quiet",
-        "--profile",
-        "plugin",
-        "--target",
-        "wasm32-wasip2",
-    ]);
+    cmd.current_dir(workspace_root()).args(["build", "--quiet", "--profile", "plugin", "--target", "wasm32-wasip2"]);
     for p in PLUGINS {
         cmd.args(["-p", p]);
     }
-    let status = cmd
-        .status()
-        .map_err(|e| format!("cannot run cargo to build the plugins: {e}"))?;
+    let status = cmd.status().map_err(|e| format!("cannot run cargo to build the plugins: {e}"))?;
     if !status.success() {
         return Err(format!("building the plugins failed ({status}); is the wasm32-wasip2 target installed? (`rustup target add wasm32-wasip2`)"));
     }
@@ -99,40 +78,23 @@ impl Rng {
 /// Fills a full-range backend (`0..max_parallelism`) with `entries` entries spread over a
 /// value, a list and a map state, with keys, namespaces and values of mixed sizes.
 pub fn populated_backend(max_parallelism: u32, entries: usize, seed: u64) -> KeyedStateBackend {
-    let mut backend =
-        KeyedStateBackend::new(max_parallelism, KeyGroupRange::new(0, max_parallelism - 1))
-            .unwrap();
-    let value = backend
-        .register_state("last-seen", StateKind::Value)
-        .unwrap();
+    let mut backend = KeyedStateBackend::new(max_parallelism, KeyGroupRange::new(0, max_parallelism - 1)).unwrap();
+    let value = backend.register_state("last-seen", StateKind::Value).unwrap();
     let list = backend.register_state("events", StateKind::List).unwrap();
-    let map = backend
-        .register_state("attributes", StateKind::Map)
-        .unwrap();
+    let map = backend.register_state("attributes", StateKind::Map).unwrap();
     let mut rng = Rng::new(seed);
     let keys = (entries / 4).max(1) as u64;
     for i in 0..entries {
         // Value-state keys are unique so that every generated entry survives (a value state
         // keeps one value per key and namespace); list and map keys repeat.
-        let key = if i % 3 == 0 {
-            format!("user-{i}")
-        } else {
-            format!("user-{}", rng.below(keys))
-        }
-        .into_bytes();
-        let namespace = if rng.below(4) == 0 {
-            format!("window-{}", rng.below(8)).into_bytes()
-        } else {
-            Vec::new()
-        };
+        let key = if i % 3 == 0 { format!("user-{i}") } else { format!("user-{}", rng.below(keys)) }.into_bytes();
+        let namespace = if rng.below(4) == 0 { format!("window-{}", rng.below(8)).into_bytes() } else { Vec::new() };
         let len = [0usize, 1, 8, 64, 300][rng.below(5) as usize];
         let payload = rng.bytes(len);
         match i % 3 {
             0 => backend.put(value, &key, &namespace, &payload).unwrap(),
             1 => backend.add(list, &key, &namespace, &payload).unwrap(),
-            _ => backend
-                .put_map(map, &key, &namespace, &(i as u64).to_le_bytes(), &payload)
-                .unwrap(),
+            _ => backend.put_map(map, &key, &namespace, &(i as u64).to_le_bytes(), &payload).unwrap(),
         }
     }
     backend
@@ -146,20 +108,10 @@ pub fn host_binary() -> PathBuf {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let status = Command::new(cargo)
                 .current_dir(workspace_root())
-                .args([
-                    "build",
-                    "--quiet",
-                    "-p",
-                    "snapshot-host",
-                    "--bin",
-                    "snapshot-host",
-                ])
+                .args(["build", "--quiet", "-p", "snapshot-host", "--bin", "snapshot-host"])
                 .status()
                 .map_err(|e| format!("cannot run cargo: {e}"))?;
-            status
-                .success()
-                .then_some(())
-                .ok_or_else(|| format!("building snapshot-host failed ({status})"))
+            status.success().then_some(()).ok_or_else(|| format!("building snapshot-host failed ({status})"))
         })
         .as_ref()
         .expect("building the host binary failed");

@@ -11,7 +11,8 @@ use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use snapshot_host::job::{
-    counts_of, expected_counts, AttemptOptions, AttemptOutcome, JobEvent, JobRunner, JobSpec,
+    counts_of, expected_counts, processed_total, AttemptOptions, AttemptOutcome, JobEvent, JobRunner, JobSpec,
+    JOB_STATE,
 };
 use snapshot_host::key_groups::default_max_parallelism;
 use snapshot_host::restore::RestoreSource;
@@ -60,10 +61,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         checkpoint_interval: args.checkpoint_interval,
         config: config.clone(),
     };
-    println!(
-        "strategy:   {} {} (format {} v{})",
-        info.name, info.version, info.format, info.format_version
-    );
+    println!("strategy:   {} {} (format {} v{})", info.name, info.version, info.format, info.format_version);
     println!(
         "job:        {} events over {} keys, parallelism {}, {} key groups, a checkpoint every {} events",
         spec.events, spec.keys, spec.parallelism, spec.max_parallelism, spec.checkpoint_interval
@@ -71,37 +69,21 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("primary:    {}", config.checkpoint_dir.display());
     println!(
         "local:      {} ({})",
-        config
-            .local_recovery
-            .root_dirs
-            .iter()
-            .map(|d| d.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-        if config.local_recovery.enabled {
-            "local recovery on"
-        } else {
-            "local recovery off"
-        }
+        config.local_recovery.root_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
+        if config.local_recovery.enabled { "local recovery on" } else { "local recovery off" }
     );
 
     // Start from nothing, so that every run of the demo shows the same story.
     let job_dir = config.checkpoint_dir.join(&spec.job_id);
     if job_dir.exists() {
-        std::fs::remove_dir_all(&job_dir)
-            .with_context(|| format!("clearing {}", job_dir.display()))?;
+        std::fs::remove_dir_all(&job_dir).with_context(|| format!("clearing {}", job_dir.display()))?;
     }
     let mut runner = JobRunner::new(spec.clone(), Arc::new(plugin))?;
-    runner
-        .delete_local_state()
-        .context("clearing earlier local state")?;
+    runner.delete_local_state().context("clearing earlier local state")?;
 
     let started = Instant::now();
     let expected = expected_counts(spec.events, spec.keys);
-    println!(
-        "reference:  failure-free counts computed in {:.1?}\n",
-        started.elapsed()
-    );
+    println!("reference:  failure-free counts computed in {:.1?}\n", started.elapsed());
 
     let fail_1 = spec.events * 2 / 5;
     let fail_2 = spec.events * 7 / 10;
@@ -116,32 +98,30 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         bail!("local recovery is on, but attempt 2 did not restore every subtask from its local copy: {sources:?}");
     }
 
-    runner
-        .delete_local_state()
-        .context("deleting local state")?;
+    runner.delete_local_state().context("deleting local state")?;
     println!("            local state deleted (as if the machine holding it was lost)");
     println!("attempt 3:  recover (no local copies), run to the end");
     let (outcome, sources) = attempt(&mut runner, None)?;
     if sources.iter().any(|s| *s != RestoreSource::Primary) {
         bail!("with local state deleted, attempt 3 must restore from the primary: {sources:?}");
     }
-    let AttemptOutcome::Finished { backends } = outcome else {
-        bail!("attempt 3 did not finish")
-    };
+    let AttemptOutcome::Finished { backends, operators } = outcome else { bail!("attempt 3 did not finish") };
 
     let actual = counts_of(&backends);
     let total: u64 = actual.values().sum();
     if actual != expected {
-        let differing = expected
-            .iter()
-            .filter(|(k, v)| actual.get(*k) != Some(v))
-            .count();
+        let differing = expected.iter().filter(|(k, v)| actual.get(*k) != Some(v)).count();
         bail!("final counts differ from a failure-free run for {differing} keys");
     }
-    println!(
-        "\nresult:     {} keys, {total} events counted: equal to a failure-free run (exactly once)",
-        actual.len()
-    );
+    let processed = processed_total(&operators);
+    if processed != spec.events {
+        bail!("the operator state counted {processed} processed events, the source emitted {}", spec.events);
+    }
+    let description = runner.job_description().into_bytes();
+    if operators.iter().any(|o| o.get(JOB_STATE).map(|e| e != [description.clone()]).unwrap_or(true)) {
+        bail!("a subtask lost or duplicated the broadcast job state");
+    }
+    println!("\nresult:     {} keys, {total} events counted: equal to a failure-free run (exactly once)", actual.len());
     Ok(())
 }
 
@@ -167,10 +147,7 @@ fn expect_failure(outcome: &AttemptOutcome) -> anyhow::Result<()> {
 
 /// Runs one attempt, printing its events; returns the outcome and where each subtask was
 /// restored from.
-fn attempt(
-    runner: &mut JobRunner,
-    fail_at: Option<u64>,
-) -> anyhow::Result<(AttemptOutcome, Vec<RestoreSource>)> {
+fn attempt(runner: &mut JobRunner, fail_at: Option<u64>) -> anyhow::Result<(AttemptOutcome, Vec<RestoreSource>)> {
     let events_total = runner.spec().events;
     let bar = ProgressBar::new(events_total);
     bar.set_style(
@@ -184,31 +161,16 @@ fn attempt(
         let job = scope.spawn(move || runner.run_attempt(AttemptOptions { fail_at }, &tx));
         for event in rx {
             match event {
-                JobEvent::Restored {
-                    subtask,
-                    source,
-                    alternative,
-                    alternatives,
-                    duration,
-                } => {
+                JobEvent::Restored { subtask, source, alternative, alternatives, operator_source, duration } => {
                     sources.push(source);
-                    say(&bar, format!("            subtask {subtask}: restored from alternative {alternative}/{alternatives} ({source}) in {duration:.1?}"));
+                    say(&bar, format!("            subtask {subtask}: keyed state from alternative {alternative}/{alternatives} ({source}), operator state from {operator_source}, in {duration:.1?}"));
                 }
-                JobEvent::Completed {
-                    checkpoint_id,
-                    size,
-                    duration,
-                    max_sync_pause,
-                } => {
+                JobEvent::Completed { checkpoint_id, size, duration, max_sync_pause } => {
                     say(&bar, format!("            checkpoint {checkpoint_id:>3}: {size:>9} bytes in {duration:>9.1?} (synchronous pause {max_sync_pause:.1?})"));
                 }
-                JobEvent::Aborted {
-                    checkpoint_id,
-                    reason,
-                } => say(
-                    &bar,
-                    format!("            checkpoint {checkpoint_id:>3}: aborted ({reason})"),
-                ),
+                JobEvent::Aborted { checkpoint_id, reason } => {
+                    say(&bar, format!("            checkpoint {checkpoint_id:>3}: aborted ({reason})"))
+                }
                 JobEvent::Progress { offset } => bar.set_position(offset),
             }
         }

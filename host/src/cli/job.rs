@@ -9,9 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use snapshot_host::job::{
-    counts_of, expected_counts, AttemptOptions, JobEvent, JobRunner, JobSpec,
-};
+use snapshot_host::job::{counts_of, expected_counts, processed_total, AttemptOptions, JobEvent, JobRunner, JobSpec};
 use snapshot_host::key_groups::default_max_parallelism;
 use snapshot_host::runtime::{PluginLimits, PluginRuntime};
 
@@ -69,26 +67,32 @@ pub fn run(command: JobCommand) -> anyhow::Result<()> {
     };
     let mut runner = JobRunner::new(spec.clone(), plugin)?;
     if verify {
-        let Some(latest) = runner.storage().latest_completed()? else {
-            bail!("no completed checkpoint to verify")
-        };
+        let Some(latest) = runner.storage().latest_completed()? else { bail!("no completed checkpoint to verify") };
         let (tx, rx) = channel();
         let stores = Vec::new();
         let backends = runner.restore(Some(&latest), &stores, &tx)?;
         drop(tx);
         let sources: Vec<String> = rx
             .try_iter()
-            .filter_map(|e| {
-                if let JobEvent::Restored { source, .. } = e {
-                    Some(source.to_string())
-                } else {
-                    None
-                }
-            })
+            .filter_map(|e| if let JobEvent::Restored { source, .. } = e { Some(source.to_string()) } else { None })
             .collect();
         let expected = expected_counts(latest.source_offset, spec.keys);
-        if counts_of(&backends) != expected {
-            bail!("checkpoint {} (offset {}) restored counts that differ from the source's first {} events", latest.checkpoint_id, latest.source_offset, latest.source_offset);
+        let (keyed, operators): (Vec<_>, Vec<_>) = backends.into_iter().unzip();
+        if processed_total(&operators) != latest.source_offset {
+            bail!(
+                "checkpoint {} restored operator state that counted {} processed events, its offset is {}",
+                latest.checkpoint_id,
+                processed_total(&operators),
+                latest.source_offset
+            );
+        }
+        if counts_of(&keyed) != expected {
+            bail!(
+                "checkpoint {} (offset {}) restored counts that differ from the source's first {} events",
+                latest.checkpoint_id,
+                latest.source_offset,
+                latest.source_offset
+            );
         }
         println!(
             "verified checkpoint {} offset {} from {}",

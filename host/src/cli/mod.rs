@@ -86,18 +86,14 @@ pub(crate) fn default_plugin_path(name: &str) -> PathBuf {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Job { command } => job::run(command),
-        Command::Plugin {
-            command: PluginCommand::Info { plugin, json },
-        } => plugin::info(&plugin, json),
+        Command::Plugin { command: PluginCommand::Info { plugin, json } } => plugin::info(&plugin, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,9 +16,7 @@ pub fn info(path: &Path, json: bool) -> anyhow::Result<()> {
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let size = std::fs::metadata(path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .len();
+    let size = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.len();
     if json {
         let value = serde_json::json!({
             "file": path.display().to_string(),
@@ -41,10 +39,7 @@ pub fn info(path: &Path, json: bool) -> anyhow::Result<()> {
     println!("format:         {} v{}", info.format, info.format_version);
     println!("deterministic:  {}", info.deterministic);
     println!("sha256:         {}", info.content_hash);
-    println!(
-        "WIT:            {WIT_PACKAGE}@{} (host implements @{WIT_VERSION})",
-        built_against.join(", ")
-    );
+    println!("WIT:            {WIT_PACKAGE}@{} (host implements @{WIT_VERSION})", built_against.join(", "));
     println!("imports:");
     // Plain names are the world's own `use`d types, not capabilities: list interfaces only.
     for import in plugin.imports().iter().filter(|i| i.contains(':')) {

@@ -39,18 +39,12 @@ impl std::fmt::Debug for DuplicatingOutputStream {
 }
 
 fn closed() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::BrokenPipe,
-        "the primary stream was already closed",
-    )
+    io::Error::new(io::ErrorKind::BrokenPipe, "the primary stream was already closed")
 }
 
 impl DuplicatingOutputStream {
     /// Duplicates into `primary` and `secondary` with the default buffer.
-    pub fn new(
-        primary: Box<dyn CheckpointOutputStream>,
-        secondary: Box<dyn CheckpointOutputStream>,
-    ) -> Self {
+    pub fn new(primary: Box<dyn CheckpointOutputStream>, secondary: Box<dyn CheckpointOutputStream>) -> Self {
         Self::with_buffer_size(primary, secondary, DEFAULT_BUFFER_SIZE)
     }
 
@@ -137,12 +131,10 @@ impl DuplicatingOutputStream {
         if let Some(cause) = &self.secondary_failure {
             return Err(io::Error::new(cause.kind(), SecondaryFailed(cause.clone())));
         }
-        let secondary = self.secondary.take().ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the secondary stream was already closed",
-            )
-        })?;
+        let secondary = self
+            .secondary
+            .take()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "the secondary stream was already closed"))?;
         secondary.close_and_get_handle().inspect_err(|e| {
             self.secondary_failure = Some(Arc::new(io::Error::new(e.kind(), e.to_string())));
         })

@@ -4,9 +4,7 @@ use std::path::Path;
 use proptest::prelude::*;
 
 use super::*;
-use crate::streams::{
-    FaultInjectingStream, FileCheckpointOutputStream, MemoryCheckpointOutputStream,
-};
+use crate::streams::{FaultInjectingStream, FileCheckpointOutputStream, MemoryCheckpointOutputStream};
 
 fn read(handle: &StreamStateHandle) -> Vec<u8> {
     let mut out = Vec::new();
@@ -15,10 +13,7 @@ fn read(handle: &StreamStateHandle) -> Vec<u8> {
 }
 
 fn entries(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect()
+    std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
 }
 
 #[test]
@@ -46,43 +41,27 @@ fn both_copies_get_identical_bytes_and_positions() {
 fn misaligned_streams_fail_the_secondary_at_construction() {
     let mut secondary = Box::new(MemoryCheckpointOutputStream::new());
     secondary.write(b"x").unwrap();
-    let mut d =
-        DuplicatingOutputStream::new(Box::new(MemoryCheckpointOutputStream::new()), secondary);
+    let mut d = DuplicatingOutputStream::new(Box::new(MemoryCheckpointOutputStream::new()), secondary);
     let cause = d.secondary_failure().expect("misaligned").to_string();
     assert!(cause.contains("out of sync"), "{cause}");
     let e = d.close_and_get_secondary_handle().unwrap_err();
     assert!(e.to_string().contains("out of sync"), "{e}");
-    assert!(
-        std::error::Error::source(e.get_ref().unwrap()).is_some(),
-        "the recorded cause is the source"
-    );
+    assert!(std::error::Error::source(e.get_ref().unwrap()).is_some(), "the recorded cause is the source");
 }
 
 #[test]
 fn secondary_failure_is_never_raised_to_the_writer() {
     let mut d = Box::new(DuplicatingOutputStream::with_buffer_size(
         Box::new(MemoryCheckpointOutputStream::new()),
-        Box::new(FaultInjectingStream::new(
-            Box::new(MemoryCheckpointOutputStream::new()),
-            Some(0),
-        )),
+        Box::new(FaultInjectingStream::new(Box::new(MemoryCheckpointOutputStream::new()), Some(0))),
         4,
     ));
     d.write(b"0123456789").unwrap();
     d.flush().unwrap();
     d.sync().unwrap();
-    assert!(d
-        .secondary_failure()
-        .unwrap()
-        .to_string()
-        .contains("injected"));
+    assert!(d.secondary_failure().unwrap().to_string().contains("injected"));
     let result = d.close_and_finalize().unwrap();
-    assert_eq!(
-        result.primary(),
-        Some(&StreamStateHandle::Inline {
-            bytes: b"0123456789".to_vec()
-        })
-    );
+    assert_eq!(result.primary(), Some(&StreamStateHandle::Inline { bytes: b"0123456789".to_vec() }));
     assert!(result.local().is_none());
 }
 
@@ -90,10 +69,7 @@ fn secondary_failure_is_never_raised_to_the_writer() {
 fn primary_failure_is_raised_and_discards_the_secondary() {
     let dir = tempfile::tempdir().unwrap();
     let mut d = Box::new(DuplicatingOutputStream::with_buffer_size(
-        Box::new(FaultInjectingStream::new(
-            Box::new(MemoryCheckpointOutputStream::new()),
-            Some(1),
-        )),
+        Box::new(FaultInjectingStream::new(Box::new(MemoryCheckpointOutputStream::new()), Some(1))),
         Box::new(FileCheckpointOutputStream::new(dir.path(), 0)),
         4,
     ));
@@ -102,11 +78,7 @@ fn primary_failure_is_raised_and_discards_the_secondary() {
     let e = d.write(b"6").err().or_else(|| d.flush().err());
     assert!(e.is_some(), "a primary failure is raised");
     assert!(d.close_and_finalize().is_err());
-    assert!(
-        entries(dir.path()).is_empty(),
-        "the local file was left behind: {:?}",
-        entries(dir.path())
-    );
+    assert!(entries(dir.path()).is_empty(), "the local file was left behind: {:?}", entries(dir.path()));
 }
 
 #[derive(Debug, Clone)]

@@ -37,10 +37,7 @@ impl DirectoryStateHandle {
         match std::fs::remove_dir_all(&self.directory) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(HandleError::Io {
-                handle: self.directory.display().to_string(),
-                source,
-            }),
+            Err(source) => Err(HandleError::Io { handle: self.directory.display().to_string(), source }),
         }
     }
 }
@@ -55,10 +52,7 @@ pub struct DirectoryKeyedStateHandle {
 impl DirectoryKeyedStateHandle {
     /// A handle for `directory` holding `key_group_range`.
     pub fn new(directory: DirectoryStateHandle, key_group_range: KeyGroupRange) -> Self {
-        DirectoryKeyedStateHandle {
-            directory,
-            key_group_range,
-        }
+        DirectoryKeyedStateHandle { directory, key_group_range }
     }
 
     /// The key groups.

@@ -18,11 +18,7 @@ impl KeyGroupRangeOffsets {
     /// Offsets for `range`, one per key group, in key-group order.
     pub fn new(range: KeyGroupRange, offsets: Vec<u64>) -> Result<Self, HandleError> {
         if offsets.len() != range.len() as usize {
-            return Err(HandleError::OffsetsLength {
-                range,
-                groups: range.len(),
-                offsets: offsets.len(),
-            });
+            return Err(HandleError::OffsetsLength { range, groups: range.len(), offsets: offsets.len() });
         }
         Ok(KeyGroupRangeOffsets { range, offsets })
     }
@@ -37,10 +33,7 @@ impl KeyGroupRangeOffsets {
         self.range
             .index_of(key_group)
             .map(|i| self.offsets[i])
-            .ok_or(HandleError::KeyGroupNotInRange {
-                key_group,
-                range: self.range,
-            })
+            .ok_or(HandleError::KeyGroupNotInRange { key_group, range: self.range })
     }
 
     /// (key group, offset) pairs in ascending key-group order.
@@ -53,18 +46,12 @@ impl KeyGroupRangeOffsets {
         let common = self.range.intersection(range);
         let offsets = match common.start() {
             Some(start) => {
-                let from = self
-                    .range
-                    .index_of(start)
-                    .expect("intersection lies in range");
+                let from = self.range.index_of(start).expect("intersection lies in range");
                 self.offsets[from..from + common.len() as usize].to_vec()
             }
             None => Vec::new(),
         };
-        KeyGroupRangeOffsets {
-            range: common,
-            offsets,
-        }
+        KeyGroupRangeOffsets { range: common, offsets }
     }
 }
 
@@ -107,10 +94,8 @@ impl KeyGroupsStateHandle {
     /// the offsets of the common key groups, or `None` when there are none.
     pub fn intersection(&self, range: &KeyGroupRange) -> Option<KeyGroupsStateHandle> {
         let offsets = self.offsets.intersection(range);
-        (!offsets.range().is_empty()).then(|| KeyGroupsStateHandle {
-            offsets: Arc::new(offsets),
-            stream: self.stream.clone(),
-        })
+        (!offsets.range().is_empty())
+            .then(|| KeyGroupsStateHandle { offsets: Arc::new(offsets), stream: self.stream.clone() })
     }
 
     /// Deletes the stream's bytes.
@@ -128,34 +113,18 @@ mod tests {
         assert!(KeyGroupRangeOffsets::new(KeyGroupRange::new(0, 3), vec![0, 1, 2]).is_err());
         let o = KeyGroupRangeOffsets::new(KeyGroupRange::new(2, 4), vec![10, 20, 30]).unwrap();
         assert_eq!(o.offset(3).unwrap(), 20);
-        assert!(matches!(
-            o.offset(5),
-            Err(HandleError::KeyGroupNotInRange { key_group: 5, .. })
-        ));
-        assert_eq!(
-            o.iter().collect::<Vec<_>>(),
-            vec![(2, 10), (3, 20), (4, 30)]
-        );
+        assert!(matches!(o.offset(5), Err(HandleError::KeyGroupNotInRange { key_group: 5, .. })));
+        assert_eq!(o.iter().collect::<Vec<_>>(), vec![(2, 10), (3, 20), (4, 30)]);
     }
 
     #[test]
     fn intersection_slices_offsets_and_shares_the_stream() {
-        let o = Arc::new(
-            KeyGroupRangeOffsets::new(KeyGroupRange::new(0, 9), (0..10).map(|i| i * 100).collect())
-                .unwrap(),
-        );
-        let h = KeyGroupsStateHandle::new(
-            o,
-            StreamStateHandle::Inline {
-                bytes: vec![1, 2, 3],
-            },
-        );
+        let o =
+            Arc::new(KeyGroupRangeOffsets::new(KeyGroupRange::new(0, 9), (0..10).map(|i| i * 100).collect()).unwrap());
+        let h = KeyGroupsStateHandle::new(o, StreamStateHandle::Inline { bytes: vec![1, 2, 3] });
         let part = h.intersection(&KeyGroupRange::new(7, 20)).unwrap();
         assert_eq!(part.key_group_range(), KeyGroupRange::new(7, 9));
-        assert_eq!(
-            part.offsets().iter().collect::<Vec<_>>(),
-            vec![(7, 700), (8, 800), (9, 900)]
-        );
+        assert_eq!(part.offsets().iter().collect::<Vec<_>>(), vec![(7, 700), (8, 800), (9, 900)]);
         assert_eq!(part.stream(), h.stream());
         assert!(h.intersection(&KeyGroupRange::new(10, 20)).is_none());
     }

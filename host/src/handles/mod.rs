@@ -14,9 +14,7 @@ use std::io;
 
 use serde::{Deserialize, Serialize};
 
-pub use directory::{
-    DirectoryKeyedStateHandle, DirectoryStateHandle, IncrementalLocalKeyedStateHandle,
-};
+pub use directory::{DirectoryKeyedStateHandle, DirectoryStateHandle, IncrementalLocalKeyedStateHandle};
 pub use keyed::{KeyGroupRangeOffsets, KeyGroupsStateHandle};
 pub use operator::{DistributionMode, OperatorStateHandle, PartitionInfo};
 pub use stream::StreamStateHandle;
@@ -110,17 +108,16 @@ impl StateHandleEnvelope {
     /// trailing garbage.
     pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, HandleError> {
         if bytes.len() < 6 || bytes[..4] != ENVELOPE_MAGIC {
-            return Err(HandleError::Encoding(
-                "not a state handle (bad magic)".into(),
-            ));
+            return Err(HandleError::Encoding("not a state handle (bad magic)".into()));
         }
         let version = u16::from_le_bytes([bytes[4], bytes[5]]);
         if version != ENVELOPE_VERSION {
-            return Err(HandleError::Encoding(format!("state handle format version {version} is not supported (this build reads version {ENVELOPE_VERSION})")));
+            return Err(HandleError::Encoding(format!(
+                "state handle format version {version} is not supported (this build reads version {ENVELOPE_VERSION})"
+            )));
         }
-        let (value, used) =
-            bincode::serde::decode_from_slice(&bytes[6..], bincode::config::standard())
-                .map_err(|e| HandleError::Encoding(format!("corrupted state handle: {e}")))?;
+        let (value, used) = bincode::serde::decode_from_slice(&bytes[6..], bincode::config::standard())
+            .map_err(|e| HandleError::Encoding(format!("corrupted state handle: {e}")))?;
         if used != bytes.len() - 6 {
             return Err(HandleError::Encoding(format!(
                 "corrupted state handle: {} trailing bytes",
@@ -138,33 +135,20 @@ mod tests {
     use std::sync::Arc;
 
     fn samples() -> Vec<StateHandle> {
-        let stream = StreamStateHandle::File {
-            path: "/ckpt/chk-1/abc".into(),
-            size: 42,
-            crc32c: Some(7),
-        };
-        let offsets =
-            Arc::new(KeyGroupRangeOffsets::new(KeyGroupRange::new(3, 5), vec![0, 10, 20]).unwrap());
+        let stream = StreamStateHandle::File { path: "/ckpt/chk-1/abc".into(), size: 42, crc32c: Some(7) };
+        let offsets = Arc::new(KeyGroupRangeOffsets::new(KeyGroupRange::new(3, 5), vec![0, 10, 20]).unwrap());
         let mut partitions = BTreeMap::new();
         partitions.insert(
             "buffer".to_string(),
-            PartitionInfo {
-                offsets: vec![0, 7],
-                mode: DistributionMode::SplitDistribute,
-            },
+            PartitionInfo { offsets: vec![0, 7], mode: DistributionMode::SplitDistribute },
         );
         let dir = DirectoryStateHandle::new("/local/chk_1".into(), 99);
         vec![
-            StateHandle::Stream(StreamStateHandle::Inline {
-                bytes: vec![1, 2, 3],
-            }),
+            StateHandle::Stream(StreamStateHandle::Inline { bytes: vec![1, 2, 3] }),
             StateHandle::KeyGroups(KeyGroupsStateHandle::new(offsets, stream.clone())),
             StateHandle::Operator(OperatorStateHandle::new(partitions, stream.clone())),
             StateHandle::Directory(dir.clone()),
-            StateHandle::DirectoryKeyed(DirectoryKeyedStateHandle::new(
-                dir.clone(),
-                KeyGroupRange::new(0, 9),
-            )),
+            StateHandle::DirectoryKeyed(DirectoryKeyedStateHandle::new(dir.clone(), KeyGroupRange::new(0, 9))),
             StateHandle::IncrementalLocalKeyed(IncrementalLocalKeyedStateHandle {
                 backend_id: "b-1".into(),
                 checkpoint_id: 7,
@@ -180,21 +164,14 @@ mod tests {
     fn every_handle_kind_round_trips_through_the_envelope() {
         for h in samples() {
             let bytes = StateHandleEnvelope::encode(&h).unwrap();
-            assert_eq!(
-                StateHandleEnvelope::decode::<StateHandle>(&bytes).unwrap(),
-                h
-            );
+            assert_eq!(StateHandleEnvelope::decode::<StateHandle>(&bytes).unwrap(), h);
         }
     }
 
     #[test]
     fn foreign_versioned_truncated_and_padded_bytes_are_refused() {
         let bytes = StateHandleEnvelope::encode(&samples()[1]).unwrap();
-        let err = |b: &[u8]| {
-            StateHandleEnvelope::decode::<StateHandle>(b)
-                .unwrap_err()
-                .to_string()
-        };
+        let err = |b: &[u8]| StateHandleEnvelope::decode::<StateHandle>(b).unwrap_err().to_string();
         assert!(err(b"hello world").contains("bad magic"));
         let mut other = bytes.clone();
         other[4] = 9;

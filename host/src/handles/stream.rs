@@ -43,10 +43,7 @@ impl StreamStateHandle {
     pub fn open(&self) -> Result<Box<dyn CheckpointInputStream>, HandleError> {
         match self {
             StreamStateHandle::File { path, size, .. } => {
-                let io_err = |source| HandleError::Io {
-                    handle: self.describe(),
-                    source,
-                };
+                let io_err = |source| HandleError::Io { handle: self.describe(), source };
                 let file = File::open(path).map_err(io_err)?;
                 let actual = file.metadata().map_err(io_err)?.len();
                 if actual != *size {
@@ -64,21 +61,14 @@ impl StreamStateHandle {
     /// Reads the whole content and checks it against the recorded size and checksum. Used
     /// before restoring from a local copy: a damaged copy must not be restored silently.
     pub fn verify(&self) -> Result<(), HandleError> {
-        let StreamStateHandle::File {
-            crc32c: Some(expected),
-            ..
-        } = self
-        else {
+        let StreamStateHandle::File { crc32c: Some(expected), .. } = self else {
             return self.open().map(|_| ());
         };
         let mut input = self.open()?;
         let mut buf = vec![0u8; 256 * 1024];
         let mut crc = 0u32;
         loop {
-            let n = input.read(&mut buf).map_err(|source| HandleError::Io {
-                handle: self.describe(),
-                source,
-            })?;
+            let n = input.read(&mut buf).map_err(|source| HandleError::Io { handle: self.describe(), source })?;
             if n == 0 {
                 break;
             }
@@ -87,7 +77,10 @@ impl StreamStateHandle {
         if crc != *expected {
             return Err(HandleError::Io {
                 handle: self.describe(),
-                source: io::Error::new(io::ErrorKind::InvalidData, format!("checksum mismatch: content has CRC-32C {crc:08x}, the handle recorded {expected:08x}")),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("checksum mismatch: content has CRC-32C {crc:08x}, the handle recorded {expected:08x}"),
+                ),
             });
         }
         Ok(())
@@ -99,10 +92,7 @@ impl StreamStateHandle {
             StreamStateHandle::File { path, .. } => match std::fs::remove_file(path) {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                Err(source) => Err(HandleError::Io {
-                    handle: self.describe(),
-                    source,
-                }),
+                Err(source) => Err(HandleError::Io { handle: self.describe(), source }),
             },
             StreamStateHandle::Inline { .. } => Ok(()),
         }
@@ -126,25 +116,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, b"abcdef").unwrap();
-        let h = StreamStateHandle::File {
-            path: path.clone(),
-            size: 6,
-            crc32c: Some(crc32c::crc32c(b"abcdef")),
-        };
+        let h = StreamStateHandle::File { path: path.clone(), size: 6, crc32c: Some(crc32c::crc32c(b"abcdef")) };
         assert!(h.open().is_ok());
         h.verify().unwrap();
         std::fs::write(&path, b"abcdeF").unwrap();
-        assert!(h
-            .verify()
-            .unwrap_err()
-            .to_string()
-            .contains("checksum mismatch"));
+        assert!(h.verify().unwrap_err().to_string().contains("checksum mismatch"));
         std::fs::write(&path, b"abc").unwrap();
         let err = h.open().err().unwrap().to_string();
-        assert!(
-            err.contains("3 bytes") && err.contains(&path.display().to_string()),
-            "{err}"
-        );
+        assert!(err.contains("3 bytes") && err.contains(&path.display().to_string()), "{err}");
         h.discard().unwrap();
         h.discard().unwrap();
         assert!(!path.exists());

@@ -14,14 +14,7 @@ fn snapshot_in(store: &TaskLocalStateStore, id: u64) -> LocalSnapshot {
     std::fs::write(&path, b"abc").unwrap();
     let offsets = Arc::new(KeyGroupRangeOffsets::new(KeyGroupRange::new(0, 0), vec![0]).unwrap());
     LocalSnapshot {
-        keyed: Some(KeyGroupsStateHandle::new(
-            offsets,
-            StreamStateHandle::File {
-                path,
-                size: 3,
-                crc32c: None,
-            },
-        )),
+        keyed: Some(KeyGroupsStateHandle::new(offsets, StreamStateHandle::File { path, size: 3, crc32c: None })),
         operator: None,
     }
 }
@@ -69,9 +62,7 @@ fn local_state_survives_a_restart_and_damaged_entries_are_deleted() {
         store.store(1, snapshot_in(&store, 1)).unwrap();
         store.store(2, snapshot_in(&store, 2)).unwrap();
     }
-    let meta = provider(root.path())
-        .checkpoint_dir(2)
-        .join(LOCAL_METADATA_FILE);
+    let meta = provider(root.path()).checkpoint_dir(2).join(LOCAL_METADATA_FILE);
     let mut bytes = std::fs::read(&meta).unwrap();
     bytes[8] ^= 0x55;
     std::fs::write(&meta, bytes).unwrap();

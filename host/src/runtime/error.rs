@@ -16,9 +16,7 @@ pub enum PluginError {
         source: std::io::Error,
     },
     /// The file is not WebAssembly at all.
-    #[error(
-        "plugin {path}: not a WebAssembly file (it does not start with the \\0asm magic bytes)"
-    )]
+    #[error("plugin {path}: not a WebAssembly file (it does not start with the \\0asm magic bytes)")]
     NotWasm {
         /// The file.
         path: PathBuf,
@@ -46,7 +44,7 @@ pub enum PluginError {
         import: String,
     },
     /// The component was built for another world or an incompatible version of this one.
-    #[error("plugin {path}: incompatible with this host (which implements snapshot:strategy@{host_version}, world keyed-strategy): {reason}")]
+    #[error("plugin {path}: incompatible with this host (which implements snapshot:strategy@{host_version}, world strategy): {reason}")]
     Incompatible {
         /// The file.
         path: PathBuf,
@@ -64,10 +62,7 @@ pub enum PluginError {
         reason: String,
     },
     /// The guest trapped (panic, unreachable, out of bounds, limit, timeout).
-    #[error(
-        "plugin {plugin}: {operation} trapped: {message}{}",
-        stderr_suffix(guest_output)
-    )]
+    #[error("plugin {plugin}: {operation} trapped: {message}{}", stderr_suffix(guest_output))]
     Trap {
         /// The plugin.
         plugin: String,

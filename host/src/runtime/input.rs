@@ -21,19 +21,14 @@ pub struct InputStreamResource {
 
 impl std::fmt::Debug for InputStreamResource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InputStreamResource")
-            .field("position", &self.position)
-            .finish()
+        f.debug_struct("InputStreamResource").field("position", &self.position).finish()
     }
 }
 
 impl InputStreamResource {
     /// A resource reading `stream` from its start.
     pub fn new(stream: Box<dyn CheckpointInputStream>) -> Self {
-        InputStreamResource {
-            stream,
-            position: 0,
-        }
+        InputStreamResource { stream, position: 0 }
     }
 
     /// Moves the stream to `offset` (host side, before handing it to the guest).
@@ -45,11 +40,7 @@ impl InputStreamResource {
 }
 
 impl HostInputStream for InvocationState {
-    fn read(
-        &mut self,
-        this: Resource<InputStreamResource>,
-        max: u32,
-    ) -> wasmtime::Result<Result<Vec<u8>, HostError>> {
+    fn read(&mut self, this: Resource<InputStreamResource>, max: u32) -> wasmtime::Result<Result<Vec<u8>, HostError>> {
         let res = self.table.get_mut(&this)?;
         let want = max.min(MAX_READ) as usize;
         let mut buf = vec![0u8; want];
@@ -75,11 +66,7 @@ impl HostInputStream for InvocationState {
         }
     }
 
-    fn seek(
-        &mut self,
-        this: Resource<InputStreamResource>,
-        offset: u64,
-    ) -> wasmtime::Result<Result<(), HostError>> {
+    fn seek(&mut self, this: Resource<InputStreamResource>, offset: u64) -> wasmtime::Result<Result<(), HostError>> {
         let res = self.table.get_mut(&this)?;
         match res.seek(offset) {
             Ok(()) => Ok(Ok(())),

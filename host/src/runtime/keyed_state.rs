@@ -3,9 +3,7 @@
 
 use wasmtime::component::Resource;
 
-use super::bindings::snapshot::strategy::keyed_state::{
-    Host, HostEntryReader, HostKeyedStateView, HostRestoreSink,
-};
+use super::bindings::snapshot::strategy::keyed_state::{Host, HostEntryReader, HostKeyedStateView, HostRestoreSink};
 use super::bindings::snapshot::strategy::types::{KeyGroupRange as WitRange, StateInfo};
 use super::bindings::{EntryBatch, EntryLengths, HostError, WitStateKind};
 use super::store::InvocationState;
@@ -45,10 +43,7 @@ pub struct RestoreSinkResource {
 impl RestoreSinkResource {
     /// A sink restoring into `backend`.
     pub fn new(backend: KeyedStateBackend) -> Self {
-        RestoreSinkResource {
-            backend,
-            key_group: 0,
-        }
+        RestoreSinkResource { backend, key_group: 0 }
     }
 
     /// Sets the key group the next call restores.
@@ -79,33 +74,18 @@ fn from_wit_kind(kind: WitStateKind) -> StateKind {
 }
 
 impl HostKeyedStateView for InvocationState {
-    fn key_group_range(
-        &mut self,
-        this: Resource<KeyedStateViewResource>,
-    ) -> wasmtime::Result<WitRange> {
+    fn key_group_range(&mut self, this: Resource<KeyedStateViewResource>) -> wasmtime::Result<WitRange> {
         let range = self.table.get(&this)?.snapshot.key_group_range();
-        Ok(WitRange {
-            start: range.start().unwrap_or(0),
-            end: range.end().unwrap_or(0),
-        })
+        Ok(WitRange { start: range.start().unwrap_or(0), end: range.end().unwrap_or(0) })
     }
 
     fn max_parallelism(&mut self, this: Resource<KeyedStateViewResource>) -> wasmtime::Result<u32> {
         Ok(self.table.get(&this)?.snapshot.max_parallelism())
     }
 
-    fn states(
-        &mut self,
-        this: Resource<KeyedStateViewResource>,
-    ) -> wasmtime::Result<Vec<StateInfo>> {
+    fn states(&mut self, this: Resource<KeyedStateViewResource>) -> wasmtime::Result<Vec<StateInfo>> {
         let states = self.table.get(&this)?.snapshot.states();
-        Ok(states
-            .into_iter()
-            .map(|(name, kind)| StateInfo {
-                name,
-                kind: to_wit_kind(kind),
-            })
-            .collect())
+        Ok(states.into_iter().map(|(name, kind)| StateInfo { name, kind: to_wit_kind(kind) }).collect())
     }
 
     fn entries(
@@ -116,9 +96,7 @@ impl HostKeyedStateView for InvocationState {
     ) -> wasmtime::Result<Result<Resource<EntryReaderResource>, HostError>> {
         match self.table.get(&this)?.snapshot.entries(state, key_group) {
             Ok(cursor) => Ok(Ok(self.table.push(EntryReaderResource { cursor })?)),
-            Err(e) => Ok(Err(
-                self.contract(format!("entries({state}, {key_group}): {e}"))
-            )),
+            Err(e) => Ok(Err(self.contract(format!("entries({state}, {key_group}): {e}")))),
         }
     }
 
@@ -137,20 +115,18 @@ impl HostEntryReader for InvocationState {
         let reader = self.table.get_mut(&this)?;
         let mut data = Vec::with_capacity(max_bytes.min(MAX_BATCH_BYTES) as usize);
         let mut entries = Vec::new();
-        let more = reader
-            .cursor
-            .next_batch(max_bytes.min(MAX_BATCH_BYTES) as usize, |e| {
-                data.extend_from_slice(e.key);
-                data.extend_from_slice(e.namespace);
-                data.extend_from_slice(e.user_key);
-                data.extend_from_slice(e.value);
-                entries.push(EntryLengths {
-                    key: e.key.len() as u32,
-                    namespace: e.namespace.len() as u32,
-                    user_key: e.user_key.len() as u32,
-                    value: e.value.len() as u32,
-                });
+        let more = reader.cursor.next_batch(max_bytes.min(MAX_BATCH_BYTES) as usize, |e| {
+            data.extend_from_slice(e.key);
+            data.extend_from_slice(e.namespace);
+            data.extend_from_slice(e.user_key);
+            data.extend_from_slice(e.value);
+            entries.push(EntryLengths {
+                key: e.key.len() as u32,
+                namespace: e.namespace.len() as u32,
+                user_key: e.user_key.len() as u32,
+                value: e.value.len() as u32,
             });
+        });
         Ok(more.then_some(EntryBatch { data, entries }))
     }
 
@@ -171,9 +147,7 @@ impl HostRestoreSink for InvocationState {
         let sink = self.table.get_mut(&this)?;
         match sink.backend.register_state(&name, from_wit_kind(kind)) {
             Ok(index) => Ok(Ok(index)),
-            Err(e) => Ok(Err(
-                self.contract(format!("restore-sink.state({name:?}): {e}"))
-            )),
+            Err(e) => Ok(Err(self.contract(format!("restore-sink.state({name:?}): {e}")))),
         }
     }
 
@@ -185,11 +159,8 @@ impl HostRestoreSink for InvocationState {
     ) -> wasmtime::Result<Result<(), HostError>> {
         let sink = self.table.get_mut(&this)?;
         let key_group = sink.key_group;
-        let total: u64 = batch
-            .entries
-            .iter()
-            .map(|l| l.key as u64 + l.namespace as u64 + l.user_key as u64 + l.value as u64)
-            .sum();
+        let total: u64 =
+            batch.entries.iter().map(|l| l.key as u64 + l.namespace as u64 + l.user_key as u64 + l.value as u64).sum();
         if total != batch.data.len() as u64 {
             let message = format!(
                 "restore-sink.put: entry lengths add up to {total} bytes but the batch holds {}",
@@ -204,16 +175,8 @@ impl HostRestoreSink for InvocationState {
             part
         };
         for l in &batch.entries {
-            let (key, namespace, user_key, value) = (
-                take(l.key),
-                take(l.namespace),
-                take(l.user_key),
-                take(l.value),
-            );
-            if let Err(e) = sink
-                .backend
-                .restore_entry(state, key_group, key, namespace, user_key, value)
-            {
+            let (key, namespace, user_key, value) = (take(l.key), take(l.namespace), take(l.user_key), take(l.value));
+            if let Err(e) = sink.backend.restore_entry(state, key_group, key, namespace, user_key, value) {
                 return Ok(Err(self.contract(format!("restore-sink.put: {e}"))));
             }
         }

@@ -10,6 +10,7 @@ mod error;
 pub mod input;
 pub mod keyed_state;
 mod limits;
+pub mod operator_state;
 pub mod output;
 mod plugin;
 mod store;
@@ -53,11 +54,10 @@ impl PluginRuntime {
         // Deadlines: cheap checks at loop back-edges and function entries, driven by a ticker
         // thread; they interrupt a guest spinning in a loop.
         config.epoch_interruption(true);
-        let engine = Engine::new(&config)
-            .map_err(|e| PluginError::Runtime(format!("cannot create the engine: {e}")))?;
+        let engine =
+            Engine::new(&config).map_err(|e| PluginError::Runtime(format!("cannot create the engine: {e}")))?;
         let mut linker = Linker::new(&engine);
-        Self::link(&mut linker)
-            .map_err(|e| PluginError::Runtime(format!("cannot link host interfaces: {e}")))?;
+        Self::link(&mut linker).map_err(|e| PluginError::Runtime(format!("cannot link host interfaces: {e}")))?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (stop, ticking) = (ticker_stop.clone(), engine.clone());
         std::thread::Builder::new()
@@ -69,20 +69,17 @@ impl PluginRuntime {
                 }
             })
             .map_err(|e| PluginError::Runtime(format!("cannot start the epoch ticker: {e}")))?;
-        Ok(PluginRuntime {
-            engine,
-            linker,
-            ticker_stop,
-        })
+        Ok(PluginRuntime { engine, linker, ticker_stop })
     }
 
     fn link(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
-        use bindings::snapshot::strategy::{input, keyed_state, types};
+        use bindings::snapshot::strategy::{input, keyed_state, operator_state, types};
         use wasmtime::component::HasSelf;
         wasi::add_to_linker(linker)?;
         types::add_to_linker::<_, HasSelf<InvocationState>>(linker, |s| s)?;
         input::add_to_linker::<_, HasSelf<InvocationState>>(linker, |s| s)?;
         keyed_state::add_to_linker::<_, HasSelf<InvocationState>>(linker, |s| s)?;
+        operator_state::add_to_linker::<_, HasSelf<InvocationState>>(linker, |s| s)?;
         output::add_to_linker(linker)?;
         Ok(())
     }

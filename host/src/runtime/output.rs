@@ -5,71 +5,94 @@
 //! native throughput. Here `write` borrows the guest's bytes straight out of linear memory and
 //! hands that slice to the checkpoint stream.
 
+use std::collections::BTreeMap;
+
 use wasmtime::component::{Linker, Resource, ResourceType, WasmList};
 use wasmtime::StoreContextMut;
 
 use super::bindings::HostError;
 use super::store::{HostFailure, InvocationState};
-use crate::handles::KeyGroupRangeOffsets;
+use crate::handles::{DistributionMode, KeyGroupRangeOffsets, PartitionInfo};
 use crate::key_groups::KeyGroupRange;
 use crate::streams::CheckpointOutputStream;
 
-/// The host object behind a guest's `output-stream`: the checkpoint stream plus the key-group
-/// offsets the host records as the strategy announces groups.
+/// What the host records while a strategy writes: key-group offsets for a keyed snapshot,
+/// partition offsets per state for an operator snapshot.
+enum Marks {
+    Keyed { range: KeyGroupRange, offsets: Vec<u64> },
+    Operator { states: Vec<(String, DistributionMode, usize)>, offsets: Vec<Vec<u64>> },
+}
+
+/// The host object behind a guest's `output-stream`: the checkpoint stream plus the offsets
+/// the host records as the strategy announces key groups or partitions.
 pub struct OutputStreamResource {
     // `None` only while a `write` has taken it out to read guest memory.
     stream: Option<Box<dyn CheckpointOutputStream>>,
-    range: KeyGroupRange,
-    offsets: Vec<u64>,
+    marks: Marks,
     max_bytes: Option<u64>,
     failed: bool,
 }
 
 impl std::fmt::Debug for OutputStreamResource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OutputStreamResource")
-            .field("range", &self.range)
-            .field("marked", &self.offsets.len())
-            .finish()
+        f.debug_struct("OutputStreamResource").field("failed", &self.failed).finish_non_exhaustive()
     }
 }
 
 impl OutputStreamResource {
-    /// A resource writing into `stream`, for a snapshot of `range`.
-    pub fn new(
+    /// A resource writing into `stream`, for a keyed snapshot of `range`.
+    pub fn new(stream: Box<dyn CheckpointOutputStream>, range: KeyGroupRange, max_bytes: Option<u64>) -> Self {
+        let marks = Marks::Keyed { range, offsets: Vec::with_capacity(range.len() as usize) };
+        OutputStreamResource { stream: Some(stream), marks, max_bytes, failed: false }
+    }
+
+    /// A resource writing into `stream`, for an operator snapshot of `states` (name, mode and
+    /// number of elements of each, in state-index order).
+    pub fn for_operator(
         stream: Box<dyn CheckpointOutputStream>,
-        range: KeyGroupRange,
+        states: Vec<(String, DistributionMode, usize)>,
         max_bytes: Option<u64>,
     ) -> Self {
+        let offsets = states.iter().map(|(_, _, n)| Vec::with_capacity(*n)).collect();
         OutputStreamResource {
             stream: Some(stream),
-            range,
-            offsets: Vec::with_capacity(range.len() as usize),
+            marks: Marks::Operator { states, offsets },
             max_bytes,
             failed: false,
         }
     }
 
-    /// Ends the strategy's use of the stream: returns the (still open) stream and the offsets,
-    /// or the contract violation if not every key group was marked.
+    /// Ends a keyed snapshot: returns the (still open) stream and the offsets, or the contract
+    /// violation if not every key group was marked.
     pub fn finish(self) -> Result<(Box<dyn CheckpointOutputStream>, KeyGroupRangeOffsets), String> {
-        let stream = self
-            .stream
-            .ok_or_else(|| "output stream was not returned by a write".to_string())?;
-        if self.offsets.len() != self.range.len() as usize {
-            let first_missing = self.range.start().unwrap_or(0) + self.offsets.len() as u32;
+        let stream = self.stream.ok_or_else(|| "output stream was not returned by a write".to_string())?;
+        let Marks::Keyed { range, offsets } = self.marks else { return Err("not a keyed snapshot".into()) };
+        if offsets.len() != range.len() as usize {
+            let first_missing = range.start().unwrap_or(0) + offsets.len() as u32;
             return Err(format!(
-                "the snapshot marked {} of the {} key groups of {}; key groups {}..={} were never marked with begin-key-group",
-                self.offsets.len(),
-                self.range.len(),
-                self.range,
-                first_missing,
-                self.range.end().unwrap_or(0)
+                "the snapshot marked {} of the {} key groups of {range}; key groups {first_missing}..={} were never marked with begin-key-group",
+                offsets.len(),
+                range.len(),
+                range.end().unwrap_or(0)
             ));
         }
-        let offsets =
-            KeyGroupRangeOffsets::new(self.range, self.offsets).map_err(|e| e.to_string())?;
+        let offsets = KeyGroupRangeOffsets::new(range, offsets).map_err(|e| e.to_string())?;
         Ok((stream, offsets))
+    }
+
+    /// Ends an operator snapshot: the (still open) stream and every state's partition offsets,
+    /// or the contract violation if an element was not marked.
+    pub fn finish_operator(self) -> Result<(Box<dyn CheckpointOutputStream>, BTreeMap<String, PartitionInfo>), String> {
+        let stream = self.stream.ok_or_else(|| "output stream was not returned by a write".to_string())?;
+        let Marks::Operator { states, offsets } = self.marks else { return Err("not an operator snapshot".into()) };
+        let mut partitions = BTreeMap::new();
+        for ((name, mode, expected), offsets) in states.into_iter().zip(offsets) {
+            if offsets.len() != expected {
+                return Err(format!("operator state {name:?} has {expected} elements but {} partitions were marked with begin-partition", offsets.len()));
+            }
+            partitions.insert(name, PartitionInfo { offsets, mode });
+        }
+        Ok((stream, partitions))
     }
 
     fn stream_mut(&mut self) -> Result<&mut Box<dyn CheckpointOutputStream>, &'static str> {
@@ -78,14 +101,50 @@ impl OutputStreamResource {
         }
         self.stream.as_mut().ok_or("the output stream is in use")
     }
+
+    /// Checks a `begin-key-group` call; returns the problem, if any.
+    fn check_key_group(&self, key_group: u32) -> Option<String> {
+        let Marks::Keyed { range, offsets } = &self.marks else {
+            return Some(format!("begin-key-group({key_group}) in an operator snapshot (use begin-partition)"));
+        };
+        let expected = range.start().unwrap_or(0) + offsets.len() as u32;
+        if !range.contains(key_group) {
+            Some(format!("begin-key-group({key_group}): key group is outside the snapshot's range {range}"))
+        } else if key_group < expected {
+            Some(format!("begin-key-group({key_group}): key groups must be marked once each in ascending order, but {key_group} was already marked"))
+        } else if key_group > expected {
+            Some(format!("begin-key-group({key_group}): key group {expected} must be marked first (every key group of {range} is marked, in order)"))
+        } else {
+            None
+        }
+    }
+
+    /// Checks a `begin-partition` call; returns the problem, if any.
+    fn check_partition(&self, state: u32) -> Option<String> {
+        let Marks::Operator { states, offsets } = &self.marks else {
+            return Some(format!("begin-partition({state}) in a keyed snapshot (use begin-key-group)"));
+        };
+        match states.get(state as usize) {
+            None => Some(format!("begin-partition({state}): there are only {} operator states", states.len())),
+            Some((name, _, count)) if offsets[state as usize].len() >= *count => Some(format!(
+                "begin-partition({state}): operator state {name:?} has {count} elements, all already marked"
+            )),
+            Some(_) => None,
+        }
+    }
+
+    fn record(&mut self, state: u32, position: u64) {
+        match &mut self.marks {
+            Marks::Keyed { offsets, .. } => offsets.push(position),
+            Marks::Operator { offsets, .. } => offsets[state as usize].push(position),
+        }
+    }
 }
 
 type Ctx<'a> = StoreContextMut<'a, InvocationState>;
 
 fn closed(store: &mut Ctx<'_>, why: &str) -> HostError {
-    store.data_mut().contract(format!(
-        "output-stream used after it failed or closed: {why}"
-    ))
+    store.data_mut().contract(format!("output-stream used after it failed or closed: {why}"))
 }
 
 fn write(
@@ -98,8 +157,7 @@ fn write(
     if let Some(max) = res.max_bytes {
         if position + bytes.len() as u64 > max {
             res.failed = true;
-            let message =
-                format!("the snapshot would exceed the plugin's output limit of {max} bytes");
+            let message = format!("the snapshot would exceed the plugin's output limit of {max} bytes");
             return Ok(Err(store.data_mut().fail(HostFailure::Limit(message))));
         }
     }
@@ -140,32 +198,22 @@ fn with_stream<R>(
     })
 }
 
-fn begin_key_group(
+/// `begin-key-group` and `begin-partition`: validate, then record the current position.
+fn mark(
     mut store: Ctx<'_>,
     this: Resource<OutputStreamResource>,
-    key_group: u32,
+    index: u32,
+    keyed: bool,
 ) -> wasmtime::Result<Result<(), HostError>> {
     let res = store.data_mut().table.get_mut(&this)?;
-    let range = res.range;
-    let expected = range.start().unwrap_or(0) + res.offsets.len() as u32;
-    let problem = if !range.contains(key_group) {
-        Some(format!(
-            "begin-key-group({key_group}): key group is outside the snapshot's range {range}"
-        ))
-    } else if key_group < expected {
-        Some(format!("begin-key-group({key_group}): key groups must be marked once each in ascending order, but {} was already marked", key_group))
-    } else if key_group > expected {
-        Some(format!("begin-key-group({key_group}): key group {expected} must be marked first (every key group of {range} is marked, in order)"))
-    } else {
-        None
-    };
+    let problem = if keyed { res.check_key_group(index) } else { res.check_partition(index) };
     if let Some(message) = problem {
         return Ok(Err(store.data_mut().contract(message)));
     }
     match res.stream_mut() {
         Ok(stream) => {
             let position = stream.position();
-            res.offsets.push(position);
+            res.record(index, position);
             Ok(Ok(()))
         }
         Err(why) => Ok(Err(closed(&mut store, why))),
@@ -174,23 +222,13 @@ fn begin_key_group(
 
 /// Links `snapshot:strategy/output` into `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
-    let name = format!(
-        "{}/output@{}",
-        super::bindings::WIT_PACKAGE,
-        super::bindings::WIT_VERSION
-    );
+    let name = format!("{}/output@{}", super::bindings::WIT_PACKAGE, super::bindings::WIT_VERSION);
     let mut inst = linker.instance(&name)?;
     // The guest only ever borrows an output stream; the host deletes it after the call.
-    inst.resource(
-        "output-stream",
-        ResourceType::host::<OutputStreamResource>(),
-        |_, _| Ok(()),
-    )?;
+    inst.resource("output-stream", ResourceType::host::<OutputStreamResource>(), |_, _| Ok(()))?;
     inst.func_wrap(
         "[method]output-stream.write",
-        |store, (this, bytes): (Resource<OutputStreamResource>, WasmList<u8>)| {
-            write(store, this, bytes).map(|r| (r,))
-        },
+        |store, (this, bytes): (Resource<OutputStreamResource>, WasmList<u8>)| write(store, this, bytes).map(|r| (r,)),
     )?;
     inst.func_wrap(
         "[method]output-stream.position",
@@ -199,23 +237,21 @@ pub(crate) fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::R
             Ok((res.stream.as_ref().map(|s| s.position()).unwrap_or(0),))
         },
     )?;
-    inst.func_wrap(
-        "[method]output-stream.flush",
-        |store, (this,): (Resource<OutputStreamResource>,)| {
-            with_stream(store, &this, |s| s.flush()).map(|r| (r,))
-        },
-    )?;
-    inst.func_wrap(
-        "[method]output-stream.sync",
-        |store, (this,): (Resource<OutputStreamResource>,)| {
-            with_stream(store, &this, |s| s.sync()).map(|r| (r,))
-        },
-    )?;
+    inst.func_wrap("[method]output-stream.flush", |store, (this,): (Resource<OutputStreamResource>,)| {
+        with_stream(store, &this, |s| s.flush()).map(|r| (r,))
+    })?;
+    inst.func_wrap("[method]output-stream.sync", |store, (this,): (Resource<OutputStreamResource>,)| {
+        with_stream(store, &this, |s| s.sync()).map(|r| (r,))
+    })?;
     inst.func_wrap(
         "[method]output-stream.begin-key-group",
         |store, (this, key_group): (Resource<OutputStreamResource>, u32)| {
-            begin_key_group(store, this, key_group).map(|r| (r,))
+            mark(store, this, key_group, true).map(|r| (r,))
         },
+    )?;
+    inst.func_wrap(
+        "[method]output-stream.begin-partition",
+        |store, (this, state): (Resource<OutputStreamResource>, u32)| mark(store, this, state, false).map(|r| (r,)),
     )?;
     Ok(())
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use wasmtime::component::{Component, Resource};
 use wasmtime::Store;
 
-use super::bindings::{KeyedStrategy, KeyedStrategyPre, WIT_PACKAGE, WIT_VERSION};
+use super::bindings::{Strategy as KeyedStrategy, StrategyPre as KeyedStrategyPre, WIT_PACKAGE, WIT_VERSION};
 use super::error::PluginError;
 use super::input::InputStreamResource;
 use super::keyed_state::{KeyedStateViewResource, RestoreSinkResource};
@@ -15,8 +15,13 @@ use super::output::OutputStreamResource;
 use super::store::{HostFailure, InvocationState};
 use super::wasi::GRANTED_WASI;
 use super::{PluginRuntime, EPOCH_TICK};
+use std::collections::BTreeMap;
+
+use super::operator_state::{to_wit_mode, OperatorSinkResource, OperatorStateViewResource};
 use crate::backend::{KeyedSnapshot, KeyedStateBackend};
-use crate::handles::{KeyGroupRangeOffsets, KeyGroupsStateHandle};
+use crate::handles::{KeyGroupRangeOffsets, KeyGroupsStateHandle, PartitionInfo};
+use crate::operator_backend::{OperatorSnapshot, OperatorStateBackend};
+use crate::repartition::OperatorStreamAssignment;
 use crate::streams::CheckpointOutputStream;
 
 /// What a plugin says about itself, plus what the host knows of it. Stored with every
@@ -48,10 +53,7 @@ pub struct Plugin {
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin")
-            .field("source", &self.source)
-            .field("info", &self.info)
-            .finish_non_exhaustive()
+        f.debug_struct("Plugin").field("source", &self.source).field("info", &self.info).finish_non_exhaustive()
     }
 }
 
@@ -61,20 +63,12 @@ const MODULE_VERSION: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
 impl PluginRuntime {
     /// Loads the plugin at `path` with `limits`.
     pub fn load(&self, path: &Path, limits: PluginLimits) -> Result<Plugin, PluginError> {
-        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes = std::fs::read(path).map_err(|source| PluginError::Read { path: path.to_path_buf(), source })?;
         self.load_bytes(path, &bytes, limits)
     }
 
     /// Loads a plugin from `bytes`; `source` names it in errors.
-    pub fn load_bytes(
-        &self,
-        source: &Path,
-        bytes: &[u8],
-        limits: PluginLimits,
-    ) -> Result<Plugin, PluginError> {
+    pub fn load_bytes(&self, source: &Path, bytes: &[u8], limits: PluginLimits) -> Result<Plugin, PluginError> {
         let path = source.to_path_buf();
         if bytes.len() < 8 || bytes[..4] != COMPONENT_HEADER[..4] {
             return Err(PluginError::NotWasm { path });
@@ -85,16 +79,11 @@ impl PluginRuntime {
         if bytes[4..8] != COMPONENT_HEADER[4..8] {
             return Err(PluginError::Invalid {
                 path,
-                reason: format!(
-                    "unknown WebAssembly version/layer bytes {:02x?}",
-                    &bytes[4..8]
-                ),
+                reason: format!("unknown WebAssembly version/layer bytes {:02x?}", &bytes[4..8]),
             });
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| PluginError::Invalid {
-            path: path.clone(),
-            reason: format!("{e:#}"),
-        })?;
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| PluginError::Invalid { path: path.clone(), reason: format!("{e:#}") })?;
         let content_hash = sha256_hex(bytes);
         self.prepare(path, component, content_hash, limits)
     }
@@ -107,27 +96,21 @@ impl PluginRuntime {
         limits: PluginLimits,
     ) -> Result<Plugin, PluginError> {
         let ty = component.component_type();
-        let imports: Vec<String> = ty
-            .imports(&self.engine)
-            .map(|(name, _)| name.to_string())
-            .collect();
+        let imports: Vec<String> = ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect();
         // Plain names are the world's own type imports (`use` in the world); interfaces carry
         // a package name. Linking checks the former, the capability rules the latter.
         for import in imports.iter().filter(|i| i.contains(':')) {
             check_import(&path, import)?;
         }
-        let instance_pre =
-            self.linker
-                .instantiate_pre(&component)
-                .map_err(|e| PluginError::Incompatible {
-                    path: path.clone(),
-                    host_version: WIT_VERSION,
-                    reason: format!("{e:#}"),
-                })?;
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| PluginError::Incompatible {
+            path: path.clone(),
+            host_version: WIT_VERSION,
+            reason: format!("{e:#}"),
+        })?;
         let pre = KeyedStrategyPre::new(instance_pre).map_err(|e| PluginError::Incompatible {
             path: path.clone(),
             host_version: WIT_VERSION,
-            reason: format!("it does not export the keyed-strategy functions: {e:#}"),
+            reason: format!("it does not export the strategy world's functions: {e:#}"),
         })?;
         let mut plugin = Plugin {
             source: path.clone(),
@@ -143,9 +126,7 @@ impl PluginRuntime {
             imports,
             limits,
         };
-        let described = plugin
-            .invoke("describe", |store, strategy| strategy.call_describe(store))?
-            .0;
+        let described = plugin.invoke("describe", |store, strategy| strategy.call_describe(store))?.0;
         let reason = if described.name.trim().is_empty() {
             Some("the name is empty")
         } else if described.format.trim().is_empty() {
@@ -154,10 +135,7 @@ impl PluginRuntime {
             None
         };
         if let Some(reason) = reason {
-            return Err(PluginError::BadDescription {
-                path,
-                reason: reason.into(),
-            });
+            return Err(PluginError::BadDescription { path, reason: reason.into() });
         }
         plugin.info.name = described.name;
         plugin.info.version = described.version;
@@ -172,26 +150,16 @@ impl PluginRuntime {
 /// Refuses imports outside the strategy world and the granted WASI interfaces, and strategy
 /// interfaces of an incompatible version, with an error that says which.
 fn check_import(path: &Path, import: &str) -> Result<(), PluginError> {
-    if let Some(rest) = import
-        .strip_prefix(WIT_PACKAGE)
-        .and_then(|r| r.strip_prefix('/'))
-    {
+    if let Some(rest) = import.strip_prefix(WIT_PACKAGE).and_then(|r| r.strip_prefix('/')) {
         let version = rest.split_once('@').map(|(_, v)| v).unwrap_or("");
-        let host_minor = WIT_VERSION
-            .rsplit_once('.')
-            .map(|(mm, _)| mm)
-            .unwrap_or(WIT_VERSION);
+        let host_minor = WIT_VERSION.rsplit_once('.').map(|(mm, _)| mm).unwrap_or(WIT_VERSION);
         if !version.starts_with(&format!("{host_minor}.")) {
             return Err(PluginError::Incompatible {
                 path: path.to_path_buf(),
                 host_version: WIT_VERSION,
                 reason: format!(
                     "it was built against {WIT_PACKAGE}@{} (import {import})",
-                    if version.is_empty() {
-                        "<unversioned>"
-                    } else {
-                        version
-                    }
+                    if version.is_empty() { "<unversioned>" } else { version }
                 ),
             });
         }
@@ -201,10 +169,7 @@ fn check_import(path: &Path, import: &str) -> Result<(), PluginError> {
         return Ok(());
     }
     if import.starts_with("wasi:") {
-        return Err(PluginError::Capability {
-            path: path.to_path_buf(),
-            import: import.to_string(),
-        });
+        return Err(PluginError::Capability { path: path.to_path_buf(), import: import.to_string() });
     }
     Err(PluginError::Incompatible {
         path: path.to_path_buf(),
@@ -214,17 +179,12 @@ fn check_import(path: &Path, import: &str) -> Result<(), PluginError> {
 }
 
 fn display_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path.display().to_string())
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Plugin {
@@ -265,10 +225,7 @@ impl Plugin {
         call: impl FnOnce(&mut Store<InvocationState>, &KeyedStrategy) -> wasmtime::Result<R>,
     ) -> Result<(R, Store<InvocationState>), PluginError> {
         let mut store = self.new_store();
-        let result = self
-            .pre
-            .instantiate(&mut store)
-            .and_then(|strategy| call(&mut store, &strategy));
+        let result = self.pre.instantiate(&mut store).and_then(|strategy| call(&mut store, &strategy));
         forward_guest_output(&self.info.name, &store);
         match result {
             Ok(r) => Ok((r, store)),
@@ -276,12 +233,7 @@ impl Plugin {
         }
     }
 
-    fn trap_error(
-        &self,
-        operation: &str,
-        error: wasmtime::Error,
-        store: &mut Store<InvocationState>,
-    ) -> PluginError {
+    fn trap_error(&self, operation: &str, error: wasmtime::Error, store: &mut Store<InvocationState>) -> PluginError {
         let (plugin, operation) = (self.info.name.clone(), operation.to_string());
         // A trap the host caused on purpose (a limit) is reported as that limit.
         if let Some(failure) = store.data_mut().first_failure.take() {
@@ -295,47 +247,25 @@ impl Plugin {
                     message: format!("exceeded the time limit of {:?}", self.limits.timeout),
                 };
             }
-            _ if format!("{error:#}").contains("growing memory")
-                || format!("{error:#}").contains("memory limit") =>
-            {
+            _ if format!("{error:#}").contains("growing memory") || format!("{error:#}").contains("memory limit") => {
                 return PluginError::Limit {
                     plugin,
                     operation,
-                    message: format!(
-                        "exceeded the memory limit of {} bytes",
-                        self.limits.memory_bytes
-                    ),
+                    message: format!("exceeded the memory limit of {} bytes", self.limits.memory_bytes),
                 };
             }
             _ => format!("{error:?}"),
         };
         let guest_output = String::from_utf8_lossy(&store.data().stderr.contents()).into_owned();
-        PluginError::Trap {
-            plugin,
-            operation,
-            message,
-            guest_output,
-        }
+        PluginError::Trap { plugin, operation, message, guest_output }
     }
 
     fn failure_error(&self, operation: &str, failure: HostFailure) -> PluginError {
         let (plugin, operation) = (self.info.name.clone(), operation.to_string());
         match failure {
-            HostFailure::Storage(source) => PluginError::Storage {
-                plugin,
-                operation,
-                source,
-            },
-            HostFailure::Contract(message) => PluginError::Contract {
-                plugin,
-                operation,
-                message,
-            },
-            HostFailure::Limit(message) => PluginError::Limit {
-                plugin,
-                operation,
-                message,
-            },
+            HostFailure::Storage(source) => PluginError::Storage { plugin, operation, source },
+            HostFailure::Contract(message) => PluginError::Contract { plugin, operation, message },
+            HostFailure::Limit(message) => PluginError::Limit { plugin, operation, message },
         }
     }
 
@@ -369,25 +299,13 @@ impl Plugin {
         let range = snapshot.key_group_range();
         let mut store = self.new_store();
         let table = &mut store.data_mut().table;
-        let runtime_err =
-            |e: wasmtime::component::ResourceTableError| PluginError::Runtime(e.to_string());
-        let view = table
-            .push(KeyedStateViewResource::new(snapshot))
-            .map_err(runtime_err)?;
-        let output = table
-            .push(OutputStreamResource::new(
-                out,
-                range,
-                self.limits.max_output_bytes,
-            ))
-            .map_err(runtime_err)?;
+        let runtime_err = |e: wasmtime::component::ResourceTableError| PluginError::Runtime(e.to_string());
+        let view = table.push(KeyedStateViewResource::new(snapshot)).map_err(runtime_err)?;
+        let output =
+            table.push(OutputStreamResource::new(out, range, self.limits.max_output_bytes)).map_err(runtime_err)?;
         let (view_rep, output_rep) = (view.rep(), output.rep());
         let result = self.pre.instantiate(&mut store).and_then(|strategy| {
-            strategy.call_snapshot_keyed(
-                &mut store,
-                Resource::new_borrow(view_rep),
-                Resource::new_borrow(output_rep),
-            )
+            strategy.call_snapshot_keyed(&mut store, Resource::new_borrow(view_rep), Resource::new_borrow(output_rep))
         });
         forward_guest_output(&self.info.name, &store);
         let outcome = result.map_err(|e| self.trap_error(operation, e, &mut store))?;
@@ -412,52 +330,30 @@ impl Plugin {
         let Some(part) = handle.intersection(&backend.key_group_range()) else {
             return Ok(backend);
         };
-        let operation = |kg: u32| {
-            format!(
-                "restore of key group {kg} from {}",
-                handle.stream().describe()
-            )
-        };
+        let operation = |kg: u32| format!("restore of key group {kg} from {}", handle.stream().describe());
         let input = handle.stream().open().map_err(|e| PluginError::Storage {
             plugin: self.info.name.clone(),
             operation: format!("restore from {}", handle.stream().describe()),
             source: std::io::Error::other(e.to_string()),
         })?;
         let mut store = self.new_store();
-        let runtime_err =
-            |e: wasmtime::component::ResourceTableError| PluginError::Runtime(e.to_string());
-        let input = store
-            .data_mut()
-            .table
-            .push(InputStreamResource::new(input))
-            .map_err(runtime_err)?;
-        let sink = store
-            .data_mut()
-            .table
-            .push(RestoreSinkResource::new(backend))
-            .map_err(runtime_err)?;
+        let runtime_err = |e: wasmtime::component::ResourceTableError| PluginError::Runtime(e.to_string());
+        let input = store.data_mut().table.push(InputStreamResource::new(input)).map_err(runtime_err)?;
+        let sink = store.data_mut().table.push(RestoreSinkResource::new(backend)).map_err(runtime_err)?;
         let strategy = match self.pre.instantiate(&mut store) {
             Ok(s) => s,
             Err(e) => return Err(self.trap_error("instantiation for restore", e, &mut store)),
         };
         for (key_group, offset) in part.offsets().iter() {
             let data = store.data_mut();
-            if let Err(e) = data
-                .table
-                .get_mut(&input)
-                .map_err(runtime_err)?
-                .seek(offset)
-            {
+            if let Err(e) = data.table.get_mut(&input).map_err(runtime_err)?.seek(offset) {
                 return Err(PluginError::Storage {
                     plugin: self.info.name.clone(),
                     operation: operation(key_group),
                     source: e,
                 });
             }
-            data.table
-                .get_mut(&sink)
-                .map_err(runtime_err)?
-                .set_key_group(key_group);
+            data.table.get_mut(&sink).map_err(runtime_err)?.set_key_group(key_group);
             let result = strategy.call_restore_key_group(
                 &mut store,
                 key_group,
@@ -479,16 +375,117 @@ impl Plugin {
     }
 }
 
+impl Plugin {
+    /// Runs the strategy's operator snapshot of `snapshot` into `out`. Returns the stream,
+    /// still open, and the partition offsets the host recorded for every state.
+    pub fn snapshot_operator(
+        &self,
+        snapshot: OperatorSnapshot,
+        out: Box<dyn CheckpointOutputStream>,
+    ) -> Result<(Box<dyn CheckpointOutputStream>, BTreeMap<String, PartitionInfo>), PluginError> {
+        let operation = "operator snapshot";
+        let states: Vec<_> = snapshot
+            .states()
+            .into_iter()
+            .zip(snapshot.element_counts())
+            .map(|((name, mode), n)| (name, mode, n))
+            .collect();
+        let mut store = self.new_store();
+        let runtime_err = |e: wasmtime::component::ResourceTableError| PluginError::Runtime(e.to_string());
+        let table = &mut store.data_mut().table;
+        let view = table.push(OperatorStateViewResource::new(snapshot)).map_err(runtime_err)?;
+        let output = table
+            .push(OutputStreamResource::for_operator(out, states, self.limits.max_output_bytes))
+            .map_err(runtime_err)?;
+        let (view_rep, output_rep) = (view.rep(), output.rep());
+        let result = self.pre.instantiate(&mut store).and_then(|strategy| {
+            strategy.call_snapshot_operator(
+                &mut store,
+                Resource::new_borrow(view_rep),
+                Resource::new_borrow(output_rep),
+            )
+        });
+        forward_guest_output(&self.info.name, &store);
+        let outcome = result.map_err(|e| self.trap_error(operation, e, &mut store))?;
+        self.settle(operation, outcome, &mut store)?;
+        let output = store.data_mut().table.delete(output).map_err(runtime_err)?;
+        output.finish_operator().map_err(|message| PluginError::Contract {
+            plugin: self.info.name.clone(),
+            operation: operation.into(),
+            message,
+        })
+    }
+
+    /// Restores the operator state partitions of `assignment` (one stream) into `backend`.
+    /// States with no partition are still registered, so an empty list restores as empty.
+    pub fn restore_operator(
+        &self,
+        assignment: &OperatorStreamAssignment,
+        backend: OperatorStateBackend,
+    ) -> Result<OperatorStateBackend, PluginError> {
+        let described = assignment.stream.describe();
+        let operation =
+            |name: &str, offset: u64| format!("restore of operator state {name:?} at offset {offset} from {described}");
+        let runtime_err = |e: wasmtime::component::ResourceTableError| PluginError::Runtime(e.to_string());
+        let mut sink = OperatorSinkResource::new(backend);
+        for (name, mode, _) in &assignment.states {
+            sink.backend_mut().register(name, *mode).map_err(|e| PluginError::Contract {
+                plugin: self.info.name.clone(),
+                operation: "operator restore".into(),
+                message: e.to_string(),
+            })?;
+        }
+        if assignment.states.iter().all(|(_, _, offsets)| offsets.is_empty()) {
+            return Ok(sink.into_backend());
+        }
+        let input = assignment.stream.open().map_err(|e| PluginError::Storage {
+            plugin: self.info.name.clone(),
+            operation: format!("operator restore from {described}"),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let mut store = self.new_store();
+        let input = store.data_mut().table.push(InputStreamResource::new(input)).map_err(runtime_err)?;
+        let sink = store.data_mut().table.push(sink).map_err(runtime_err)?;
+        let strategy = match self.pre.instantiate(&mut store) {
+            Ok(s) => s,
+            Err(e) => return Err(self.trap_error("instantiation for operator restore", e, &mut store)),
+        };
+        for (name, mode, offsets) in &assignment.states {
+            for &offset in offsets {
+                if let Err(e) = store.data_mut().table.get_mut(&input).map_err(runtime_err)?.seek(offset) {
+                    return Err(PluginError::Storage {
+                        plugin: self.info.name.clone(),
+                        operation: operation(name, offset),
+                        source: e,
+                    });
+                }
+                let result = strategy.call_restore_operator_partition(
+                    &mut store,
+                    name,
+                    to_wit_mode(*mode),
+                    Resource::new_borrow(input.rep()),
+                    Resource::new_borrow(sink.rep()),
+                );
+                let outcome = match result {
+                    Ok(outcome) => outcome,
+                    Err(e) => {
+                        forward_guest_output(&self.info.name, &store);
+                        return Err(self.trap_error(&operation(name, offset), e, &mut store));
+                    }
+                };
+                self.settle(&operation(name, offset), outcome, &mut store)?;
+            }
+        }
+        forward_guest_output(&self.info.name, &store);
+        let sink = store.data_mut().table.delete(sink).map_err(runtime_err)?;
+        Ok(sink.into_backend())
+    }
+}
+
 fn forward_guest_output(plugin: &str, store: &Store<InvocationState>) {
-    for (stream, pipe) in [
-        ("stdout", &store.data().stdout),
-        ("stderr", &store.data().stderr),
-    ] {
+    for (stream, pipe) in [("stdout", &store.data().stdout), ("stderr", &store.data().stderr)] {
         let bytes = pipe.contents();
-        for line in String::from_utf8_lossy(&bytes)
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-        {
+        for line in String::from_utf8_lossy(&bytes).lines().filter(|l| !l.trim().is_empty()) {
             tracing::info!(target: "snapshot_host::plugin", plugin, stream, "{line}");
         }
     }

@@ -57,14 +57,7 @@ impl InvocationState {
             .memories(limits.memories)
             .trap_on_grow_failure(true)
             .build();
-        InvocationState {
-            table: ResourceTable::new(),
-            wasi,
-            limits: store_limits,
-            first_failure: None,
-            stdout,
-            stderr,
-        }
+        InvocationState { table: ResourceTable::new(), wasi, limits: store_limits, first_failure: None, stdout, stderr }
     }
 
     /// Records `failure` (if it is the first) and returns the WIT error handed to the guest.
@@ -88,17 +81,12 @@ impl InvocationState {
 
 impl std::fmt::Debug for InvocationState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InvocationState")
-            .field("first_failure", &self.first_failure)
-            .finish_non_exhaustive()
+        f.debug_struct("InvocationState").field("first_failure", &self.first_failure).finish_non_exhaustive()
     }
 }
 
 impl WasiView for InvocationState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }

@@ -28,11 +28,7 @@ impl std::fmt::Debug for FaultInjectingStream {
 impl FaultInjectingStream {
     /// Wraps `inner`; `fail_at: None` never fails.
     pub fn new(inner: Box<dyn CheckpointOutputStream>, fail_at: Option<usize>) -> Self {
-        FaultInjectingStream {
-            inner,
-            fail_at,
-            operations: Arc::new(AtomicUsize::new(0)),
-        }
+        FaultInjectingStream { inner, fail_at, operations: Arc::new(AtomicUsize::new(0)) }
     }
 
     /// A counter of operations attempted so far, shared with the wrapper.
@@ -43,9 +39,9 @@ impl FaultInjectingStream {
     fn tick(&self, what: &str) -> io::Result<()> {
         let n = self.operations.fetch_add(1, Ordering::SeqCst);
         match self.fail_at {
-            Some(at) if n >= at => Err(io::Error::other(format!(
-                "injected fault: {what} (operation {n}, failing from {at})"
-            ))),
+            Some(at) if n >= at => {
+                Err(io::Error::other(format!("injected fault: {what} (operation {n}, failing from {at})")))
+            }
             _ => Ok(()),
         }
     }

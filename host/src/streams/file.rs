@@ -49,12 +49,8 @@ impl FileCheckpointOutputStream {
     /// A stream that creates its file (and `dir`) right away and never keeps state inline:
     /// for local copies, where a missing or full disk should show at once.
     pub fn create(dir: &Path) -> io::Result<Self> {
-        fs::create_dir_all(dir).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot create directory {}: {e}", dir.display()),
-            )
-        })?;
+        fs::create_dir_all(dir)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot create directory {}: {e}", dir.display())))?;
         let mut stream = Self::new(dir, 0);
         stream.open_file()?;
         Ok(stream)
@@ -67,19 +63,9 @@ impl FileCheckpointOutputStream {
 
     fn open_file(&mut self) -> io::Result<&mut BufWriter<File>> {
         if self.file.is_none() {
-            let file = File::options()
-                .write(true)
-                .create_new(true)
-                .open(&self.temp_path)
-                .map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!(
-                            "cannot create checkpoint file {}: {e}",
-                            self.temp_path.display()
-                        ),
-                    )
-                })?;
+            let file = File::options().write(true).create_new(true).open(&self.temp_path).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot create checkpoint file {}: {e}", self.temp_path.display()))
+            })?;
             self.temp_exists = true;
             let mut writer = BufWriter::with_capacity(256 * 1024, file);
             writer.write_all(&self.pending)?;
@@ -125,9 +111,7 @@ impl CheckpointOutputStream for FileCheckpointOutputStream {
 
     fn close_and_get_handle(mut self: Box<Self>) -> io::Result<StreamStateHandle> {
         let Some(mut writer) = self.file.take() else {
-            return Ok(StreamStateHandle::Inline {
-                bytes: std::mem::take(&mut self.pending),
-            });
+            return Ok(StreamStateHandle::Inline { bytes: std::mem::take(&mut self.pending) });
         };
         // On any error below, `self` is dropped and Drop removes the temporary file.
         writer.flush()?;
@@ -186,17 +170,10 @@ impl FileStreamFactory {
         let (exclusive_dir, shared_dir) = (exclusive_dir.into(), shared_dir.into());
         for dir in [&exclusive_dir, &shared_dir] {
             fs::create_dir_all(dir).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot create checkpoint directory {}: {e}", dir.display()),
-                )
+                io::Error::new(e.kind(), format!("cannot create checkpoint directory {}: {e}", dir.display()))
             })?;
         }
-        Ok(FileStreamFactory {
-            exclusive_dir,
-            shared_dir,
-            inline_threshold,
-        })
+        Ok(FileStreamFactory { exclusive_dir, shared_dir, inline_threshold })
     }
 
     /// The directory of exclusive state.
@@ -206,17 +183,11 @@ impl FileStreamFactory {
 }
 
 impl CheckpointStreamFactory for FileStreamFactory {
-    fn create_output_stream(
-        &self,
-        scope: StateScope,
-    ) -> io::Result<Box<dyn CheckpointOutputStream>> {
+    fn create_output_stream(&self, scope: StateScope) -> io::Result<Box<dyn CheckpointOutputStream>> {
         let dir = match scope {
             StateScope::Exclusive => &self.exclusive_dir,
             StateScope::Shared => &self.shared_dir,
         };
-        Ok(Box::new(FileCheckpointOutputStream::new(
-            dir,
-            self.inline_threshold,
-        )))
+        Ok(Box::new(FileCheckpointOutputStream::new(dir, self.inline_threshold)))
     }
 }

@@ -21,10 +21,7 @@ impl MemoryCheckpointOutputStream {
 
     /// A stream that fails writes beyond `max_size` bytes.
     pub fn with_max_size(max_size: usize) -> Self {
-        MemoryCheckpointOutputStream {
-            bytes: Vec::new(),
-            max_size: Some(max_size),
-        }
+        MemoryCheckpointOutputStream { bytes: Vec::new(), max_size: Some(max_size) }
     }
 }
 
@@ -73,13 +70,7 @@ impl MemoryStreamFactory {
 }
 
 impl CheckpointStreamFactory for MemoryStreamFactory {
-    fn create_output_stream(
-        &self,
-        _scope: StateScope,
-    ) -> io::Result<Box<dyn CheckpointOutputStream>> {
-        Ok(Box::new(MemoryCheckpointOutputStream {
-            bytes: Vec::new(),
-            max_size: self.max_size,
-        }))
+    fn create_output_stream(&self, _scope: StateScope) -> io::Result<Box<dyn CheckpointOutputStream>> {
+        Ok(Box::new(MemoryCheckpointOutputStream { bytes: Vec::new(), max_size: self.max_size }))
     }
 }

@@ -59,10 +59,7 @@ pub enum StateScope {
 /// Creates output streams in one checkpoint storage location.
 pub trait CheckpointStreamFactory: Send + Sync + std::fmt::Debug {
     /// A new, empty stream for state of `scope`.
-    fn create_output_stream(
-        &self,
-        scope: StateScope,
-    ) -> io::Result<Box<dyn CheckpointOutputStream>>;
+    fn create_output_stream(&self, scope: StateScope) -> io::Result<Box<dyn CheckpointOutputStream>>;
 }
 
 #[cfg(test)]

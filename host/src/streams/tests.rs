@@ -3,10 +3,8 @@ use std::io::Read;
 use super::*;
 
 fn files_in(dir: &std::path::Path) -> Vec<String> {
-    let mut names: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut names: Vec<_> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     names
 }
@@ -19,12 +17,7 @@ fn small_state_stays_inline_and_creates_no_file() {
     assert_eq!(s.position(), 10);
     assert!(files_in(dir.path()).is_empty());
     let handle = s.close_and_get_handle().unwrap();
-    assert_eq!(
-        handle,
-        StreamStateHandle::Inline {
-            bytes: b"0123456789".to_vec()
-        }
-    );
+    assert_eq!(handle, StreamStateHandle::Inline { bytes: b"0123456789".to_vec() });
     assert!(files_in(dir.path()).is_empty());
 }
 
@@ -39,14 +32,9 @@ fn large_state_becomes_a_complete_file_only_at_close() {
     assert_eq!(during.len(), 1);
     assert!(during[0].ends_with(file::IN_PROGRESS_SUFFIX), "{during:?}");
     let handle = s.close_and_get_handle().unwrap();
-    let StreamStateHandle::File { path, size, .. } = &handle else {
-        panic!("expected a file handle, got {handle:?}")
-    };
+    let StreamStateHandle::File { path, size, .. } = &handle else { panic!("expected a file handle, got {handle:?}") };
     assert_eq!(*size, 8);
-    assert_eq!(
-        files_in(dir.path()),
-        vec![path.file_name().unwrap().to_string_lossy().into_owned()]
-    );
+    assert_eq!(files_in(dir.path()), vec![path.file_name().unwrap().to_string_lossy().into_owned()]);
     let mut content = Vec::new();
     handle.open().unwrap().read_to_end(&mut content).unwrap();
     assert_eq!(content, b"abcdefgh");
@@ -89,10 +77,5 @@ fn memory_stream_enforces_its_limit() {
     let mut s = Box::new(MemoryCheckpointOutputStream::with_max_size(4));
     s.write(b"abcd").unwrap();
     assert!(s.write(b"e").is_err());
-    assert_eq!(
-        s.close_and_get_handle().unwrap(),
-        StreamStateHandle::Inline {
-            bytes: b"abcd".to_vec()
-        }
-    );
+    assert_eq!(s.close_and_get_handle().unwrap(), StreamStateHandle::Inline { bytes: b"abcd".to_vec() });
 }

@@ -1,4 +1,5 @@
-//! `full-keyed`: a full snapshot of keyed state, every key group written in full.
+//! `full-keyed`: a full snapshot of keyed state, every key group written in full, and of
+//! operator list state, every element written in full.
 //!
 //! # Format (`full-keyed`, version 1; little-endian)
 //!
@@ -13,14 +14,17 @@
 //! bytes       := u32:length byte{length}
 //! ```
 //!
+//! Operator state (same header): `element := u32:length byte{length}`, one per element, each
+//! marked as a partition by the host; the state name and mode travel in the host's metadata.
+//!
 //! Every group names its states, so each group decodes alone from its offset: restoring a
 //! sub-range after rescaling never reads another group. A batch keeps the host's packing, so
 //! writing a snapshot is little more than copying what the host handed over.
 
 use snapshot_guest::codec::{ReadExt, WriteExt};
 use snapshot_guest::{
-    BatchBuilder, Error, KeyedStateView, KeyedStrategy, PluginInfo, RestoreReader, RestoreSink,
-    Result, SnapshotWriter, StateKind,
+    BatchBuilder, DistributionMode, ElementBatchBuilder, Error, KeyedStateView, OperatorSink, OperatorStateView,
+    PluginInfo, RestoreReader, RestoreSink, Result, SnapshotStrategy, SnapshotWriter, StateKind,
 };
 use std::io::{Read, Write};
 
@@ -38,17 +42,12 @@ const END: u8 = 0;
 #[derive(Debug)]
 pub struct FullKeyed;
 
-impl KeyedStrategy for FullKeyed {
+impl SnapshotStrategy for FullKeyed {
     fn describe() -> PluginInfo {
-        PluginInfo::new(
-            "full-keyed",
-            env!("CARGO_PKG_VERSION"),
-            "full-keyed",
-            FORMAT_VERSION as u32,
-        )
+        PluginInfo::new("full-keyed", env!("CARGO_PKG_VERSION"), "full-keyed", FORMAT_VERSION as u32)
     }
 
-    fn snapshot(state: &KeyedStateView<'_>, out: &mut SnapshotWriter<'_>) -> Result<()> {
+    fn snapshot_keyed(state: &KeyedStateView<'_>, out: &mut SnapshotWriter<'_>) -> Result<()> {
         out.write_all(MAGIC)?;
         out.write_u16(FORMAT_VERSION)?;
         let states = state.states();
@@ -68,12 +67,7 @@ impl KeyedStrategy for FullKeyed {
                     out.write_u32(batch.len() as u32)?;
                     lengths.clear();
                     for e in batch.iter() {
-                        for n in [
-                            e.key.len(),
-                            e.namespace.len(),
-                            e.user_key.len(),
-                            e.value.len(),
-                        ] {
+                        for n in [e.key.len(), e.namespace.len(), e.user_key.len(), e.value.len()] {
                             lengths.extend_from_slice(&(n as u32).to_le_bytes());
                         }
                     }
@@ -91,11 +85,20 @@ impl KeyedStrategy for FullKeyed {
         Ok(())
     }
 
-    fn restore_key_group(
-        key_group: u32,
+    fn snapshot_operator(state: &OperatorStateView<'_>, out: &mut SnapshotWriter<'_>) -> Result<()> {
+        snapshot_operator_state(state, out)
+    }
+
+    fn restore_operator_partition(
+        name: &str,
+        mode: DistributionMode,
         input: &mut RestoreReader<'_>,
-        sink: &mut RestoreSink<'_>,
+        sink: &mut OperatorSink<'_>,
     ) -> Result<()> {
+        restore_operator_element(name, mode, input, sink)
+    }
+
+    fn restore_key_group(key_group: u32, input: &mut RestoreReader<'_>, sink: &mut RestoreSink<'_>) -> Result<()> {
         let at = input.position();
         let found = input.read_u32().map_err(|e| context(e, key_group, at))?;
         if found != key_group {
@@ -120,6 +123,39 @@ impl KeyedStrategy for FullKeyed {
     }
 }
 
+/// Operator state: the same header, then each element length-prefixed and marked as its own
+/// partition.
+fn snapshot_operator_state(state: &OperatorStateView<'_>, out: &mut SnapshotWriter<'_>) -> Result<()> {
+    out.write_all(MAGIC)?;
+    out.write_u16(FORMAT_VERSION)?;
+    for (index, _) in state.states().iter().enumerate() {
+        let mut elements = state.elements(index as u32)?;
+        while let Some(batch) = elements.next_batch(BATCH_BYTES) {
+            for element in batch.iter() {
+                out.begin_partition(index as u32)?;
+                out.write_bytes(element)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn restore_operator_element(
+    name: &str,
+    mode: DistributionMode,
+    input: &mut RestoreReader<'_>,
+    sink: &mut OperatorSink<'_>,
+) -> Result<()> {
+    let at = input.position();
+    let mut element = Vec::new();
+    input
+        .read_bytes_into(&mut element)
+        .map_err(|e| Error::msg(format!("operator state {name:?}: element at offset {at}: {e}")))?;
+    let mut batch = ElementBatchBuilder::new();
+    batch.push(&element);
+    sink.add(name, mode, &batch)
+}
+
 fn context(e: std::io::Error, key_group: u32, at: u64) -> Error {
     Error::msg(format!("key group {key_group} at offset {at}: {e}"))
 }
@@ -130,8 +166,7 @@ fn read_section(
     sink: &mut RestoreSink<'_>,
     batch: &mut BatchBuilder,
 ) -> Result<()> {
-    let name = String::from_utf8(input.read_bytes()?)
-        .map_err(|_| Error::msg("state name is not UTF-8"))?;
+    let name = String::from_utf8(input.read_bytes()?).map_err(|_| Error::msg("state name is not UTF-8"))?;
     let kind = StateKind::from_u8(input.read_u8()?)?;
     let state = sink.state(&name, kind)?;
     let mut lengths = Vec::new();
@@ -141,9 +176,7 @@ fn read_section(
             return Ok(());
         }
         if count > MAX_BATCH_ENTRIES {
-            return Err(Error::msg(format!(
-                "state {name:?}: batch of {count} entries exceeds {MAX_BATCH_ENTRIES}"
-            )));
+            return Err(Error::msg(format!("state {name:?}: batch of {count} entries exceeds {MAX_BATCH_ENTRIES}")));
         }
         lengths.resize(count as usize * 16, 0);
         input.read_exact(&mut lengths)?;
