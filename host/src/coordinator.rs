@@ -220,3 +220,103 @@ impl CheckpointCoordinator {
         self.state.lock().expect("coordinator lock").aborted.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::directories::LocalRecoveryDirectoryProvider;
+    use crate::handles::{KeyGroupRangeOffsets, KeyGroupsStateHandle, StreamStateHandle};
+    use crate::key_groups::KeyGroupRange;
+    use crate::local_store::LocalSnapshot;
+    use std::path::Path;
+
+    fn plugin_info() -> PluginInfo {
+        PluginInfo {
+            name: "p".into(),
+            version: "1".into(),
+            format: "f".into(),
+            format_version: 1,
+            deterministic: true,
+            content_hash: "0".into(),
+        }
+    }
+
+    fn state_file(storage: &FileCheckpointStorage, id: u64, subtask: u32) -> SubtaskState {
+        let dir = storage.checkpoint_dir(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("state-{subtask}"));
+        std::fs::write(&path, b"xyz").unwrap();
+        let offsets = Arc::new(KeyGroupRangeOffsets::new(KeyGroupRange::new(0, 0), vec![0]).unwrap());
+        let stream = StreamStateHandle::File { path, size: 3, crc32c: None };
+        SubtaskState { keyed: Some(KeyGroupsStateHandle::new(offsets, stream)), operator: None }
+    }
+
+    fn setup(root: &Path, retained: usize) -> (CheckpointCoordinator, Arc<TaskLocalStateStore>) {
+        let storage = FileCheckpointStorage::new(&root.join("ckpt"), "job", 0).unwrap();
+        let provider = LocalRecoveryDirectoryProvider::new(&[root.join("local")], "a", "job", "v", 0).unwrap();
+        let store = Arc::new(TaskLocalStateStore::open(provider, true));
+        let config = CoordinatorConfig {
+            job_id: "job".into(),
+            parallelism: 2,
+            max_parallelism: 128,
+            plugin: plugin_info(),
+            retained,
+        };
+        (CheckpointCoordinator::new(config, storage, vec![store.clone()]).unwrap(), store)
+    }
+
+    #[test]
+    fn completes_after_every_acknowledgement_and_retires_subsumed_checkpoints() {
+        let root = tempfile::tempdir().unwrap();
+        let (c, store) = setup(root.path(), 1);
+        for id in 1..=2 {
+            c.trigger(id, id * 100);
+            store.store(id, LocalSnapshot::default()).unwrap();
+            assert!(c.acknowledge(id, 0, state_file(c.storage(), id, 0)).unwrap().is_none(), "one of two acks");
+            let done = c.acknowledge(id, 1, state_file(c.storage(), id, 1)).unwrap().expect("complete");
+            assert_eq!(done.metadata.source_offset, id * 100);
+            assert_eq!(c.storage().read_metadata(id).unwrap(), done.metadata);
+        }
+        // Retaining one: checkpoint 1 and its files are gone; the local store kept only 2.
+        assert_eq!(c.storage().completed_checkpoint_ids().unwrap(), vec![2]);
+        assert!(!c.storage().checkpoint_dir(1).exists());
+        assert_eq!(store.stored_ids(), vec![2]);
+    }
+
+    #[test]
+    fn cancelled_checkpoint_discards_acknowledged_and_late_state() {
+        let root = tempfile::tempdir().unwrap();
+        let (c, store) = setup(root.path(), 1);
+        c.trigger(5, 0);
+        let early = state_file(c.storage(), 5, 0);
+        c.acknowledge(5, 0, early).unwrap();
+        store.store(5, LocalSnapshot::default()).unwrap();
+        c.cancel(5);
+        assert!(c.pending_ids().is_empty());
+        assert_eq!(c.aborted_ids(), vec![5]);
+        assert!(!c.storage().checkpoint_dir(5).exists(), "primary files of the cancelled checkpoint remain");
+        assert!(store.retrieve(5).is_none());
+        // A subtask that finishes after the cancellation: its state is discarded, nothing completes.
+        let late = state_file(c.storage(), 5, 1);
+        let late_path = match &late.keyed.as_ref().unwrap().stream() {
+            StreamStateHandle::File { path, .. } => path.clone(),
+            _ => unreachable!(),
+        };
+        assert!(c.acknowledge(5, 1, late).unwrap().is_none());
+        assert!(!late_path.exists());
+        assert!(c.storage().completed_checkpoint_ids().unwrap().is_empty());
+    }
+
+    #[test]
+    fn completing_a_newer_checkpoint_aborts_older_pending_ones() {
+        let root = tempfile::tempdir().unwrap();
+        let (c, _) = setup(root.path(), 2);
+        c.trigger(1, 0);
+        c.acknowledge(1, 0, state_file(c.storage(), 1, 0)).unwrap();
+        c.trigger(2, 10);
+        c.acknowledge(2, 0, state_file(c.storage(), 2, 0)).unwrap();
+        c.acknowledge(2, 1, state_file(c.storage(), 2, 1)).unwrap().expect("complete");
+        assert!(c.pending_ids().is_empty());
+        assert!(!c.storage().checkpoint_dir(1).exists());
+    }
+}
