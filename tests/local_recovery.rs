@@ -25,8 +25,7 @@ fn plugin() -> Arc<Plugin> {
 }
 
 fn spec(dir: &Path, parallelism: u32, local: bool) -> JobSpec {
-    let mut config = Config::default();
-    config.checkpoint_dir = dir.join("checkpoints");
+    let mut config = Config { checkpoint_dir: dir.join("checkpoints"), ..Config::default() };
     config.local_recovery.enabled = local;
     config.local_recovery.root_dirs = vec![dir.join("local-a"), dir.join("local-b")];
     config.retained_checkpoints = 2;
@@ -72,7 +71,7 @@ fn finish_and_check(runner: &mut JobRunner) -> Sources {
     for (i, o) in operators.iter().enumerate() {
         assert_eq!(
             o.get(JOB_STATE).unwrap(),
-            &[description.clone()],
+            std::slice::from_ref(&description),
             "subtask {i}: BROADCAST state must hold one copy"
         );
     }

@@ -100,8 +100,11 @@ impl OperatorStateBackend {
 /// A read-only, point-in-time copy of operator state.
 #[derive(Debug, Clone)]
 pub struct OperatorSnapshot {
-    states: Vec<(String, DistributionMode, Arc<Vec<Vec<u8>>>)>,
+    states: Vec<SharedList>,
 }
+
+/// A state's name, mode and elements, shared with the backend until it writes.
+type SharedList = (String, DistributionMode, Arc<Vec<Vec<u8>>>);
 
 impl OperatorSnapshot {
     /// Name and mode of every state, in index order.

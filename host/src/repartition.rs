@@ -39,6 +39,11 @@ pub fn is_identity(old: &[Option<OperatorStateHandle>], new_parallelism: u32) ->
         && !old.iter().flatten().any(|h| h.partitions().values().any(|p| p.mode == DistributionMode::Union))
 }
 
+/// Per state: its mode and, per old subtask, the (stream index, offset) of each element.
+type ElementsByOldSubtask<'a> = BTreeMap<&'a str, (DistributionMode, Vec<Vec<(usize, u64)>>)>;
+/// Per new subtask, per stream index, per state: mode and offsets.
+type Assigned = Vec<BTreeMap<usize, BTreeMap<String, (DistributionMode, Vec<u64>)>>>;
+
 /// The assignment of every new subtask (index = new subtask).
 pub fn repartition(old: &[Option<OperatorStateHandle>], new_parallelism: u32) -> Vec<Vec<OperatorStreamAssignment>> {
     let p = new_parallelism as usize;
@@ -47,7 +52,7 @@ pub fn repartition(old: &[Option<OperatorStateHandle>], new_parallelism: u32) ->
     }
     // Per state: its mode and, per old subtask, (stream index, offsets).
     let streams: Vec<&StreamStateHandle> = old.iter().flatten().map(|h| h.stream()).collect();
-    let mut states: BTreeMap<&str, (DistributionMode, Vec<Vec<(usize, u64)>>)> = BTreeMap::new();
+    let mut states: ElementsByOldSubtask = BTreeMap::new();
     let mut stream_index = 0;
     for (subtask, handle) in old.iter().enumerate() {
         let Some(handle) = handle else { continue };
@@ -58,11 +63,9 @@ pub fn repartition(old: &[Option<OperatorStateHandle>], new_parallelism: u32) ->
         stream_index += 1;
     }
     // Per new subtask, per stream, per state: offsets.
-    let mut out: Vec<BTreeMap<usize, BTreeMap<String, (DistributionMode, Vec<u64>)>>> = vec![BTreeMap::new(); p];
+    let mut out: Assigned = vec![BTreeMap::new(); p];
     for (name, (mode, by_old)) in &states {
-        let give = |out: &mut Vec<BTreeMap<usize, BTreeMap<String, (DistributionMode, Vec<u64>)>>>,
-                    target: usize,
-                    parts: &[(usize, u64)]| {
+        let give = |out: &mut Assigned, target: usize, parts: &[(usize, u64)]| {
             for &(stream, offset) in parts {
                 out[target]
                     .entry(stream)

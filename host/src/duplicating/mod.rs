@@ -125,9 +125,7 @@ impl DuplicatingOutputStream {
     /// Completes the secondary and returns its handle, or the recorded cause if it failed
     /// earlier (or the error of closing it now).
     pub fn close_and_get_secondary_handle(&mut self) -> io::Result<StreamStateHandle> {
-        if let Err(e) = self.flush_buffer() {
-            return Err(e);
-        }
+        self.flush_buffer()?;
         if let Some(cause) = &self.secondary_failure {
             return Err(io::Error::new(cause.kind(), SecondaryFailed(cause.clone())));
         }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use directory::{DirectoryKeyedStateHandle, DirectoryStateHandle, IncrementalLocalKeyedStateHandle};
 pub use keyed::{KeyGroupRangeOffsets, KeyGroupsStateHandle};
-pub use operator::{DistributionMode, OperatorStateHandle, PartitionInfo};
+pub use operator::{DistributionMode, OperatorPartitions, OperatorStateHandle, PartitionInfo};
 pub use stream::StreamStateHandle;
 
 use crate::key_groups::KeyGroupRange;

@@ -27,6 +27,9 @@ pub struct PartitionInfo {
     pub mode: DistributionMode,
 }
 
+/// Per state name, where its partitions start and how it is redistributed.
+pub type OperatorPartitions = BTreeMap<String, PartitionInfo>;
+
 /// An operator state snapshot: a stream and, per state name, its partition offsets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperatorStateHandle {

@@ -12,7 +12,7 @@ use wasmtime::StoreContextMut;
 
 use super::bindings::HostError;
 use super::store::{HostFailure, InvocationState};
-use crate::handles::{DistributionMode, KeyGroupRangeOffsets, PartitionInfo};
+use crate::handles::{DistributionMode, KeyGroupRangeOffsets, OperatorPartitions, PartitionInfo};
 use crate::key_groups::KeyGroupRange;
 use crate::streams::CheckpointOutputStream;
 
@@ -82,7 +82,7 @@ impl OutputStreamResource {
 
     /// Ends an operator snapshot: the (still open) stream and every state's partition offsets,
     /// or the contract violation if an element was not marked.
-    pub fn finish_operator(self) -> Result<(Box<dyn CheckpointOutputStream>, BTreeMap<String, PartitionInfo>), String> {
+    pub fn finish_operator(self) -> Result<(Box<dyn CheckpointOutputStream>, OperatorPartitions), String> {
         let stream = self.stream.ok_or_else(|| "output stream was not returned by a write".to_string())?;
         let Marks::Operator { states, offsets } = self.marks else { return Err("not an operator snapshot".into()) };
         let mut partitions = BTreeMap::new();

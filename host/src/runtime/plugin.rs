@@ -11,15 +11,13 @@ use super::error::PluginError;
 use super::input::InputStreamResource;
 use super::keyed_state::{KeyedStateViewResource, RestoreSinkResource};
 use super::limits::PluginLimits;
+use super::operator_state::{to_wit_mode, OperatorSinkResource, OperatorStateViewResource};
 use super::output::OutputStreamResource;
 use super::store::{HostFailure, InvocationState};
 use super::wasi::GRANTED_WASI;
 use super::{PluginRuntime, EPOCH_TICK};
-use std::collections::BTreeMap;
-
-use super::operator_state::{to_wit_mode, OperatorSinkResource, OperatorStateViewResource};
 use crate::backend::{KeyedSnapshot, KeyedStateBackend};
-use crate::handles::{KeyGroupRangeOffsets, KeyGroupsStateHandle, PartitionInfo};
+use crate::handles::{KeyGroupRangeOffsets, KeyGroupsStateHandle, OperatorPartitions};
 use crate::operator_backend::{OperatorSnapshot, OperatorStateBackend};
 use crate::repartition::OperatorStreamAssignment;
 use crate::streams::CheckpointOutputStream;
@@ -382,7 +380,7 @@ impl Plugin {
         &self,
         snapshot: OperatorSnapshot,
         out: Box<dyn CheckpointOutputStream>,
-    ) -> Result<(Box<dyn CheckpointOutputStream>, BTreeMap<String, PartitionInfo>), PluginError> {
+    ) -> Result<(Box<dyn CheckpointOutputStream>, OperatorPartitions), PluginError> {
         let operation = "operator snapshot";
         let states: Vec<_> = snapshot
             .states()
