@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::local_store::TaskLocalStateStore;
+use crate::runtime::CancelToken;
 use crate::runtime::PluginInfo;
 use crate::storage::{CheckpointMetadata, FileCheckpointStorage, StorageError, SubtaskState};
 
@@ -47,6 +48,7 @@ struct State {
     pending: BTreeMap<u64, Pending>,
     completed: VecDeque<u64>,
     aborted: Vec<u64>,
+    cancel_tokens: BTreeMap<u64, CancelToken>,
 }
 
 /// Coordinates the checkpoints of one job. Thread-safe; acknowledgements arrive from the
@@ -84,11 +86,20 @@ impl CheckpointCoordinator {
     /// Registers checkpoint `id`, taken at `source_offset`.
     pub fn trigger(&self, id: u64, source_offset: u64) {
         let acks = vec![None; self.config.parallelism as usize];
-        self.state
-            .lock()
-            .expect("coordinator lock")
-            .pending
-            .insert(id, Pending { source_offset, started: Instant::now(), acks });
+        let mut s = self.state.lock().expect("coordinator lock");
+        s.pending.insert(id, Pending { source_offset, started: Instant::now(), acks });
+        s.cancel_tokens.insert(id, CancelToken::new());
+    }
+
+    /// The token that interrupts the asynchronous work of checkpoint `id` when it is aborted
+    /// (an already cancelled token if the checkpoint is no longer pending).
+    pub fn cancel_token(&self, id: u64) -> CancelToken {
+        let s = self.state.lock().expect("coordinator lock");
+        s.cancel_tokens.get(&id).cloned().unwrap_or_else(|| {
+            let token = CancelToken::new();
+            token.cancel();
+            token
+        })
     }
 
     /// Subtask `subtask` finished its part of checkpoint `id`. Returns the completed
@@ -115,6 +126,7 @@ impl CheckpointCoordinator {
             };
             pending.acks[subtask as usize] = Some(state);
             if pending.acks.iter().all(Option::is_some) {
+                s.cancel_tokens.remove(&id);
                 s.pending.remove(&id)
             } else {
                 None
@@ -159,6 +171,9 @@ impl CheckpointCoordinator {
             let stale: Vec<u64> = s.pending.range(..id).map(|(k, _)| *k).collect();
             for k in stale {
                 if let Some(p) = s.pending.remove(&k) {
+                    if let Some(token) = s.cancel_tokens.remove(&k) {
+                        token.cancel();
+                    }
                     p.acks.iter().flatten().for_each(SubtaskState::discard);
                     s.aborted.push(k);
                     out.push(k);
@@ -185,6 +200,10 @@ impl CheckpointCoordinator {
         let pending = {
             let mut s = self.state.lock().expect("coordinator lock");
             s.aborted.push(id);
+            if let Some(token) = s.cancel_tokens.remove(&id) {
+                // Interrupts plugin invocations still writing this checkpoint.
+                token.cancel();
+            }
             s.pending.remove(&id)
         };
         if let Some(p) = pending {

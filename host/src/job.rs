@@ -566,14 +566,18 @@ impl SubtaskContext {
             }
             .map_err(|e| e.to_string())
         };
-        let (stream, offsets) = self.plugin.snapshot_keyed(keyed_view, new_stream()?).map_err(|e| e.to_string())?;
+        let cancel = self.coordinator.cancel_token(id);
+        let (stream, offsets) =
+            self.plugin.snapshot_keyed_cancellable(keyed_view, new_stream()?, &cancel).map_err(|e| e.to_string())?;
         let (keyed, keyed_local) = stream
             .close_and_finalize()
             .map_err(|e| format!("completing the keyed snapshot: {e}"))?
             .into_keyed(offsets)
             .into_parts();
-        let (stream, partitions) =
-            self.plugin.snapshot_operator(operator_view, new_stream()?).map_err(|e| e.to_string())?;
+        let (stream, partitions) = self
+            .plugin
+            .snapshot_operator_cancellable(operator_view, new_stream()?, &cancel)
+            .map_err(|e| e.to_string())?;
         let (operator, operator_local) = stream
             .close_and_finalize()
             .map_err(|e| format!("completing the operator snapshot: {e}"))?

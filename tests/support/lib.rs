@@ -17,8 +17,9 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
 }
 
-/// The plugin crates under `plugins/` that tests load.
-pub const PLUGINS: &[&str] = &["full-keyed"];
+/// The plugin crates that tests load: the shipped strategies and the test fixtures under
+/// `tests/fixtures/` (misbehaving on purpose; never shipped).
+pub const PLUGINS: &[&str] = &["full-keyed", "fixture-misbehave", "fixture-uses-files", "fixture-uses-network"];
 
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))

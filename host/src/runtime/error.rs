@@ -114,6 +114,14 @@ pub enum PluginError {
         #[source]
         source: std::io::Error,
     },
+    /// The invocation was cancelled.
+    #[error("plugin {plugin}: {operation} was cancelled")]
+    Cancelled {
+        /// The plugin.
+        plugin: String,
+        /// What was being done.
+        operation: String,
+    },
     /// An internal wasmtime error not attributable to the plugin.
     #[error("plugin runtime: {0}")]
     Runtime(String),

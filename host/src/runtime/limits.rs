@@ -18,6 +18,9 @@ pub struct PluginLimits {
     pub timeout: Duration,
     /// Maximum bytes one snapshot may write, if limited.
     pub max_output_bytes: Option<u64>,
+    /// Instruction budget per invocation (deterministic CPU limit), if limited. Needs a
+    /// runtime created with fuel metering ([`RuntimeOptions::fuel`](super::RuntimeOptions)).
+    pub fuel: Option<u64>,
 }
 
 impl Default for PluginLimits {
@@ -29,6 +32,7 @@ impl Default for PluginLimits {
             memories: 8,
             timeout: Duration::from_secs(300),
             max_output_bytes: None,
+            fuel: None,
         }
     }
 }

@@ -6,6 +6,8 @@
 //! instance, so nothing a strategy does survives into the next call.
 
 mod bindings;
+mod cache;
+mod cancel;
 mod error;
 pub mod input;
 pub mod keyed_state;
@@ -24,35 +26,54 @@ use wasmtime::component::Linker;
 use wasmtime::{Config, Engine};
 
 pub use bindings::{WIT_PACKAGE, WIT_VERSION};
+pub use cache::{CacheOutcome, CompiledCache};
+pub use cancel::CancelToken;
 pub use error::PluginError;
 pub use limits::PluginLimits;
-pub use plugin::{Plugin, PluginInfo};
+pub use plugin::{KeyedOutput, OperatorOutput, Plugin, PluginInfo};
 pub use store::InvocationState;
 
-/// How often the epoch ticker advances; the granularity of invocation timeouts.
+/// How often the epoch ticker advances; the granularity of deadlines and cancellation.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// The engine, the linker with every host interface, and the timer that enforces deadlines.
+/// Engine-wide settings of a [`PluginRuntime`].
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeOptions {
+    /// Meter instructions so that plugins can be given a fuel limit ([`PluginLimits::fuel`]).
+    /// Costs some compile time and a little run time.
+    pub fuel: bool,
+    /// Cache compiled components on disk.
+    pub cache: Option<CompiledCache>,
+}
+
+/// The engine, the linker with every host interface, and the timer that drives deadlines.
 pub struct PluginRuntime {
     engine: Engine,
     linker: Linker<InvocationState>,
     ticker_stop: Arc<AtomicBool>,
+    options: RuntimeOptions,
 }
 
 impl std::fmt::Debug for PluginRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginRuntime").finish_non_exhaustive()
+        f.debug_struct("PluginRuntime").field("options", &self.options).finish_non_exhaustive()
     }
 }
 
 impl PluginRuntime {
-    /// Creates the engine and links the host interfaces.
+    /// Creates the engine and links the host interfaces, with default options.
     pub fn new() -> Result<Self, PluginError> {
+        Self::with_options(RuntimeOptions::default())
+    }
+
+    /// Creates the engine with `options`.
+    pub fn with_options(options: RuntimeOptions) -> Result<Self, PluginError> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.wasm_backtrace_max_frames(std::num::NonZeroUsize::new(32));
-        // Deadlines: cheap checks at loop back-edges and function entries, driven by a ticker
-        // thread; they interrupt a guest spinning in a loop.
+        config.consume_fuel(options.fuel);
+        // Deadlines and cancellation: cheap checks at loop back-edges and function entries,
+        // driven by a ticker thread; they interrupt a guest spinning in a loop.
         config.epoch_interruption(true);
         let engine =
             Engine::new(&config).map_err(|e| PluginError::Runtime(format!("cannot create the engine: {e}")))?;
@@ -69,7 +90,7 @@ impl PluginRuntime {
                 }
             })
             .map_err(|e| PluginError::Runtime(format!("cannot start the epoch ticker: {e}")))?;
-        Ok(PluginRuntime { engine, linker, ticker_stop })
+        Ok(PluginRuntime { engine, linker, ticker_stop, options })
     }
 
     fn link(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
@@ -87,6 +108,11 @@ impl PluginRuntime {
     /// The engine (for precompilation and compatibility checks).
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The options the runtime was created with.
+    pub fn options(&self) -> &RuntimeOptions {
+        &self.options
     }
 }
 

@@ -152,6 +152,10 @@ fn write(
     this: Resource<OutputStreamResource>,
     bytes: WasmList<u8>,
 ) -> wasmtime::Result<Result<(), HostError>> {
+    // Time spent in host calls is invisible to epoch interruption: check here too.
+    if store.data().cancel.is_cancelled() {
+        return Ok(Err(store.data_mut().fail(HostFailure::Cancelled)));
+    }
     let res = store.data_mut().table.get_mut(&this)?;
     let position = res.stream.as_ref().map(|s| s.position()).unwrap_or(0);
     if let Some(max) = res.max_bytes {

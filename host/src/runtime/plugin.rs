@@ -3,10 +3,11 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use wasmtime::component::{Component, Resource};
-use wasmtime::Store;
+use wasmtime::component::{Component, Resource, ResourceTableError};
+use wasmtime::{Store, UpdateDeadline};
 
-use super::bindings::{Strategy as KeyedStrategy, StrategyPre as KeyedStrategyPre, WIT_PACKAGE, WIT_VERSION};
+use super::bindings::{Strategy, StrategyPre, WIT_PACKAGE, WIT_VERSION};
+use super::cancel::CancelToken;
 use super::error::PluginError;
 use super::input::InputStreamResource;
 use super::keyed_state::{KeyedStateViewResource, RestoreSinkResource};
@@ -15,7 +16,7 @@ use super::operator_state::{to_wit_mode, OperatorSinkResource, OperatorStateView
 use super::output::OutputStreamResource;
 use super::store::{HostFailure, InvocationState};
 use super::wasi::GRANTED_WASI;
-use super::{PluginRuntime, EPOCH_TICK};
+use super::PluginRuntime;
 use crate::backend::{KeyedSnapshot, KeyedStateBackend};
 use crate::handles::{KeyGroupRangeOffsets, KeyGroupsStateHandle, OperatorPartitions};
 use crate::operator_backend::{OperatorSnapshot, OperatorStateBackend};
@@ -40,13 +41,15 @@ pub struct PluginInfo {
     pub content_hash: String,
 }
 
-/// A loaded, validated plugin, ready to be invoked any number of times.
+/// A loaded, validated plugin, ready to be invoked any number of times (also concurrently:
+/// every invocation has its own store).
 pub struct Plugin {
     source: PathBuf,
-    pre: KeyedStrategyPre<InvocationState>,
+    pre: StrategyPre<InvocationState>,
     info: PluginInfo,
     imports: Vec<String>,
     limits: PluginLimits,
+    fuel_metering: bool,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -55,8 +58,17 @@ impl std::fmt::Debug for Plugin {
     }
 }
 
+/// A keyed snapshot's stream (still open) and the key-group offsets the host recorded.
+pub type KeyedOutput = (Box<dyn CheckpointOutputStream>, KeyGroupRangeOffsets);
+/// An operator snapshot's stream (still open) and the partition offsets the host recorded.
+pub type OperatorOutput = (Box<dyn CheckpointOutputStream>, OperatorPartitions);
+
 const COMPONENT_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
 const MODULE_VERSION: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
+
+fn runtime_err(e: ResourceTableError) -> PluginError {
+    PluginError::Runtime(e.to_string())
+}
 
 impl PluginRuntime {
     /// Loads the plugin at `path` with `limits`.
@@ -75,13 +87,23 @@ impl PluginRuntime {
             return Err(PluginError::CoreModule { path });
         }
         if bytes[4..8] != COMPONENT_HEADER[4..8] {
-            return Err(PluginError::Invalid {
-                path,
-                reason: format!("unknown WebAssembly version/layer bytes {:02x?}", &bytes[4..8]),
-            });
+            let reason = format!("unknown WebAssembly version/layer bytes {:02x?}", &bytes[4..8]);
+            return Err(PluginError::Invalid { path, reason });
         }
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| PluginError::Invalid { path: path.clone(), reason: format!("{e:#}") })?;
+        if limits.fuel.is_some() && !self.options.fuel {
+            return Err(PluginError::Runtime(format!(
+                "plugin {}: a fuel limit needs a runtime created with fuel metering (RuntimeOptions::fuel)",
+                path.display()
+            )));
+        }
+        let compiled = match &self.options.cache {
+            Some(cache) => cache.load_or_compile(&self.engine, bytes).map(|(component, outcome)| {
+                tracing::debug!(plugin = %path.display(), ?outcome, "compiled-plugin cache");
+                component
+            }),
+            None => Component::new(&self.engine, bytes),
+        };
+        let component = compiled.map_err(|e| PluginError::Invalid { path: path.clone(), reason: format!("{e:#}") })?;
         let content_hash = sha256_hex(bytes);
         self.prepare(path, component, content_hash, limits)
     }
@@ -100,16 +122,11 @@ impl PluginRuntime {
         for import in imports.iter().filter(|i| i.contains(':')) {
             check_import(&path, import)?;
         }
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| PluginError::Incompatible {
-            path: path.clone(),
-            host_version: WIT_VERSION,
-            reason: format!("{e:#}"),
-        })?;
-        let pre = KeyedStrategyPre::new(instance_pre).map_err(|e| PluginError::Incompatible {
-            path: path.clone(),
-            host_version: WIT_VERSION,
-            reason: format!("it does not export the strategy world's functions: {e:#}"),
-        })?;
+        let incompatible =
+            |reason: String| PluginError::Incompatible { path: path.clone(), host_version: WIT_VERSION, reason };
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| incompatible(format!("{e:#}")))?;
+        let pre = StrategyPre::new(instance_pre)
+            .map_err(|e| incompatible(format!("it does not export the strategy world's functions: {e:#}")))?;
         let mut plugin = Plugin {
             source: path.clone(),
             pre,
@@ -123,6 +140,7 @@ impl PluginRuntime {
             },
             imports,
             limits,
+            fuel_metering: self.options.fuel,
         };
         let described = plugin.invoke("describe", |store, strategy| strategy.call_describe(store))?.0;
         let reason = if described.name.trim().is_empty() {
@@ -152,13 +170,11 @@ fn check_import(path: &Path, import: &str) -> Result<(), PluginError> {
         let version = rest.split_once('@').map(|(_, v)| v).unwrap_or("");
         let host_minor = WIT_VERSION.rsplit_once('.').map(|(mm, _)| mm).unwrap_or(WIT_VERSION);
         if !version.starts_with(&format!("{host_minor}.")) {
+            let built = if version.is_empty() { "<unversioned>" } else { version };
             return Err(PluginError::Incompatible {
                 path: path.to_path_buf(),
                 host_version: WIT_VERSION,
-                reason: format!(
-                    "it was built against {WIT_PACKAGE}@{} (import {import})",
-                    if version.is_empty() { "<unversioned>" } else { version }
-                ),
+                reason: format!("it was built against {WIT_PACKAGE}@{built} (import {import})"),
             });
         }
         return Ok(());
@@ -206,13 +222,39 @@ impl Plugin {
         &self.limits
     }
 
-    fn new_store(&self) -> Store<InvocationState> {
-        let mut store = Store::new(self.pre.engine(), InvocationState::new(&self.limits));
+    /// A fresh store for one invocation, with the limits, the deadline and `cancel` armed.
+    fn new_store(&self, cancel: &CancelToken) -> Store<InvocationState> {
+        let mut store = Store::new(self.pre.engine(), InvocationState::new(&self.limits, cancel.clone()));
         store.limiter(|s| &mut s.limits);
-        let ticks = (self.limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        // Checked at every epoch tick (at loop back-edges and function entries), so a guest is
+        // interrupted within about one tick of a cancellation or of its deadline, even in a
+        // tight loop.
+        store.set_epoch_deadline(1);
+        let timeout = self.limits.timeout;
+        store.epoch_deadline_callback(move |mut ctx| {
+            let state = ctx.data_mut();
+            if state.cancel.is_cancelled() {
+                state.fail(HostFailure::Cancelled);
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            if std::time::Instant::now() >= state.deadline {
+                state.fail(HostFailure::Limit(format!("exceeded the time limit of {timeout:?}")));
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            Ok(UpdateDeadline::Continue(1))
+        });
+        if self.fuel_metering {
+            // Fails only when fuel metering is off, which was checked above.
+            let _ = store.set_fuel(self.limits.fuel.unwrap_or(u64::MAX));
+        }
         store
+    }
+
+    /// Instantiates the plugin in a fresh store and drops it: the per-invocation cost, for
+    /// measurements.
+    pub fn instantiate_once(&self) -> Result<(), PluginError> {
+        let mut store = self.new_store(&CancelToken::new());
+        self.pre.instantiate(&mut store).map(|_| ()).map_err(|e| self.trap_error("instantiation", e, &mut store))
     }
 
     /// Runs `call` on a fresh instance. Maps traps, and host failures the guest may have
@@ -220,9 +262,9 @@ impl Plugin {
     fn invoke<R>(
         &self,
         operation: &str,
-        call: impl FnOnce(&mut Store<InvocationState>, &KeyedStrategy) -> wasmtime::Result<R>,
+        call: impl FnOnce(&mut Store<InvocationState>, &Strategy) -> wasmtime::Result<R>,
     ) -> Result<(R, Store<InvocationState>), PluginError> {
-        let mut store = self.new_store();
+        let mut store = self.new_store(&CancelToken::new());
         let result = self.pre.instantiate(&mut store).and_then(|strategy| call(&mut store, &strategy));
         forward_guest_output(&self.info.name, &store);
         match result {
@@ -232,30 +274,39 @@ impl Plugin {
     }
 
     fn trap_error(&self, operation: &str, error: wasmtime::Error, store: &mut Store<InvocationState>) -> PluginError {
-        let (plugin, operation) = (self.info.name.clone(), operation.to_string());
-        // A trap the host caused on purpose (a limit) is reported as that limit.
+        // A trap the host caused on purpose (a limit, a cancellation) is reported as such.
         if let Some(failure) = store.data_mut().first_failure.take() {
-            return self.failure_error(&operation, failure);
+            return self.failure_error(operation, failure);
         }
-        let message = match error.downcast_ref::<wasmtime::Trap>() {
+        let (plugin, operation) = (self.info.name.clone(), operation.to_string());
+        let rendered = format!("{error:#}");
+        match error.downcast_ref::<wasmtime::Trap>() {
             Some(wasmtime::Trap::Interrupt) => {
-                return PluginError::Limit {
-                    plugin,
-                    operation,
-                    message: format!("exceeded the time limit of {:?}", self.limits.timeout),
-                };
+                let message = format!("exceeded the time limit of {:?}", self.limits.timeout);
+                return PluginError::Limit { plugin, operation, message };
             }
-            _ if format!("{error:#}").contains("growing memory") || format!("{error:#}").contains("memory limit") => {
-                return PluginError::Limit {
-                    plugin,
-                    operation,
-                    message: format!("exceeded the memory limit of {} bytes", self.limits.memory_bytes),
-                };
+            Some(wasmtime::Trap::OutOfFuel) => {
+                let message = format!("exceeded its fuel limit of {}", self.limits.fuel.unwrap_or(u64::MAX));
+                return PluginError::Limit { plugin, operation, message };
             }
-            _ => format!("{error:?}"),
-        };
+            _ if rendered.contains("growing memory") || rendered.contains("memory limit") => {
+                let message = format!("exceeded the memory limit of {} bytes", self.limits.memory_bytes);
+                return PluginError::Limit { plugin, operation, message };
+            }
+            _ => {}
+        }
         let guest_output = String::from_utf8_lossy(&store.data().stderr.contents()).into_owned();
-        PluginError::Trap { plugin, operation, message, guest_output }
+        // A guest whose allocation failed aborts with this message on stderr.
+        if guest_output.contains("memory allocation of") {
+            let message = format!(
+                "ran out of memory (limit {} bytes): {}",
+                self.limits.memory_bytes,
+                guest_output.lines().find(|l| l.contains("memory allocation of")).unwrap_or("").trim()
+            );
+            return PluginError::Limit { plugin, operation, message };
+        }
+        // `{:#}` keeps the wasm backtrace and the trap cause, not the host's own stack.
+        PluginError::Trap { plugin, operation, message: format!("{error:#}"), guest_output }
     }
 
     fn failure_error(&self, operation: &str, failure: HostFailure) -> PluginError {
@@ -264,6 +315,7 @@ impl Plugin {
             HostFailure::Storage(source) => PluginError::Storage { plugin, operation, source },
             HostFailure::Contract(message) => PluginError::Contract { plugin, operation, message },
             HostFailure::Limit(message) => PluginError::Limit { plugin, operation, message },
+            HostFailure::Cancelled => PluginError::Cancelled { plugin, operation },
         }
     }
 
@@ -292,12 +344,21 @@ impl Plugin {
         &self,
         snapshot: KeyedSnapshot,
         out: Box<dyn CheckpointOutputStream>,
-    ) -> Result<(Box<dyn CheckpointOutputStream>, KeyGroupRangeOffsets), PluginError> {
+    ) -> Result<KeyedOutput, PluginError> {
+        self.snapshot_keyed_cancellable(snapshot, out, &CancelToken::new())
+    }
+
+    /// [`snapshot_keyed`](Self::snapshot_keyed) that `cancel` can interrupt at any moment.
+    pub fn snapshot_keyed_cancellable(
+        &self,
+        snapshot: KeyedSnapshot,
+        out: Box<dyn CheckpointOutputStream>,
+        cancel: &CancelToken,
+    ) -> Result<KeyedOutput, PluginError> {
         let operation = "snapshot";
         let range = snapshot.key_group_range();
-        let mut store = self.new_store();
+        let mut store = self.new_store(cancel);
         let table = &mut store.data_mut().table;
-        let runtime_err = |e: wasmtime::component::ResourceTableError| PluginError::Runtime(e.to_string());
         let view = table.push(KeyedStateViewResource::new(snapshot)).map_err(runtime_err)?;
         let output =
             table.push(OutputStreamResource::new(out, range, self.limits.max_output_bytes)).map_err(runtime_err)?;
@@ -309,12 +370,11 @@ impl Plugin {
         let outcome = result.map_err(|e| self.trap_error(operation, e, &mut store))?;
         self.settle(operation, outcome, &mut store)?;
         let output = store.data_mut().table.delete(output).map_err(runtime_err)?;
-        let (stream, offsets) = output.finish().map_err(|message| PluginError::Contract {
+        output.finish().map_err(|message| PluginError::Contract {
             plugin: self.info.name.clone(),
             operation: operation.into(),
             message,
-        })?;
-        Ok((stream, offsets))
+        })
     }
 
     /// Restores the key groups of `handle` that `backend` owns into `backend`, one strategy
@@ -328,14 +388,14 @@ impl Plugin {
         let Some(part) = handle.intersection(&backend.key_group_range()) else {
             return Ok(backend);
         };
-        let operation = |kg: u32| format!("restore of key group {kg} from {}", handle.stream().describe());
+        let described = handle.stream().describe();
+        let operation = |kg: u32| format!("restore of key group {kg} from {described}");
         let input = handle.stream().open().map_err(|e| PluginError::Storage {
             plugin: self.info.name.clone(),
-            operation: format!("restore from {}", handle.stream().describe()),
+            operation: format!("restore from {described}"),
             source: std::io::Error::other(e.to_string()),
         })?;
-        let mut store = self.new_store();
-        let runtime_err = |e: wasmtime::component::ResourceTableError| PluginError::Runtime(e.to_string());
+        let mut store = self.new_store(&CancelToken::new());
         let input = store.data_mut().table.push(InputStreamResource::new(input)).map_err(runtime_err)?;
         let sink = store.data_mut().table.push(RestoreSinkResource::new(backend)).map_err(runtime_err)?;
         let strategy = match self.pre.instantiate(&mut store) {
@@ -352,13 +412,8 @@ impl Plugin {
                 });
             }
             data.table.get_mut(&sink).map_err(runtime_err)?.set_key_group(key_group);
-            let result = strategy.call_restore_key_group(
-                &mut store,
-                key_group,
-                Resource::new_borrow(input.rep()),
-                Resource::new_borrow(sink.rep()),
-            );
-            let outcome = match result {
+            let (input_rep, sink_rep) = (Resource::new_borrow(input.rep()), Resource::new_borrow(sink.rep()));
+            let outcome = match strategy.call_restore_key_group(&mut store, key_group, input_rep, sink_rep) {
                 Ok(outcome) => outcome,
                 Err(e) => {
                     forward_guest_output(&self.info.name, &store);
@@ -371,16 +426,24 @@ impl Plugin {
         let sink = store.data_mut().table.delete(sink).map_err(runtime_err)?;
         Ok(sink.into_backend())
     }
-}
 
-impl Plugin {
     /// Runs the strategy's operator snapshot of `snapshot` into `out`. Returns the stream,
     /// still open, and the partition offsets the host recorded for every state.
     pub fn snapshot_operator(
         &self,
         snapshot: OperatorSnapshot,
         out: Box<dyn CheckpointOutputStream>,
-    ) -> Result<(Box<dyn CheckpointOutputStream>, OperatorPartitions), PluginError> {
+    ) -> Result<OperatorOutput, PluginError> {
+        self.snapshot_operator_cancellable(snapshot, out, &CancelToken::new())
+    }
+
+    /// [`snapshot_operator`](Self::snapshot_operator) that `cancel` can interrupt.
+    pub fn snapshot_operator_cancellable(
+        &self,
+        snapshot: OperatorSnapshot,
+        out: Box<dyn CheckpointOutputStream>,
+        cancel: &CancelToken,
+    ) -> Result<OperatorOutput, PluginError> {
         let operation = "operator snapshot";
         let states: Vec<_> = snapshot
             .states()
@@ -388,8 +451,7 @@ impl Plugin {
             .zip(snapshot.element_counts())
             .map(|((name, mode), n)| (name, mode, n))
             .collect();
-        let mut store = self.new_store();
-        let runtime_err = |e: wasmtime::component::ResourceTableError| PluginError::Runtime(e.to_string());
+        let mut store = self.new_store(cancel);
         let table = &mut store.data_mut().table;
         let view = table.push(OperatorStateViewResource::new(snapshot)).map_err(runtime_err)?;
         let output = table
@@ -424,7 +486,6 @@ impl Plugin {
         let described = assignment.stream.describe();
         let operation =
             |name: &str, offset: u64| format!("restore of operator state {name:?} at offset {offset} from {described}");
-        let runtime_err = |e: wasmtime::component::ResourceTableError| PluginError::Runtime(e.to_string());
         let mut sink = OperatorSinkResource::new(backend);
         for (name, mode, _) in &assignment.states {
             sink.backend_mut().register(name, *mode).map_err(|e| PluginError::Contract {
@@ -441,7 +502,7 @@ impl Plugin {
             operation: format!("operator restore from {described}"),
             source: std::io::Error::other(e.to_string()),
         })?;
-        let mut store = self.new_store();
+        let mut store = self.new_store(&CancelToken::new());
         let input = store.data_mut().table.push(InputStreamResource::new(input)).map_err(runtime_err)?;
         let sink = store.data_mut().table.push(sink).map_err(runtime_err)?;
         let strategy = match self.pre.instantiate(&mut store) {
@@ -457,13 +518,9 @@ impl Plugin {
                         source: e,
                     });
                 }
-                let result = strategy.call_restore_operator_partition(
-                    &mut store,
-                    name,
-                    to_wit_mode(*mode),
-                    Resource::new_borrow(input.rep()),
-                    Resource::new_borrow(sink.rep()),
-                );
+                let (input_rep, sink_rep) = (Resource::new_borrow(input.rep()), Resource::new_borrow(sink.rep()));
+                let result =
+                    strategy.call_restore_operator_partition(&mut store, name, to_wit_mode(*mode), input_rep, sink_rep);
                 let outcome = match result {
                     Ok(outcome) => outcome,
                     Err(e) => {

@@ -6,7 +6,9 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{ErrorKind, HostError};
+use super::cancel::CancelToken;
 use super::limits::PluginLimits;
+use std::time::Instant;
 
 /// What went wrong on the host side during an invocation. Recorded once (the first failure
 /// wins, later ones are usually its consequences) and reported by the host even when the
@@ -19,6 +21,8 @@ pub enum HostFailure {
     Contract(String),
     /// The strategy exceeded a configured limit.
     Limit(String),
+    /// The invocation was cancelled.
+    Cancelled,
 }
 
 impl std::fmt::Display for HostFailure {
@@ -27,6 +31,7 @@ impl std::fmt::Display for HostFailure {
             HostFailure::Storage(e) => write!(f, "checkpoint storage failed: {e}"),
             HostFailure::Contract(m) => write!(f, "contract violation: {m}"),
             HostFailure::Limit(m) => write!(f, "limit exceeded: {m}"),
+            HostFailure::Cancelled => f.write_str("cancelled"),
         }
     }
 }
@@ -39,6 +44,8 @@ pub struct InvocationState {
     pub(crate) first_failure: Option<HostFailure>,
     pub(crate) stdout: MemoryOutputPipe,
     pub(crate) stderr: MemoryOutputPipe,
+    pub(crate) cancel: CancelToken,
+    pub(crate) deadline: Instant,
 }
 
 /// How much guest stdout and stderr one invocation may produce. Beyond it writes trap: a
@@ -46,7 +53,7 @@ pub struct InvocationState {
 const GUEST_OUTPUT_CAPACITY: usize = 1 << 20;
 
 impl InvocationState {
-    pub(crate) fn new(limits: &PluginLimits) -> Self {
+    pub(crate) fn new(limits: &PluginLimits, cancel: CancelToken) -> Self {
         let stdout = MemoryOutputPipe::new(GUEST_OUTPUT_CAPACITY);
         let stderr = MemoryOutputPipe::new(GUEST_OUTPUT_CAPACITY);
         let wasi = super::wasi::context(stdout.clone(), stderr.clone());
@@ -57,7 +64,16 @@ impl InvocationState {
             .memories(limits.memories)
             .trap_on_grow_failure(true)
             .build();
-        InvocationState { table: ResourceTable::new(), wasi, limits: store_limits, first_failure: None, stdout, stderr }
+        InvocationState {
+            table: ResourceTable::new(),
+            wasi,
+            limits: store_limits,
+            first_failure: None,
+            stdout,
+            stderr,
+            cancel,
+            deadline: Instant::now() + limits.timeout,
+        }
     }
 
     /// Records `failure` (if it is the first) and returns the WIT error handed to the guest.
@@ -66,6 +82,7 @@ impl InvocationState {
             HostFailure::Storage(e) => (ErrorKind::Io, e.to_string()),
             HostFailure::Contract(m) => (ErrorKind::Invalid, m.clone()),
             HostFailure::Limit(m) => (ErrorKind::Limit, m.clone()),
+            HostFailure::Cancelled => (ErrorKind::Closed, "the invocation was cancelled".to_string()),
         };
         if self.first_failure.is_none() {
             self.first_failure = Some(failure);

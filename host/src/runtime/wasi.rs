@@ -7,7 +7,10 @@
 //! - no environment variables, no arguments, empty stdin;
 //! - stdout and stderr captured per invocation and forwarded to `tracing` (stderr also carries
 //!   a panicking guest's message into the error);
-//! - clocks and randomness as wasmtime-wasi provides them.
+//! - clocks and randomness granted on purpose, but deterministic: the wall clock reads the Unix
+//!   epoch, the monotonic clock never advances, and randomness is a fixed seeded sequence.
+//!   Rust's std needs them to start (a default `HashMap` seeds itself), while real time and
+//!   entropy would make snapshots irreproducible and leak facts about the host.
 //!
 //! `wasi:filesystem` and `wasi:sockets` are not linked at all: a strategy that uses files or the
 //! network fails to load, with an error naming the import.
@@ -57,7 +60,37 @@ fn wasmtime_wasi_io_error(l: &mut Linker<InvocationState>) -> wasmtime::Result<(
 }
 
 pub(crate) fn context(stdout: MemoryOutputPipe, stderr: MemoryOutputPipe) -> WasiCtx {
-    WasiCtxBuilder::new().stdout(stdout).stderr(stderr).build()
+    const SEED: &[u8] = b"snapshot-host deterministic randomness";
+    WasiCtxBuilder::new()
+        .stdout(stdout)
+        .stderr(stderr)
+        .wall_clock(FixedClock)
+        .monotonic_clock(FixedClock)
+        .secure_random(wasmtime_wasi::Deterministic::new(SEED.to_vec()))
+        .insecure_random(wasmtime_wasi::Deterministic::new(SEED.to_vec()))
+        .insecure_random_seed(0)
+        .build()
+}
+
+/// A clock that always reads zero (the Unix epoch; a monotonic clock that never advances).
+struct FixedClock;
+
+impl wasmtime_wasi::HostWallClock for FixedClock {
+    fn resolution(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(1)
+    }
+    fn now(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for FixedClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
 }
 
 // `WasiView` gives these accessors through blanket traits; name them for the linker calls.

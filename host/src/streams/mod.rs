@@ -19,7 +19,7 @@ use crate::handles::StreamStateHandle;
 use crate::result::SnapshotResult;
 
 /// A stream a snapshot is written into.
-pub trait CheckpointOutputStream: Send {
+pub trait CheckpointOutputStream: Send + std::fmt::Debug {
     /// Appends `bytes`.
     fn write(&mut self, bytes: &[u8]) -> io::Result<()>;
     /// Bytes written so far: the offset the next byte will have.
