@@ -95,8 +95,7 @@ fn a_failed_snapshot_leaves_no_file_and_the_previous_one_intact() {
     let limited = runtime.load(&suite::plugin_path("full-keyed"), limits).unwrap();
     let e = limited
         .snapshot_keyed(state.snapshot(), factory.create_output_stream(StateScope::Exclusive).unwrap())
-        .err()
-        .expect("the limit must fail the snapshot");
+        .expect_err("the limit must fail the snapshot");
     assert!(matches!(e, PluginError::Limit { .. }), "{e:?}");
     assert!(e.to_string().contains("100000"), "{e}");
 

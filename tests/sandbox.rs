@@ -32,6 +32,9 @@ fn entries_below(dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// A fixture mode, how its error is recognised, and what the message must mention.
+type Case = (&'static str, fn(&PluginError) -> bool, &'static str);
+
 #[test]
 fn misbehaving_plugins_fail_cleanly_in_a_live_layout() {
     let runtime = PluginRuntime::new().unwrap();
@@ -59,7 +62,7 @@ fn misbehaving_plugins_fail_cleanly_in_a_live_layout() {
     };
     let first = snapshot_good(1);
 
-    let cases: &[(&str, fn(&PluginError) -> bool, &str)] = &[
+    let cases: &[Case] = &[
         ("trap", |e| matches!(e, PluginError::Trap { .. }), "wasm backtrace"),
         ("panic", |e| matches!(e, PluginError::Trap { .. }), "fixture panic: the strategy gave up"),
         ("loop", |e| matches!(e, PluginError::Limit { .. }), "time limit of 400ms"),
