@@ -10,6 +10,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::runtime::PluginLimits;
+
 /// Enables keeping a local copy of every snapshot and restoring from it first.
 pub const LOCAL_RECOVERY: &str = "state.backend.local-recovery";
 /// Comma-separated directories for local copies; the subtask's copies rotate over them.
@@ -19,7 +21,25 @@ pub const CHECKPOINT_DIR: &str = "state.checkpoints.dir";
 /// Number of completed checkpoints to retain.
 pub const RETAINED_CHECKPOINTS: &str = "state.checkpoints.num-retained";
 
-const KNOWN: &[&str] = &[LOCAL_RECOVERY, LOCAL_ROOT_DIRS, CHECKPOINT_DIR, RETAINED_CHECKPOINTS];
+/// Linear memory a strategy may use per invocation (bytes, or e.g. `"256MiB"`).
+pub const PLUGIN_MEMORY: &str = "plugin.memory-limit";
+/// Wall time one invocation may take (milliseconds, or e.g. `"30s"`, `"500ms"`).
+pub const PLUGIN_TIMEOUT: &str = "plugin.timeout";
+/// Bytes one snapshot may write (bytes, or e.g. `"1GiB"`).
+pub const PLUGIN_MAX_OUTPUT: &str = "plugin.max-output-bytes";
+/// Instruction budget per invocation (needs fuel metering).
+pub const PLUGIN_FUEL: &str = "plugin.fuel";
+
+const KNOWN: &[&str] = &[
+    LOCAL_RECOVERY,
+    LOCAL_ROOT_DIRS,
+    CHECKPOINT_DIR,
+    RETAINED_CHECKPOINTS,
+    PLUGIN_MEMORY,
+    PLUGIN_TIMEOUT,
+    PLUGIN_MAX_OUTPUT,
+    PLUGIN_FUEL,
+];
 
 /// A configuration error; names the input, the key and the value.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +104,8 @@ pub struct Config {
     pub checkpoint_dir: PathBuf,
     /// Completed checkpoints to keep.
     pub retained_checkpoints: usize,
+    /// Limits of every strategy invocation.
+    pub plugin_limits: PluginLimits,
 }
 
 impl Default for Config {
@@ -92,6 +114,7 @@ impl Default for Config {
             local_recovery: LocalRecoveryConfig { enabled: false, root_dirs: vec![std::env::temp_dir()] },
             checkpoint_dir: PathBuf::from("checkpoints"),
             retained_checkpoints: 1,
+            plugin_limits: PluginLimits::default(),
         }
     }
 }
@@ -128,7 +151,7 @@ impl Config {
         // On the command line every value is text; interpret it as the key's type.
         let parsed = match key {
             LOCAL_RECOVERY => toml::Value::String(value.into()),
-            RETAINED_CHECKPOINTS => {
+            RETAINED_CHECKPOINTS | PLUGIN_MEMORY | PLUGIN_TIMEOUT | PLUGIN_MAX_OUTPUT | PLUGIN_FUEL => {
                 value.parse::<i64>().map(toml::Value::Integer).unwrap_or_else(|_| toml::Value::String(value.into()))
             }
             _ => toml::Value::String(value.into()),
@@ -179,9 +202,71 @@ impl Config {
                 toml::Value::Integer(n) if *n >= 1 => self.retained_checkpoints = *n as usize,
                 _ => return Err(invalid("expected a whole number of at least 1")),
             },
+            PLUGIN_MEMORY => {
+                let bytes = parse_size(value)
+                    .ok_or_else(|| invalid("expected a size in bytes, e.g. 268435456 or \"256MiB\""))?;
+                self.plugin_limits.memory_bytes = usize::try_from(bytes).map_err(|_| invalid("too large"))?;
+            }
+            PLUGIN_MAX_OUTPUT => {
+                let bytes = parse_size(value).ok_or_else(|| invalid("expected a size in bytes, e.g. \"1GiB\""))?;
+                self.plugin_limits.max_output_bytes = Some(bytes);
+            }
+            PLUGIN_TIMEOUT => {
+                let timeout = parse_duration(value)
+                    .ok_or_else(|| invalid("expected a duration, e.g. 30000 (ms), \"30s\" or \"500ms\""))?;
+                self.plugin_limits.timeout = timeout;
+            }
+            PLUGIN_FUEL => {
+                let fuel = match value {
+                    toml::Value::Integer(n) if *n > 0 => Some(*n as u64),
+                    toml::Value::String(s) => s.parse::<u64>().ok().filter(|n| *n > 0),
+                    _ => None,
+                };
+                self.plugin_limits.fuel = Some(fuel.ok_or_else(|| invalid("expected a positive whole number"))?);
+            }
             _ => return Err(ConfigError::UnknownKey { origin: origin.into(), key: key.into() }),
         }
         Ok(())
+    }
+}
+
+/// A size: a positive integer (bytes) or a string with a binary suffix (`KiB`, `MiB`, `GiB`).
+fn parse_size(value: &toml::Value) -> Option<u64> {
+    match value {
+        toml::Value::Integer(n) if *n > 0 => Some(*n as u64),
+        toml::Value::String(s) => {
+            let s = s.trim();
+            let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+            let n: u64 = number.parse().ok().filter(|n| *n > 0)?;
+            let factor = match unit.trim() {
+                "" | "B" => 1,
+                "KiB" => 1 << 10,
+                "MiB" => 1 << 20,
+                "GiB" => 1 << 30,
+                _ => return None,
+            };
+            n.checked_mul(factor)
+        }
+        _ => None,
+    }
+}
+
+/// A duration: a positive integer (milliseconds) or a string ending in `ms` or `s`.
+fn parse_duration(value: &toml::Value) -> Option<std::time::Duration> {
+    let positive = |s: &str| s.trim().parse::<u64>().ok().filter(|n| *n > 0);
+    match value {
+        toml::Value::Integer(n) if *n > 0 => Some(std::time::Duration::from_millis(*n as u64)),
+        toml::Value::String(s) => {
+            let s = s.trim();
+            if let Some(ms) = s.strip_suffix("ms") {
+                positive(ms).map(std::time::Duration::from_millis)
+            } else if let Some(secs) = s.strip_suffix('s') {
+                positive(secs).map(std::time::Duration::from_secs)
+            } else {
+                positive(s).map(std::time::Duration::from_millis)
+            }
+        }
+        _ => None,
     }
 }
 
@@ -256,5 +341,22 @@ mod tests {
         assert!(matches!(c.apply_override("no-equals"), Err(ConfigError::BadOverride(_))));
         let e = c.apply_override("state.backend.local-recovery=maybe").unwrap_err().to_string();
         assert!(e.contains("command line") && e.contains("maybe"), "{e}");
+    }
+
+    #[test]
+    fn plugin_limits_with_units_and_clear_errors() {
+        let text = "plugin.memory-limit = \"64MiB\"\nplugin.timeout = \"2s\"\nplugin.max-output-bytes = 1048576\nplugin.fuel = 1000";
+        let c = parse(text).unwrap();
+        assert_eq!(c.plugin_limits.memory_bytes, 64 << 20);
+        assert_eq!(c.plugin_limits.timeout, std::time::Duration::from_secs(2));
+        assert_eq!(c.plugin_limits.max_output_bytes, Some(1 << 20));
+        assert_eq!(c.plugin_limits.fuel, Some(1000));
+        let e = parse("plugin.memory-limit = \"lots\"").unwrap_err().to_string();
+        assert!(e.contains("plugin.memory-limit") && e.contains("lots"), "{e}");
+        let e = parse("plugin.timeout = 0").unwrap_err().to_string();
+        assert!(e.contains("plugin.timeout"), "{e}");
+        let mut c = Config::default();
+        c.apply_override("plugin.timeout=250ms").unwrap();
+        assert_eq!(c.plugin_limits.timeout, std::time::Duration::from_millis(250));
     }
 }

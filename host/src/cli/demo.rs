@@ -16,7 +16,6 @@ use snapshot_host::job::{
 };
 use snapshot_host::key_groups::default_max_parallelism;
 use snapshot_host::restore::RestoreSource;
-use snapshot_host::runtime::{PluginLimits, PluginRuntime};
 
 use super::ConfigArgs;
 
@@ -46,9 +45,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     if args.keys == 0 || args.events < 10 {
         bail!("--keys must be at least 1 and --events at least 10");
     }
-    let runtime = PluginRuntime::new().context("starting the plugin runtime")?;
+    let runtime = super::runtime()?;
     let plugin = runtime
-        .load(&args.plugin, PluginLimits::default())
+        .load(&args.plugin, config.plugin_limits.clone())
         .context("loading the strategy plugin (build it with `cargo build --profile plugin --target wasm32-wasip2 -p full-keyed`)")?;
     let info = plugin.info().clone();
     let spec = JobSpec {

@@ -7,11 +7,10 @@ use std::path::PathBuf;
 use std::sync::mpsc::channel;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Args, Subcommand};
 use snapshot_host::job::{counts_of, expected_counts, processed_total, AttemptOptions, JobEvent, JobRunner, JobSpec};
 use snapshot_host::key_groups::default_max_parallelism;
-use snapshot_host::runtime::{PluginLimits, PluginRuntime};
 
 use super::ConfigArgs;
 
@@ -53,8 +52,8 @@ pub fn run(command: JobCommand) -> anyhow::Result<()> {
         JobCommand::Verify(a) => (a, true),
     };
     let config = args.config.load_with_demo_defaults()?;
-    let runtime = PluginRuntime::new().context("starting the plugin runtime")?;
-    let plugin = Arc::new(runtime.load(&args.plugin, PluginLimits::default())?);
+    let runtime = super::runtime()?;
+    let plugin = Arc::new(runtime.load(&args.plugin, config.plugin_limits.clone())?);
     let spec = JobSpec {
         job_id: args.job_id,
         allocation_id: "local".into(),

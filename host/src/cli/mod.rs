@@ -44,6 +44,15 @@ enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Precompile a plugin into the compiled-plugin cache and report compile, cached-load and
+    /// instantiation times.
+    Compile {
+        /// The plugin component (.wasm).
+        plugin: PathBuf,
+        /// Cache directory (default: $XDG_CACHE_HOME/snapshot-host or ~/.cache/snapshot-host).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
 }
 
 /// `--config FILE` and `--set key=value`, shared by the commands that run jobs.
@@ -78,6 +87,15 @@ impl ConfigArgs {
     }
 }
 
+/// The plugin runtime the commands use: compiled components are cached on disk (unless the
+/// cache directory cannot be determined), so restarts skip compilation.
+pub(crate) fn runtime() -> anyhow::Result<snapshot_host::runtime::PluginRuntime> {
+    use anyhow::Context;
+    let cache = snapshot_host::runtime::CompiledCache::default_dir().map(snapshot_host::runtime::CompiledCache::new);
+    snapshot_host::runtime::PluginRuntime::with_options(snapshot_host::runtime::RuntimeOptions { fuel: false, cache })
+        .context("starting the plugin runtime")
+}
+
 /// The default location of a plugin built from this workspace.
 pub(crate) fn default_plugin_path(name: &str) -> PathBuf {
     PathBuf::from("target/wasm32-wasip2/plugin").join(format!("{}.wasm", name.replace('-', "_")))
@@ -94,6 +112,9 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Job { command } => job::run(command),
         Command::Plugin { command: PluginCommand::Info { plugin, json } } => plugin::info(&plugin, json),
+        Command::Plugin { command: PluginCommand::Compile { plugin, cache_dir } } => {
+            plugin::compile(&plugin, cache_dir)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

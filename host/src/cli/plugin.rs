@@ -6,7 +6,7 @@ use anyhow::Context;
 use snapshot_host::runtime::{PluginLimits, PluginRuntime, WIT_PACKAGE, WIT_VERSION};
 
 pub fn info(path: &Path, json: bool) -> anyhow::Result<()> {
-    let runtime = PluginRuntime::new().context("starting the plugin runtime")?;
+    let runtime = super::runtime()?;
     let plugin = runtime.load(path, PluginLimits::default())?;
     let info = plugin.info();
     let built_against: Vec<&str> = plugin
@@ -45,5 +45,47 @@ pub fn info(path: &Path, json: bool) -> anyhow::Result<()> {
     for import in plugin.imports().iter().filter(|i| i.contains(':')) {
         println!("  {import}");
     }
+    Ok(())
+}
+
+pub fn compile(path: &Path, cache_dir: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    use snapshot_host::runtime::{CacheOutcome, CompiledCache, RuntimeOptions};
+    use std::time::Instant;
+    let dir = cache_dir.or_else(CompiledCache::default_dir).context("no cache directory: pass --cache-dir")?;
+    let cache = CompiledCache::new(&dir);
+    let bytes = std::fs::read(path).with_context(|| format!("reading plugin {}", path.display()))?;
+    // Validate the plugin first: a bad file gets the loader's clear error, not a compile error.
+    let plain = PluginRuntime::new().context("starting the plugin runtime")?;
+    plain.load_bytes(path, &bytes, PluginLimits::default())?;
+
+    let started = Instant::now();
+    wasmtime::component::Component::new(plain.engine(), &bytes).map_err(|e| anyhow::anyhow!("compiling: {e:#}"))?;
+    let cold = started.elapsed();
+
+    let runtime = PluginRuntime::with_options(RuntimeOptions { fuel: false, cache: Some(cache.clone()) })?;
+    let (_, outcome) = cache
+        .load_or_compile(runtime.engine(), &bytes)
+        .map_err(|e| anyhow::anyhow!("compiling into the cache: {e:#}"))?;
+    let started = Instant::now();
+    let (_, again) = cache
+        .load_or_compile(runtime.engine(), &bytes)
+        .map_err(|e| anyhow::anyhow!("loading from the cache: {e:#}"))?;
+    let cached = started.elapsed();
+    if again != CacheOutcome::Hit {
+        anyhow::bail!("the cache entry just written could not be loaded back ({again:?})");
+    }
+    let plugin = runtime.load_bytes(path, &bytes, PluginLimits::default())?;
+    const ROUNDS: u32 = 1000;
+    plugin.instantiate_once()?;
+    let started = Instant::now();
+    for _ in 0..ROUNDS {
+        plugin.instantiate_once()?;
+    }
+    let instantiate = started.elapsed() / ROUNDS;
+    println!("plugin:            {} {} ({} bytes)", plugin.info().name, plugin.info().version, bytes.len());
+    println!("cache entry:       {} ({outcome:?})", cache.entry_path(runtime.engine(), &bytes).display());
+    println!("cold compile:      {cold:.2?}");
+    println!("cached load:       {cached:.2?}");
+    println!("instantiation:     {instantiate:.2?} per invocation (fresh store, mean of {ROUNDS})");
     Ok(())
 }
