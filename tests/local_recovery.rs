@@ -192,6 +192,18 @@ fn rescaling_from_four_to_three_and_six_uses_the_primary() {
 }
 
 #[test]
+fn local_state_of_unknown_allocations_is_deleted_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let orphan = snapshot_host::directories::allocation_base_dir(&dir.path().join("local-a"), "someone-else");
+    std::fs::create_dir_all(orphan.join("jid_x/vtx_y_sti_0/chk_1")).unwrap();
+    let own = snapshot_host::directories::allocation_base_dir(&dir.path().join("local-a"), "alloc");
+    std::fs::create_dir_all(&own).unwrap();
+    JobRunner::new(spec(dir.path(), 2, true), plugin()).unwrap();
+    assert!(!orphan.exists(), "an unknown allocation's local state survived start-up");
+    assert!(own.exists());
+}
+
+#[test]
 fn a_checkpoint_of_another_format_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut runner = JobRunner::new(spec(dir.path(), 2, false), plugin()).unwrap();

@@ -29,7 +29,7 @@ use crate::coordinator::{CheckpointCoordinator, CompletedCheckpoint, Coordinator
 use crate::directories::LocalRecoveryDirectoryProvider;
 use crate::handles::{DistributionMode, OperatorStateHandle};
 use crate::key_groups::{key_group_for_key, operator_for_key_group, range_for_operator};
-use crate::local_store::{LocalSnapshot, TaskLocalStateStore};
+use crate::local_store::{retain_allocations, LocalSnapshot, TaskLocalStateStore};
 use crate::operator_backend::{OperatorSnapshot, OperatorStateBackend, OperatorStateError};
 use crate::restore::{restore_keyed, restore_operator, RestoreError, RestoreSource};
 use crate::result_provider::{primary_and_local, primary_only};
@@ -237,6 +237,14 @@ impl JobRunner {
             tracing::info!(?removed, "removed checkpoints that never completed");
         }
         let next_checkpoint = storage.completed_checkpoint_ids().map_err(setup)?.last().map_or(1, |id| id + 1);
+        if spec.config.local_recovery.enabled {
+            // Local state of allocations this process does not own (left by an earlier
+            // process with other slots) would only fill the disk.
+            let removed = retain_allocations(&spec.config.local_recovery.root_dirs, &[spec.allocation_id.as_str()]);
+            if !removed.is_empty() {
+                tracing::info!(?removed, "deleted local state of unknown allocations");
+            }
+        }
         Ok(JobRunner { spec, plugin, storage, next_checkpoint })
     }
 
