@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch. Library errors get `anyhow` context here, naming the
 //! input (file, option) the user should look at.
 
+mod bench;
 mod demo;
 mod job;
 mod plugin;
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run the demo job: keyed state snapshotted and restored through a strategy plugin.
     Demo(demo::DemoArgs),
+    /// Measure snapshot, restore and plugin costs as ratios measured side by side.
+    Bench(bench::BenchArgs),
     /// Run or verify the counting job (used by the crash test).
     Job {
         #[command(subcommand)]
@@ -111,6 +114,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Job { command } => job::run(command),
+        Command::Bench(args) => bench::run(args),
         Command::Plugin { command: PluginCommand::Info { plugin, json } } => plugin::info(&plugin, json),
         Command::Plugin { command: PluginCommand::Compile { plugin, cache_dir } } => {
             plugin::compile(&plugin, cache_dir)

@@ -1,0 +1,543 @@
+//! `snapshot-host bench`: every figure is a ratio of two things measured side by side in the
+//! same run (these machines are shared and noisy), repeated, with min / median / max.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::channel;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use snapshot_host::backend::{KeyedSnapshot, KeyedStateBackend, StateKind};
+use snapshot_host::handles::{KeyGroupRangeOffsets, KeyGroupsStateHandle, StreamStateHandle};
+use snapshot_host::job::{AttemptOptions, AttemptOutcome, JobRunner, JobSpec};
+use snapshot_host::key_groups::KeyGroupRange;
+use snapshot_host::result_provider::{primary_and_local, primary_only};
+use snapshot_host::runtime::{CompiledCache, Plugin, PluginLimits, PluginRuntime, RuntimeOptions};
+use snapshot_host::streams::{CheckpointOutputStream, FileStreamFactory, StateScope};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The strategy plugin.
+    #[arg(long, default_value_os_t = super::default_plugin_path("full-keyed"))]
+    plugin: PathBuf,
+    /// Keyed state to snapshot, in MiB of payload.
+    #[arg(long, default_value_t = 1024)]
+    state_mib: u64,
+    /// Repetitions of every measurement.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Where benchmark files go (the disk being measured); removed afterwards.
+    #[arg(long, default_value = "bench-data")]
+    dir: PathBuf,
+    /// Events per subtask-scaling run.
+    #[arg(long, default_value_t = 2_000_000)]
+    scaling_events: u64,
+}
+
+/// min / median / max of a set of samples.
+struct Stats(Vec<f64>);
+
+impl Stats {
+    fn min(&self) -> f64 {
+        self.0.iter().cloned().fold(f64::INFINITY, f64::min)
+    }
+    fn max(&self) -> f64 {
+        self.0.iter().cloned().fold(f64::NEG_INFINITY, f64::max)
+    }
+    fn median(&self) -> f64 {
+        let mut v = self.0.clone();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    }
+}
+
+struct Row {
+    name: String,
+    stats: Stats,
+    unit: &'static str,
+    target: String,
+    met: Option<bool>,
+    detail: String,
+}
+
+fn print_row(r: &Row) {
+    let verdict = match r.met {
+        Some(true) => "met",
+        Some(false) => "MISSED",
+        None => "-",
+    };
+    println!(
+        "| {} | {:.3} / {:.3} / {:.3} {} | {} | {} | {} |",
+        r.name,
+        r.stats.min(),
+        r.stats.median(),
+        r.stats.max(),
+        r.unit,
+        r.target,
+        verdict,
+        r.detail
+    );
+    let _ = std::io::stdout().flush();
+}
+
+/// A stream that only counts bytes: isolates serialization cost from storage.
+#[derive(Debug, Default)]
+struct NullStream {
+    position: u64,
+}
+
+impl CheckpointOutputStream for NullStream {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        std::hint::black_box(bytes);
+        self.position += bytes.len() as u64;
+        Ok(())
+    }
+    fn position(&self) -> u64 {
+        self.position
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn sync(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn close_and_get_handle(self: Box<Self>) -> std::io::Result<StreamStateHandle> {
+        Ok(StreamStateHandle::Inline { bytes: Vec::new() })
+    }
+}
+
+/// The `full-keyed` format written by native Rust code in the host, the way the plugin writes
+/// it (host-packed batches of 256 KiB, a 64 KiB write buffer): the baseline for the WASM cost.
+fn native_full_keyed(
+    snapshot: &KeyedSnapshot,
+    out: &mut dyn CheckpointOutputStream,
+) -> std::io::Result<KeyGroupRangeOffsets> {
+    struct Buffered<'a> {
+        out: &'a mut dyn CheckpointOutputStream,
+        buf: Vec<u8>,
+    }
+    impl Buffered<'_> {
+        fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+            if self.buf.len() + bytes.len() > 64 * 1024 {
+                self.flush()?;
+            }
+            if bytes.len() >= 64 * 1024 {
+                self.out.write(bytes)
+            } else {
+                self.buf.extend_from_slice(bytes);
+                Ok(())
+            }
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            if !self.buf.is_empty() {
+                self.out.write(&self.buf)?;
+                self.buf.clear();
+            }
+            Ok(())
+        }
+    }
+    let range = snapshot.key_group_range();
+    let states = snapshot.states();
+    let mut w = Buffered { out, buf: Vec::with_capacity(64 * 1024) };
+    w.put(b"SHFK")?;
+    w.put(&1u16.to_le_bytes())?;
+    let mut offsets = Vec::new();
+    let (mut data, mut lengths) = (Vec::new(), Vec::new());
+    for kg in range {
+        w.flush()?;
+        offsets.push(w.out.position());
+        w.put(&kg.to_le_bytes())?;
+        for (index, (name, kind)) in states.iter().enumerate() {
+            let mut cursor = snapshot.entries(index as u32, kg).map_err(std::io::Error::other)?;
+            let mut section_open = false;
+            loop {
+                data.clear();
+                lengths.clear();
+                let mut count = 0u32;
+                let more = cursor.next_batch(256 * 1024, |e| {
+                    data.extend_from_slice(e.key);
+                    data.extend_from_slice(e.namespace);
+                    data.extend_from_slice(e.user_key);
+                    data.extend_from_slice(e.value);
+                    for n in [e.key.len(), e.namespace.len(), e.user_key.len(), e.value.len()] {
+                        lengths.extend_from_slice(&(n as u32).to_le_bytes());
+                    }
+                    count += 1;
+                });
+                if !more {
+                    break;
+                }
+                if !section_open {
+                    w.put(&[1])?;
+                    w.put(&(name.len() as u32).to_le_bytes())?;
+                    w.put(name.as_bytes())?;
+                    w.put(&[*kind as u8])?;
+                    section_open = true;
+                }
+                w.put(&count.to_le_bytes())?;
+                w.put(&lengths)?;
+                w.put(&data)?;
+            }
+            if section_open {
+                w.put(&0u32.to_le_bytes())?;
+            }
+        }
+        w.put(&[0])?;
+    }
+    w.flush()?;
+    KeyGroupRangeOffsets::new(range, offsets).map_err(std::io::Error::other)
+}
+
+/// A backend with about `mib` MiB of payload over a value, a list and a map state, values of
+/// mixed sizes (16 B to 4 KiB).
+fn build_state(mib: u64) -> anyhow::Result<KeyedStateBackend> {
+    let mut b = KeyedStateBackend::new(128, KeyGroupRange::new(0, 127))?;
+    let value = b.register_state("values", StateKind::Value)?;
+    let list = b.register_state("lists", StateKind::List)?;
+    let map = b.register_state("maps", StateKind::Map)?;
+    let target = mib << 20;
+    let (mut bytes, mut i) = (0u64, 0u64);
+    let sizes = [16usize, 64, 256, 1024, 4096];
+    let mut payload = vec![0u8; 4096];
+    while bytes < target {
+        let size = sizes[(i % 5) as usize];
+        payload[..8].copy_from_slice(&i.to_le_bytes());
+        let key = format!("key-{:010}", i / 3);
+        match i % 3 {
+            0 => b.put(value, key.as_bytes(), b"", &payload[..size])?,
+            1 => b.add(list, key.as_bytes(), b"", &payload[..size])?,
+            _ => b.put_map(map, key.as_bytes(), b"", &i.to_le_bytes(), &payload[..size])?,
+        }
+        bytes += (size + key.len()) as u64;
+        i += 1;
+    }
+    Ok(b)
+}
+
+fn raw_write(path: &Path, bytes: u64) -> anyhow::Result<Duration> {
+    let chunk = vec![0x5Au8; 1 << 20];
+    let started = Instant::now();
+    let mut f = std::io::BufWriter::with_capacity(4 << 20, std::fs::File::create(path)?);
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        f.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
+    f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    let elapsed = started.elapsed();
+    std::fs::remove_file(path)?;
+    Ok(elapsed)
+}
+
+fn vm_status(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
+    let dir = args.dir.canonicalize()?;
+    let result = run_in(&args, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn run_in(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new().context("starting the plugin runtime")?;
+    let plugin =
+        runtime.load(&args.plugin, PluginLimits { timeout: Duration::from_secs(3600), ..PluginLimits::default() })?;
+    println!("machine: {} cores, {}; state {} MiB; {} runs each\n", num_cpus(), memory(), args.state_mib, args.runs);
+    let started = Instant::now();
+    let state = build_state(args.state_mib)?;
+    println!(
+        "built {} entries ({} MiB payload) in {:.1?}\n",
+        state.entry_count(),
+        state.payload_bytes() >> 20,
+        started.elapsed()
+    );
+    println!("| measurement | min / median / max | target | | median absolute |");
+    println!("|---|---|---|---|---|");
+
+    // 1. WASM strategy vs the same format written natively, both into a discarding stream.
+    let mut ratios = Vec::new();
+    let (mut wasm_med, mut native_med, mut bytes) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..args.runs {
+        let t = Instant::now();
+        let (stream, _) = plugin.snapshot_keyed(state.snapshot(), Box::new(NullStream::default()))?;
+        let wasm = t.elapsed();
+        bytes = stream.position();
+        let mut null = NullStream::default();
+        let t = Instant::now();
+        native_full_keyed(&state.snapshot(), &mut null)?;
+        let native = t.elapsed();
+        if null.position != bytes {
+            bail!(
+                "native and WASM snapshots differ in size ({} vs {bytes} bytes): the baseline is not the same format",
+                null.position
+            );
+        }
+        ratios.push(secs(wasm) / secs(native));
+        wasm_med.push(secs(wasm));
+        native_med.push(secs(native));
+    }
+    let s = Stats(ratios);
+    let met = s.median() <= 1.25;
+    print_row(&Row {
+        name: "1. WASM strategy / native Rust, same format (time)".into(),
+        stats: s,
+        unit: "x",
+        target: "<= 1.25".into(),
+        met: Some(met),
+        detail: format!(
+            "{:.0} MiB/s wasm, {:.0} MiB/s native ({} MiB)",
+            bytes as f64 / 1048576.0 / Stats(wasm_med).median(),
+            bytes as f64 / 1048576.0 / Stats(native_med).median(),
+            bytes >> 20
+        ),
+    });
+
+    // 2. Snapshot to disk (primary only, fsynced) vs a raw sequential write of the same bytes.
+    // 3. Duplicating (primary + local) vs primary only.
+    let (mut through, mut dup) = (Vec::new(), Vec::new());
+    let (mut snap_t, mut raw_t, mut dup_t) = (Vec::new(), Vec::new(), Vec::new());
+    let mut last_handles = None;
+    for run in 0..args.runs {
+        let factory = FileStreamFactory::new(dir.join(format!("primary-{run}")), dir.join("shared"), 0)?;
+        let t = Instant::now();
+        let (stream, _) = plugin.snapshot_keyed(state.snapshot(), primary_only(&factory, StateScope::Exclusive)?)?;
+        let primary = stream.close_and_finalize()?;
+        let snap = t.elapsed();
+        let size = primary.primary().map_or(0, |h| h.size());
+        let raw = raw_write(&dir.join("raw"), size)?;
+        let factory = FileStreamFactory::new(dir.join(format!("dup-{run}")), dir.join("shared"), 0)?;
+        let t = Instant::now();
+        let out = primary_and_local(&factory, StateScope::Exclusive, &dir.join(format!("local-{run}")))?;
+        let (stream, offsets) = plugin.snapshot_keyed(state.snapshot(), out)?;
+        let both = stream.close_and_finalize()?;
+        let duplicated = t.elapsed();
+        through.push(secs(raw) / secs(snap));
+        dup.push(secs(duplicated) / secs(snap));
+        snap_t.push(size as f64 / 1048576.0 / secs(snap));
+        raw_t.push(size as f64 / 1048576.0 / secs(raw));
+        dup_t.push(secs(duplicated));
+        primary.discard().ok();
+        if let Some(old) = last_handles.replace(both.into_keyed(offsets)) {
+            old.discard().ok();
+        }
+    }
+    let s = Stats(through);
+    let met = s.median() >= 0.5;
+    print_row(&Row {
+        name: "2. snapshot throughput / raw sequential write".into(),
+        stats: s,
+        unit: "",
+        target: ">= 0.5".into(),
+        met: Some(met),
+        detail: format!(
+            "{:.0} MiB/s snapshot, {:.0} MiB/s raw write_all (both fsynced)",
+            Stats(snap_t).median(),
+            Stats(raw_t).median()
+        ),
+    });
+    let s = Stats(dup);
+    let met = s.median() <= 1.15;
+    print_row(&Row {
+        name: "3. duplicating (primary + local) / primary only (time)".into(),
+        stats: s,
+        unit: "x",
+        target: "<= 1.15".into(),
+        met: Some(met),
+        detail: format!("{:.2} s duplicating", Stats(dup_t).median()),
+    });
+
+    // 4. Restore from the local copy vs from the primary.
+    let handles = last_handles.context("no snapshot")?;
+    let (primary, local) = (handles.primary().context("primary")?.clone(), handles.local().context("local")?.clone());
+    let (mut ratio, mut local_t, mut primary_t) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..args.runs {
+        let restore = |h: &KeyGroupsStateHandle| -> anyhow::Result<Duration> {
+            let t = Instant::now();
+            if h.stream() != primary.stream() {
+                h.stream().verify()?;
+            }
+            let b = plugin.restore_keyed(h, KeyedStateBackend::new(128, KeyGroupRange::new(0, 127))?)?;
+            std::hint::black_box(b.entry_count());
+            Ok(t.elapsed())
+        };
+        let l = restore(&local)?;
+        let p = restore(&primary)?;
+        ratio.push(secs(l) / secs(p));
+        local_t.push(secs(l));
+        primary_t.push(secs(p));
+    }
+    handles.discard().ok();
+    print_row(&Row {
+        name: "4. restore from local (incl. checksum) / from primary (time)".into(),
+        stats: Stats(ratio),
+        unit: "x",
+        target: "< 1 with remote primary".into(),
+        met: None,
+        detail: format!(
+            "{:.2} s local, {:.2} s primary; both on this disk, so no network to save (S3 primary: roadmap)",
+            Stats(local_t).median(),
+            Stats(primary_t).median()
+        ),
+    });
+
+    // 5. Synchronous-phase pause by state size.
+    for (label, backend) in [("16 MiB", Some(build_state(16)?)), ("256 MiB", Some(build_state(256)?)), ("full", None)] {
+        let b = backend.as_ref().unwrap_or(&state);
+        let samples: Vec<f64> = (0..200)
+            .map(|_| {
+                let t = Instant::now();
+                std::hint::black_box(b.snapshot());
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        let s = Stats(samples);
+        let met = s.median() <= 1.0;
+        print_row(&Row {
+            name: format!(
+                "5. synchronous pause, {} state",
+                if label == "full" { format!("{} MiB", args.state_mib) } else { label.to_string() }
+            ),
+            stats: s,
+            unit: "ms",
+            target: "flat, <= 1 ms".into(),
+            met: Some(met),
+            detail: format!("{} entries", b.entry_count()),
+        });
+    }
+
+    // 6. Instantiation, cached load, cold compile.
+    let bytes = std::fs::read(&args.plugin)?;
+    let cache = CompiledCache::new(dir.join("cache"));
+    let cached_runtime = PluginRuntime::with_options(RuntimeOptions { fuel: false, cache: Some(cache.clone()) })?;
+    let (mut cold, mut load, mut inst) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..args.runs {
+        let t = Instant::now();
+        wasmtime::component::Component::new(runtime.engine(), &bytes).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        cold.push(t.elapsed().as_secs_f64() * 1e3);
+        cache.load_or_compile(cached_runtime.engine(), &bytes).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let t = Instant::now();
+        cache.load_or_compile(cached_runtime.engine(), &bytes).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        load.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        for _ in 0..1000 {
+            plugin.instantiate_once()?;
+        }
+        inst.push(t.elapsed().as_secs_f64() * 1e6 / 1000.0);
+    }
+    for (name, stats, unit, target, limit) in [
+        ("6a. instantiation per invocation", Stats(inst), "µs", "<= 50 µs", 50.0),
+        ("6b. cached component load", Stats(load), "ms", "<= 5 ms", 5.0),
+        ("6c. cold compile", Stats(cold), "ms", "-", f64::INFINITY),
+    ] {
+        let met = stats.median() <= limit;
+        print_row(&Row {
+            name: name.into(),
+            stats,
+            unit,
+            target: target.into(),
+            met: limit.is_finite().then_some(met),
+            detail: format!("{} KiB component", bytes.len() >> 10),
+        });
+    }
+
+    // 7. Peak memory while snapshotting (peak RSS reset just before).
+    let mut over = Vec::new();
+    for run in 0..args.runs {
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        let before = vm_status("VmRSS:").context("reading VmRSS")?;
+        let factory = FileStreamFactory::new(dir.join(format!("mem-{run}")), dir.join("shared"), 0)?;
+        let (stream, _) = plugin.snapshot_keyed(state.snapshot(), primary_only(&factory, StateScope::Exclusive)?)?;
+        stream.close_and_finalize()?.discard().ok();
+        let peak = vm_status("VmHWM:").context("reading VmHWM")?;
+        over.push(peak.saturating_sub(before) as f64 / 1048576.0);
+    }
+    let s = Stats(over);
+    let met = s.median() <= 64.0;
+    print_row(&Row {
+        name: "7. peak memory above live state while snapshotting".into(),
+        stats: s,
+        unit: "MiB",
+        target: "<= 64 MiB".into(),
+        met: Some(met),
+        detail: format!("live state RSS {} MiB", vm_status("VmRSS:").unwrap_or(0) >> 20),
+    });
+    drop(state);
+
+    // 8. Scaling of the counting job with 1, 2 and 4 subtasks.
+    let plugin = Arc::new(plugin);
+    let mut base = None;
+    for p in [1u32, 2, 4] {
+        let mut rates = Vec::new();
+        for run in 0..args.runs {
+            let rate = job_rate(&plugin, dir, p, run, args.scaling_events)?;
+            rates.push(rate);
+        }
+        let s = Stats(rates.clone());
+        let median = s.median();
+        let base_rate = *base.get_or_insert(median);
+        let ratios = Stats(rates.iter().map(|r| r / base_rate).collect());
+        print_row(&Row {
+            name: format!("8. job throughput, {p} subtask(s) / 1 subtask"),
+            stats: ratios,
+            unit: "x",
+            target: "-".into(),
+            met: None,
+            detail: format!("{:.2} M events/s median (2 cores; source is one thread)", median / 1e6),
+        });
+    }
+    Ok(())
+}
+
+fn job_rate(plugin: &Arc<Plugin>, dir: &Path, parallelism: u32, run: usize, events: u64) -> anyhow::Result<f64> {
+    let mut config = snapshot_host::config::Config {
+        checkpoint_dir: dir.join(format!("job-{parallelism}-{run}")),
+        ..Default::default()
+    };
+    config.local_recovery.enabled = false;
+    let spec = JobSpec {
+        job_id: "bench".into(),
+        allocation_id: "bench".into(),
+        parallelism,
+        max_parallelism: 128,
+        events,
+        keys: 100_000,
+        checkpoint_interval: (events / 5).max(1),
+        config,
+    };
+    let mut runner = JobRunner::new(spec, plugin.clone())?;
+    let (tx, _rx) = channel();
+    let t = Instant::now();
+    let outcome = runner.run_attempt(AttemptOptions::default(), &tx)?;
+    let elapsed = t.elapsed();
+    if !matches!(outcome, AttemptOutcome::Finished { .. }) {
+        bail!("scaling run did not finish");
+    }
+    Ok(events as f64 / secs(elapsed))
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+fn memory() -> String {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<u64>().ok()))
+        .map(|kib| format!("{} GiB RAM", kib >> 20))
+        .unwrap_or_else(|| "unknown RAM".into())
+}
