@@ -74,6 +74,7 @@ fn misbehaving_plugins_fail_cleanly_in_a_live_layout() {
         ("skip", |e| matches!(e, PluginError::Contract { .. }), "were never marked"),
         ("swallow", |e| matches!(e, PluginError::Contract { .. }), "begin-key-group(134)"),
         ("stale-handle", |e| matches!(e, PluginError::Trap { .. }), "handle"),
+        ("pending-twice", |e| matches!(e, PluginError::Contract { .. }), "no pending batch"),
         ("ambient", |e| matches!(e, PluginError::Failed { .. }), "env=0 args=0 time=0"),
     ];
     // Two rounds: the first initialises process-wide singletons (wasmtime-wasi starts a tokio

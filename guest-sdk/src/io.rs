@@ -55,6 +55,14 @@ impl<'a> SnapshotWriter<'a> {
         self.stream.position() + self.buffer.len() as u64
     }
 
+    /// Appends the packed bytes of the batch `entries` last returned from
+    /// [`Entries::next_pending`](crate::Entries::next_pending), copied on the host side.
+    pub fn write_pending(&mut self, entries: &crate::Entries) -> Result<()> {
+        self.flush_buffer()?;
+        self.stream.write_pending(entries.reader())?;
+        Ok(())
+    }
+
     /// Hands buffered bytes to the host and asks it to make everything durable. The host syncs
     /// at the end of a snapshot anyway; strategies rarely need this.
     pub fn sync(&mut self) -> Result<()> {

@@ -90,7 +90,9 @@ pub use io::{RestoreReader, SnapshotWriter, DEFAULT_BUFFER_SIZE};
 pub use operator::{
     DistributionMode, ElementBatch, ElementBatchBuilder, Elements, OperatorSink, OperatorStateInfo, OperatorStateView,
 };
-pub use state::{Batch, BatchBuilder, Entries, Entry, KeyedStateView, PluginInfo, RestoreSink, StateInfo, StateKind};
+pub use state::{
+    Batch, BatchBuilder, Entries, Entry, KeyedStateView, PendingBatch, PluginInfo, RestoreSink, StateInfo, StateKind,
+};
 
 /// What a snapshot strategy implements.
 ///

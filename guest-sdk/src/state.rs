@@ -157,6 +157,46 @@ impl Entries {
     pub fn next_batch(&mut self, max_bytes: u32) -> Option<Batch> {
         self.reader.next_batch(max_bytes).map(Batch::from_wit)
     }
+
+    /// Like [`next_batch`](Self::next_batch), but only the entries' lengths come into the
+    /// guest: their packed bytes stay on the host until [`SnapshotWriter::write_pending`]
+    /// appends them to the snapshot. For formats that store entries verbatim this avoids
+    /// copying every byte into the guest and back.
+    pub fn next_pending(&mut self, max_bytes: u32) -> Option<PendingBatch> {
+        self.reader.next_batch_lengths(max_bytes).map(|lengths| PendingBatch { lengths })
+    }
+
+    pub(crate) fn reader(&self) -> &wit::EntryReader {
+        &self.reader
+    }
+}
+
+/// The lengths of a batch whose bytes wait on the host; see [`Entries::next_pending`].
+#[derive(Debug, Clone)]
+pub struct PendingBatch {
+    lengths: Vec<wit_types::EntryLengths>,
+}
+
+impl PendingBatch {
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.lengths.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.lengths.is_empty()
+    }
+
+    /// (key, namespace, user key, value) lengths of each entry, in order.
+    pub fn lengths(&self) -> impl Iterator<Item = (u32, u32, u32, u32)> + '_ {
+        self.lengths.iter().map(|l| (l.key, l.namespace, l.user_key, l.value))
+    }
+
+    /// Total bytes of the entries.
+    pub fn data_len(&self) -> u64 {
+        self.lengths().map(|(k, n, u, v)| k as u64 + n as u64 + u as u64 + v as u64).sum()
+    }
 }
 
 /// One entry, borrowed from its [`Batch`].

@@ -313,13 +313,19 @@ fn run_in(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
     let (mut snap_t, mut raw_t, mut dup_t) = (Vec::new(), Vec::new(), Vec::new());
     let mut last_handles = None;
     for run in 0..args.runs {
+        // Alternate which goes first, so that neither always inherits the other's writeback.
+        let raw_first = run % 2 == 1;
+        let raw_before = if raw_first { Some(raw_write(&dir.join("raw"), bytes)?) } else { None };
         let factory = FileStreamFactory::new(dir.join(format!("primary-{run}")), dir.join("shared"), 0)?;
         let t = Instant::now();
         let (stream, _) = plugin.snapshot_keyed(state.snapshot(), primary_only(&factory, StateScope::Exclusive)?)?;
         let primary = stream.close_and_finalize()?;
         let snap = t.elapsed();
         let size = primary.primary().map_or(0, |h| h.size());
-        let raw = raw_write(&dir.join("raw"), size)?;
+        let raw = match raw_before {
+            Some(raw) => raw,
+            None => raw_write(&dir.join("raw"), size)?,
+        };
         let factory = FileStreamFactory::new(dir.join(format!("dup-{run}")), dir.join("shared"), 0)?;
         let t = Instant::now();
         let out = primary_and_local(&factory, StateScope::Exclusive, &dir.join(format!("local-{run}")))?;

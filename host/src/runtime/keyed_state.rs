@@ -30,6 +30,28 @@ impl KeyedStateViewResource {
 #[derive(Debug)]
 pub struct EntryReaderResource {
     cursor: EntryCursor,
+    // Packed bytes of the batch `next-batch-lengths` returned, for `write-pending`; the buffer
+    // is reused from batch to batch.
+    pending: Vec<u8>,
+    has_pending: bool,
+}
+
+impl EntryReaderResource {
+    /// Takes the pending batch's bytes (the caller gives the buffer back with
+    /// [`restore_buffer`](Self::restore_buffer)), or `None` if there is none.
+    pub(crate) fn take_pending(&mut self) -> Option<Vec<u8>> {
+        if !self.has_pending {
+            return None;
+        }
+        self.has_pending = false;
+        Some(std::mem::take(&mut self.pending))
+    }
+
+    /// Returns the buffer taken by [`take_pending`](Self::take_pending), for reuse.
+    pub(crate) fn restore_buffer(&mut self, mut buffer: Vec<u8>) {
+        buffer.clear();
+        self.pending = buffer;
+    }
 }
 
 /// The host object behind `restore-sink`: the backend being restored and the key group the
@@ -95,7 +117,9 @@ impl HostKeyedStateView for InvocationState {
         key_group: u32,
     ) -> wasmtime::Result<Result<Resource<EntryReaderResource>, HostError>> {
         match self.table.get(&this)?.snapshot.entries(state, key_group) {
-            Ok(cursor) => Ok(Ok(self.table.push(EntryReaderResource { cursor })?)),
+            Ok(cursor) => {
+                Ok(Ok(self.table.push(EntryReaderResource { cursor, pending: Vec::new(), has_pending: false })?))
+            }
             Err(e) => Ok(Err(self.contract(format!("entries({state}, {key_group}): {e}")))),
         }
     }
@@ -128,6 +152,32 @@ impl HostEntryReader for InvocationState {
             });
         });
         Ok(more.then_some(EntryBatch { data, entries }))
+    }
+
+    fn next_batch_lengths(
+        &mut self,
+        this: Resource<EntryReaderResource>,
+        max_bytes: u32,
+    ) -> wasmtime::Result<Option<Vec<EntryLengths>>> {
+        let reader = self.table.get_mut(&this)?;
+        let mut data = std::mem::take(&mut reader.pending);
+        data.clear();
+        let mut entries = Vec::new();
+        let more = reader.cursor.next_batch(max_bytes.min(MAX_BATCH_BYTES) as usize, |e| {
+            data.extend_from_slice(e.key);
+            data.extend_from_slice(e.namespace);
+            data.extend_from_slice(e.user_key);
+            data.extend_from_slice(e.value);
+            entries.push(EntryLengths {
+                key: e.key.len() as u32,
+                namespace: e.namespace.len() as u32,
+                user_key: e.user_key.len() as u32,
+                value: e.value.len() as u32,
+            });
+        });
+        reader.pending = data;
+        reader.has_pending = more;
+        Ok(more.then_some(entries))
     }
 
     fn drop(&mut self, rep: Resource<EntryReaderResource>) -> wasmtime::Result<()> {

@@ -11,6 +11,7 @@ use wasmtime::component::{Linker, Resource, ResourceType, WasmList};
 use wasmtime::StoreContextMut;
 
 use super::bindings::HostError;
+use super::keyed_state::EntryReaderResource;
 use super::store::{HostFailure, InvocationState};
 use crate::handles::{DistributionMode, KeyGroupRangeOffsets, OperatorPartitions, PartitionInfo};
 use crate::key_groups::KeyGroupRange;
@@ -224,6 +225,37 @@ fn mark(
     }
 }
 
+/// `write-pending`: appends the reader's pending batch, copied host-side only.
+fn write_pending(
+    mut store: Ctx<'_>,
+    this: Resource<OutputStreamResource>,
+    reader: Resource<EntryReaderResource>,
+) -> wasmtime::Result<Result<(), HostError>> {
+    let Some(bytes) = store.data_mut().table.get_mut(&reader)?.take_pending() else {
+        let message = "write-pending: the reader has no pending batch (call next-batch-lengths first, once per write)";
+        return Ok(Err(store.data_mut().contract(message)));
+    };
+    if store.data().cancel.is_cancelled() {
+        return Ok(Err(store.data_mut().fail(HostFailure::Cancelled)));
+    }
+    let res = store.data_mut().table.get_mut(&this)?;
+    let position = res.stream.as_ref().map(|s| s.position()).unwrap_or(0);
+    let over_limit = res.max_bytes.filter(|max| position + bytes.len() as u64 > *max);
+    let result = match (over_limit, res.stream_mut()) {
+        (Some(max), _) => {
+            res.failed = true;
+            Err(HostFailure::Limit(format!("the snapshot would exceed the plugin's output limit of {max} bytes")))
+        }
+        (None, Ok(stream)) => stream.write(&bytes).map_err(|e| {
+            res.failed = true;
+            HostFailure::Storage(e)
+        }),
+        (None, Err(why)) => Err(HostFailure::Contract(format!("output-stream used after it failed or closed: {why}"))),
+    };
+    store.data_mut().table.get_mut(&reader)?.restore_buffer(bytes);
+    Ok(result.map_err(|f| store.data_mut().fail(f)))
+}
+
 /// Links `snapshot:strategy/output` into `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
     let name = format!("{}/output@{}", super::bindings::WIT_PACKAGE, super::bindings::WIT_VERSION);
@@ -251,6 +283,12 @@ pub(crate) fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::R
         "[method]output-stream.begin-key-group",
         |store, (this, key_group): (Resource<OutputStreamResource>, u32)| {
             mark(store, this, key_group, true).map(|r| (r,))
+        },
+    )?;
+    inst.func_wrap(
+        "[method]output-stream.write-pending",
+        |store, (this, reader): (Resource<OutputStreamResource>, Resource<EntryReaderResource>)| {
+            write_pending(store, this, reader).map(|r| (r,))
         },
     )?;
     inst.func_wrap(

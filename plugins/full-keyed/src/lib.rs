@@ -57,7 +57,9 @@ impl SnapshotStrategy for FullKeyed {
             out.write_u32(key_group)?;
             for (index, info) in states.iter().enumerate() {
                 let mut entries = state.entries(index as u32, key_group)?;
-                let Some(mut batch) = entries.next_batch(BATCH_BYTES) else {
+                // Entries are copied verbatim, so their bytes never need to enter the guest:
+                // only the lengths come in; the host appends the packed bytes itself.
+                let Some(mut batch) = entries.next_pending(BATCH_BYTES) else {
                     continue;
                 };
                 out.write_u8(SECTION)?;
@@ -66,14 +68,14 @@ impl SnapshotStrategy for FullKeyed {
                 loop {
                     out.write_u32(batch.len() as u32)?;
                     lengths.clear();
-                    for e in batch.iter() {
-                        for n in [e.key.len(), e.namespace.len(), e.user_key.len(), e.value.len()] {
-                            lengths.extend_from_slice(&(n as u32).to_le_bytes());
+                    for (k, n, u, v) in batch.lengths() {
+                        for part in [k, n, u, v] {
+                            lengths.extend_from_slice(&part.to_le_bytes());
                         }
                     }
                     out.write_all(&lengths)?;
-                    out.write_all(batch.data())?;
-                    match entries.next_batch(BATCH_BYTES) {
+                    out.write_pending(&entries)?;
+                    match entries.next_pending(BATCH_BYTES) {
                         Some(next) => batch = next,
                         None => break,
                     }
