@@ -9,6 +9,7 @@ pub mod directories;
 pub mod duplicating;
 pub mod fsutil;
 pub mod handles;
+pub mod harness;
 pub mod job;
 pub mod key_groups;
 pub mod local_store;

@@ -118,3 +118,23 @@ pub fn host_binary() -> PathBuf {
         .expect("building the host binary failed");
     target_dir().join("debug").join("snapshot-host")
 }
+
+/// Builds the `fixture-broken` plugin with one deliberate bug (`FIXTURE_BUG`) and returns a
+/// copy of it named after the bug (each variant overwrites the same build output).
+pub fn broken_plugin(bug: &str) -> PathBuf {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(workspace_root())
+        .env("FIXTURE_BUG", bug)
+        .args(["build", "--quiet", "--profile", "plugin", "--target", "wasm32-wasip2", "-p", "fixture-broken"])
+        .status()
+        .expect("cannot run cargo");
+    assert!(status.success(), "building fixture-broken with FIXTURE_BUG={bug} failed");
+    let built = target_dir().join("wasm32-wasip2/plugin/fixture_broken.wasm");
+    let copy = target_dir().join("fixtures").join(format!("broken-{bug}.wasm"));
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    std::fs::copy(&built, &copy).unwrap();
+    copy
+}

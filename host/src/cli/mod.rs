@@ -47,6 +47,29 @@ enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Test a plugin against the reference host: the conformance cases of the strategy world.
+    Test {
+        /// The plugin component (.wasm).
+        plugin: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: plugin::ReportFormat,
+        /// Smaller states (a 4 MiB value instead of 64 MiB, 50,000 tiny entries instead of two
+        /// million), for quick iterations.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Create a plugin crate from a template that builds and passes `plugin test`.
+    New {
+        /// The plugin's name (a crate name: lowercase letters, digits, '-').
+        name: String,
+        /// Directory to create the crate in (default: ./<name>).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Path of the guest SDK (default: the SDK of the source tree this binary was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
     /// Precompile a plugin into the compiled-plugin cache and report compile, cached-load and
     /// instantiation times.
     Compile {
@@ -119,6 +142,10 @@ pub fn main() -> ExitCode {
         Command::Plugin { command: PluginCommand::Compile { plugin, cache_dir } } => {
             plugin::compile(&plugin, cache_dir)
         }
+        Command::Plugin { command: PluginCommand::Test { plugin, format, quick } } => {
+            plugin::test(&plugin, format, quick)
+        }
+        Command::Plugin { command: PluginCommand::New { name, dir, sdk } } => plugin::new(&name, dir, sdk),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -89,3 +89,68 @@ pub fn compile(path: &Path, cache_dir: Option<std::path::PathBuf>) -> anyhow::Re
     println!("instantiation:     {instantiate:.2?} per invocation (fresh store, mean of {ROUNDS})");
     Ok(())
 }
+
+/// How `plugin test` prints its report.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// A readable table.
+    Table,
+    /// JSON.
+    Json,
+    /// JUnit XML.
+    Junit,
+}
+
+pub fn test(path: &Path, format: ReportFormat, quick: bool) -> anyhow::Result<()> {
+    use snapshot_host::harness::{test_plugin, Sizes};
+    let report = test_plugin(path, if quick { Sizes::QUICK } else { Sizes::FULL })?;
+    match format {
+        ReportFormat::Table => print!("{}", report.to_table()),
+        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        ReportFormat::Junit => print!("{}", report.to_junit()),
+    }
+    if report.failed() {
+        let failed: Vec<_> = report
+            .cases
+            .iter()
+            .filter(|c| c.outcome == snapshot_host::harness::Outcome::Fail)
+            .map(|c| c.name.as_str())
+            .collect();
+        anyhow::bail!("plugin {} failed {} conformance case(s): {}", path.display(), failed.len(), failed.join(", "));
+    }
+    Ok(())
+}
+
+pub fn new(name: &str, dir: Option<std::path::PathBuf>, sdk: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !valid {
+        anyhow::bail!("invalid plugin name {name:?}: use lowercase letters, digits and '-', starting with a letter");
+    }
+    let dir = dir.unwrap_or_else(|| std::path::PathBuf::from(name));
+    if dir.exists() {
+        anyhow::bail!("{} already exists; choose another name or --dir", dir.display());
+    }
+    let sdk = sdk.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk"));
+    let sdk =
+        sdk.canonicalize().with_context(|| format!("the guest SDK was not found at {} (pass --sdk)", sdk.display()))?;
+    let fill = |template: &str| {
+        template
+            .replace("{{name}}", name)
+            .replace("{{file}}", &name.replace('-', "_"))
+            .replace("{{sdk}}", &sdk.display().to_string())
+    };
+    std::fs::create_dir_all(dir.join("src")).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(dir.join("Cargo.toml"), fill(include_str!("../../templates/plugin/Cargo.toml.tmpl")))?;
+    std::fs::write(dir.join("src/lib.rs"), fill(include_str!("../../templates/plugin/lib.rs.tmpl")))?;
+    println!("created {} ({})", dir.display(), name);
+    println!("build:  cd {} && cargo build --release --target wasm32-wasip2", dir.display());
+    println!(
+        "test:   snapshot-host plugin test {}/target/wasm32-wasip2/release/{}.wasm",
+        dir.display(),
+        name.replace('-', "_")
+    );
+    Ok(())
+}

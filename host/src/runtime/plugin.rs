@@ -1,6 +1,8 @@
 //! A loaded strategy plugin and its invocations.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use wasmtime::component::{Component, Resource, ResourceTableError};
@@ -50,6 +52,7 @@ pub struct Plugin {
     imports: Vec<String>,
     limits: PluginLimits,
     fuel_metering: bool,
+    peak_memory: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -141,6 +144,7 @@ impl PluginRuntime {
             imports,
             limits,
             fuel_metering: self.options.fuel,
+            peak_memory: Arc::default(),
         };
         let described = plugin.invoke("describe", |store, strategy| strategy.call_describe(store))?.0;
         let reason = if described.name.trim().is_empty() {
@@ -222,9 +226,20 @@ impl Plugin {
         &self.limits
     }
 
+    /// The largest linear memory any invocation of this plugin reached so far, in bytes.
+    pub fn peak_memory(&self) -> usize {
+        self.peak_memory.load(Ordering::Relaxed)
+    }
+
+    /// Forgets the recorded peak memory (to measure one operation).
+    pub fn reset_peak_memory(&self) {
+        self.peak_memory.store(0, Ordering::Relaxed);
+    }
+
     /// A fresh store for one invocation, with the limits, the deadline and `cancel` armed.
     fn new_store(&self, cancel: &CancelToken) -> Store<InvocationState> {
-        let mut store = Store::new(self.pre.engine(), InvocationState::new(&self.limits, cancel.clone()));
+        let state = InvocationState::new(&self.limits, cancel.clone(), self.peak_memory.clone());
+        let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limits);
         // Checked at every epoch tick (at loop back-edges and function entries), so a guest is
         // interrupted within about one tick of a cancellation or of its deadline, even in a

@@ -8,6 +8,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::{ErrorKind, HostError};
 use super::cancel::CancelToken;
 use super::limits::PluginLimits;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// What went wrong on the host side during an invocation. Recorded once (the first failure
@@ -40,7 +42,7 @@ impl std::fmt::Display for HostFailure {
 pub struct InvocationState {
     pub(crate) table: ResourceTable,
     wasi: WasiCtx,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: PeakLimiter,
     pub(crate) first_failure: Option<HostFailure>,
     pub(crate) stdout: MemoryOutputPipe,
     pub(crate) stderr: MemoryOutputPipe,
@@ -53,17 +55,18 @@ pub struct InvocationState {
 const GUEST_OUTPUT_CAPACITY: usize = 1 << 20;
 
 impl InvocationState {
-    pub(crate) fn new(limits: &PluginLimits, cancel: CancelToken) -> Self {
+    pub(crate) fn new(limits: &PluginLimits, cancel: CancelToken, peak_report: Arc<AtomicUsize>) -> Self {
         let stdout = MemoryOutputPipe::new(GUEST_OUTPUT_CAPACITY);
         let stderr = MemoryOutputPipe::new(GUEST_OUTPUT_CAPACITY);
         let wasi = super::wasi::context(stdout.clone(), stderr.clone());
-        let store_limits = StoreLimitsBuilder::new()
+        let inner = StoreLimitsBuilder::new()
             .memory_size(limits.memory_bytes)
             .instances(limits.instances)
             .tables(limits.tables)
             .memories(limits.memories)
             .trap_on_grow_failure(true)
             .build();
+        let store_limits = PeakLimiter { inner, peak: 0, report: peak_report };
         InvocationState {
             table: ResourceTable::new(),
             wasi,
@@ -105,5 +108,46 @@ impl std::fmt::Debug for InvocationState {
 impl WasiView for InvocationState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// The store's resource limiter: enforces the configured limits and records the largest
+/// linear memory the guest reached, reported to its plugin when the store is dropped (the
+/// harness reports it against the limit).
+pub(crate) struct PeakLimiter {
+    inner: StoreLimits,
+    peak: usize,
+    report: Arc<AtomicUsize>,
+}
+
+impl wasmtime::ResourceLimiter for PeakLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = self.inner.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.peak = self.peak.max(desired);
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
+}
+
+impl Drop for PeakLimiter {
+    fn drop(&mut self) {
+        self.report.fetch_max(self.peak, Ordering::Relaxed);
     }
 }
