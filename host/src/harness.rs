@@ -236,7 +236,7 @@ fn sparse() -> KeyedStateBackend {
     let mut placed = 0;
     for i in 0.. {
         let key = format!("s{i}");
-        if key_group_for_key(key.as_bytes(), MAX_P) % 40 == 0 {
+        if key_group_for_key(key.as_bytes(), MAX_P).is_multiple_of(40) {
             b.put(s, key.as_bytes(), b"", b"x").unwrap();
             placed += 1;
             if placed == 6 {
