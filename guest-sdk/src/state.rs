@@ -254,11 +254,17 @@ impl Batch {
 }
 
 /// Packs entries for [`RestoreSink::put`]. Reuse one builder (`clear` it) to avoid
-/// reallocating per batch.
-#[derive(Debug, Clone, Default)]
+/// reallocating per batch. It holds the host's record type directly, so `put` passes it
+/// without a copy.
+#[derive(Debug, Clone)]
 pub struct BatchBuilder {
-    data: Vec<u8>,
-    lengths: Vec<wit_types::EntryLengths>,
+    batch: wit_types::EntryBatch,
+}
+
+impl Default for BatchBuilder {
+    fn default() -> Self {
+        BatchBuilder { batch: wit_types::EntryBatch { data: Vec::new(), entries: Vec::new() } }
+    }
 }
 
 impl BatchBuilder {
@@ -269,11 +275,12 @@ impl BatchBuilder {
 
     /// Appends one entry.
     pub fn push(&mut self, key: &[u8], namespace: &[u8], user_key: &[u8], value: &[u8]) {
-        self.data.extend_from_slice(key);
-        self.data.extend_from_slice(namespace);
-        self.data.extend_from_slice(user_key);
-        self.data.extend_from_slice(value);
-        self.lengths.push(wit_types::EntryLengths {
+        let data = &mut self.batch.data;
+        data.extend_from_slice(key);
+        data.extend_from_slice(namespace);
+        data.extend_from_slice(user_key);
+        data.extend_from_slice(value);
+        self.batch.entries.push(wit_types::EntryLengths {
             key: key.len() as u32,
             namespace: namespace.len() as u32,
             user_key: user_key.len() as u32,
@@ -285,33 +292,33 @@ impl BatchBuilder {
     /// buffer returned by [`data_mut`](Self::data_mut). Lets a decoder read straight into
     /// the batch without an intermediate copy.
     pub fn push_packed(&mut self, key: u32, namespace: u32, user_key: u32, value: u32) {
-        self.lengths.push(wit_types::EntryLengths { key, namespace, user_key, value });
+        self.batch.entries.push(wit_types::EntryLengths { key, namespace, user_key, value });
     }
 
     /// The packed byte buffer, for decoders that append entry bytes directly.
     pub fn data_mut(&mut self) -> &mut Vec<u8> {
-        &mut self.data
+        &mut self.batch.data
     }
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.lengths.len()
+        self.batch.entries.len()
     }
 
     /// Whether no entry was pushed since the last `clear`.
     pub fn is_empty(&self) -> bool {
-        self.lengths.is_empty()
+        self.batch.entries.is_empty()
     }
 
     /// Bytes of entry data held.
     pub fn data_len(&self) -> usize {
-        self.data.len()
+        self.batch.data.len()
     }
 
     /// Removes all entries, keeping the allocations.
     pub fn clear(&mut self) {
-        self.data.clear();
-        self.lengths.clear();
+        self.batch.data.clear();
+        self.batch.entries.clear();
     }
 }
 
@@ -336,9 +343,7 @@ impl<'a> RestoreSink<'a> {
         if batch.is_empty() {
             return Ok(());
         }
-        // The WIT record owns its lists; the copy is one memcpy per batch.
-        let wit_batch = wit_types::EntryBatch { data: batch.data.clone(), entries: batch.lengths.clone() };
-        self.sink.put(state, &wit_batch)?;
+        self.sink.put(state, &batch.batch)?;
         Ok(())
     }
 }

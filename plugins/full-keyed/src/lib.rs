@@ -195,16 +195,22 @@ fn read_section(
     }
 }
 
-/// Appends exactly `len` bytes to `out`, growing it in steps so that a corrupted length fails
-/// on end of stream instead of allocating it all first.
+/// Appends exactly `len` bytes to `out`. Reserves exactly what is needed (no doubling, which
+/// would take twice the memory of a huge value), but only once the first 16 MiB were actually
+/// read: a corrupted length fails on end of stream instead of allocating gigabytes first.
 fn read_exact_bounded(input: &mut impl Read, out: &mut Vec<u8>, len: u64) -> Result<()> {
-    let mut remaining = len;
-    while remaining > 0 {
-        let step = remaining.min(1 << 20) as usize;
+    const PROBE: u64 = 16 << 20;
+    let first = len.min(PROBE) as usize;
+    let start = out.len();
+    out.reserve_exact(first);
+    out.resize(start + first, 0);
+    input.read_exact(&mut out[start..])?;
+    if len > PROBE {
+        let rest = usize::try_from(len - PROBE).map_err(|_| Error::msg("batch larger than the address space"))?;
+        out.reserve_exact(rest);
         let at = out.len();
-        out.resize(at + step, 0);
+        out.resize(at + rest, 0);
         input.read_exact(&mut out[at..])?;
-        remaining -= step as u64;
     }
     Ok(())
 }
