@@ -130,6 +130,26 @@ impl HostKeyedStateView for InvocationState {
     }
 }
 
+/// Packs the cursor's next batch of about `max_bytes` into `data` (appended) and returns the
+/// entries' lengths, or `None` when the cursor is exhausted. Shared by `next-batch` and
+/// `next-batch-lengths`, which differ only in where the bytes go.
+fn pack_next(cursor: &mut EntryCursor, max_bytes: u32, data: &mut Vec<u8>) -> Option<Vec<EntryLengths>> {
+    let mut entries = Vec::new();
+    let more = cursor.next_batch(max_bytes.min(MAX_BATCH_BYTES) as usize, |e| {
+        data.extend_from_slice(e.key);
+        data.extend_from_slice(e.namespace);
+        data.extend_from_slice(e.user_key);
+        data.extend_from_slice(e.value);
+        entries.push(EntryLengths {
+            key: e.key.len() as u32,
+            namespace: e.namespace.len() as u32,
+            user_key: e.user_key.len() as u32,
+            value: e.value.len() as u32,
+        });
+    });
+    more.then_some(entries)
+}
+
 impl HostEntryReader for InvocationState {
     fn next_batch(
         &mut self,
@@ -138,20 +158,7 @@ impl HostEntryReader for InvocationState {
     ) -> wasmtime::Result<Option<EntryBatch>> {
         let reader = self.table.get_mut(&this)?;
         let mut data = Vec::with_capacity(max_bytes.min(MAX_BATCH_BYTES) as usize);
-        let mut entries = Vec::new();
-        let more = reader.cursor.next_batch(max_bytes.min(MAX_BATCH_BYTES) as usize, |e| {
-            data.extend_from_slice(e.key);
-            data.extend_from_slice(e.namespace);
-            data.extend_from_slice(e.user_key);
-            data.extend_from_slice(e.value);
-            entries.push(EntryLengths {
-                key: e.key.len() as u32,
-                namespace: e.namespace.len() as u32,
-                user_key: e.user_key.len() as u32,
-                value: e.value.len() as u32,
-            });
-        });
-        Ok(more.then_some(EntryBatch { data, entries }))
+        Ok(pack_next(&mut reader.cursor, max_bytes, &mut data).map(|entries| EntryBatch { data, entries }))
     }
 
     fn next_batch_lengths(
@@ -160,24 +167,13 @@ impl HostEntryReader for InvocationState {
         max_bytes: u32,
     ) -> wasmtime::Result<Option<Vec<EntryLengths>>> {
         let reader = self.table.get_mut(&this)?;
+        // The buffer is reused from batch to batch.
         let mut data = std::mem::take(&mut reader.pending);
         data.clear();
-        let mut entries = Vec::new();
-        let more = reader.cursor.next_batch(max_bytes.min(MAX_BATCH_BYTES) as usize, |e| {
-            data.extend_from_slice(e.key);
-            data.extend_from_slice(e.namespace);
-            data.extend_from_slice(e.user_key);
-            data.extend_from_slice(e.value);
-            entries.push(EntryLengths {
-                key: e.key.len() as u32,
-                namespace: e.namespace.len() as u32,
-                user_key: e.user_key.len() as u32,
-                value: e.value.len() as u32,
-            });
-        });
+        let entries = pack_next(&mut reader.cursor, max_bytes, &mut data);
         reader.pending = data;
-        reader.has_pending = more;
-        Ok(more.then_some(entries))
+        reader.has_pending = entries.is_some();
+        Ok(entries)
     }
 
     fn drop(&mut self, rep: Resource<EntryReaderResource>) -> wasmtime::Result<()> {
