@@ -8,6 +8,12 @@
 //!   mismatch) is recorded, the secondary is closed (discarding its file) and skipped from then
 //!   on; it is never raised to the writer, only reported when its handle is asked for;
 //! - both see identical bytes at identical positions, through one internal buffer.
+//!
+//! `position` cannot fail in this design (every stream counts the bytes it accepted), so a
+//! "position failure" of the secondary is the misalignment checked at construction.
+//! The secondary is written on the writer's thread: on one disk a second writer thread would
+//! only compete for the same device, and the local copy skips fsync instead (see
+//! `FileCheckpointOutputStream::create`).
 
 use std::io;
 use std::sync::Arc;
