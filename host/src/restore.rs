@@ -82,10 +82,10 @@ pub enum RestoreError {
         expected: u32,
     },
     /// Every alternative failed.
-    #[error("could not restore key groups {range} from any of the {} alternatives: {}", .failures.len(), .failures.join("; "))]
+    #[error("could not restore {what} from any of the {} alternatives: {}", .failures.len(), .failures.join("; "))]
     AllAlternativesFailed {
-        /// The range being restored.
-        range: KeyGroupRange,
+        /// What was being restored (key groups, or a subtask's operator state).
+        what: String,
         /// Each alternative's failure.
         failures: Vec<String>,
     },
@@ -143,8 +143,9 @@ pub fn restore_keyed(
         }
     }
     if primary.is_empty() {
-        let backend = KeyedStateBackend::new(max_parallelism, range)
-            .map_err(|e| RestoreError::AllAlternativesFailed { range, failures: vec![e.to_string()] })?;
+        let backend = KeyedStateBackend::new(max_parallelism, range).map_err(|e| {
+            RestoreError::AllAlternativesFailed { what: format!("key groups {range}"), failures: vec![e.to_string()] }
+        })?;
         return Ok(RestoredKeyedState {
             backend,
             source: RestoreSource::Empty,
@@ -178,7 +179,7 @@ pub fn restore_keyed(
             }
         }
     }
-    Err(RestoreError::AllAlternativesFailed { range, failures })
+    Err(RestoreError::AllAlternativesFailed { what: format!("key groups {range}"), failures })
 }
 
 fn attempt(
@@ -233,7 +234,6 @@ pub fn restore_operator(
             alternatives: 1,
         });
     }
-    let range = KeyGroupRange::EMPTY;
     let primary = repartition(&old, new_parallelism).into_iter().nth(subtask as usize).unwrap_or_default();
     let mut alternatives: Vec<(RestoreSource, Vec<OperatorStreamAssignment>)> = Vec::new();
     if let (Some(store), true) = (local, is_identity(&old, new_parallelism)) {
@@ -270,5 +270,5 @@ pub fn restore_operator(
             }
         }
     }
-    Err(RestoreError::AllAlternativesFailed { range, failures })
+    Err(RestoreError::AllAlternativesFailed { what: format!("the operator state of subtask {subtask}"), failures })
 }

@@ -21,7 +21,7 @@ use wasmtime_wasi::clocks::WasiClocks;
 use wasmtime_wasi::p2::bindings::{cli, clocks, random, sync};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::random::WasiRandom;
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiView};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
 
 use super::store::InvocationState;
 
@@ -34,7 +34,7 @@ impl HasData for Table {
 }
 
 pub(crate) fn add_to_linker(l: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
-    wasmtime_wasi_io_error(l)?;
+    sync::io::error::add_to_linker::<InvocationState, Table>(l, |t| &mut t.table)?;
     sync::io::poll::add_to_linker::<InvocationState, Table>(l, |t| &mut t.table)?;
     sync::io::streams::add_to_linker::<InvocationState, Table>(l, |t| &mut t.table)?;
     cli::exit::add_to_linker::<_, WasiCli>(l, InvocationState::cli)?;
@@ -53,10 +53,6 @@ pub(crate) fn add_to_linker(l: &mut Linker<InvocationState>) -> wasmtime::Result
     random::insecure::add_to_linker::<_, WasiRandom>(l, InvocationState::random)?;
     random::insecure_seed::add_to_linker::<_, WasiRandom>(l, InvocationState::random)?;
     Ok(())
-}
-
-fn wasmtime_wasi_io_error(l: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
-    sync::io::error::add_to_linker::<InvocationState, Table>(l, |t| &mut t.table)
 }
 
 pub(crate) fn context(stdout: MemoryOutputPipe, stderr: MemoryOutputPipe) -> WasiCtx {
@@ -105,6 +101,3 @@ impl InvocationState {
         wasmtime_wasi::random::WasiRandomView::random(self)
     }
 }
-
-#[allow(dead_code)]
-fn assert_view<T: WasiView>() {}
