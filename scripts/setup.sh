@@ -13,5 +13,5 @@ plugins=()
 for manifest in plugins/*/Cargo.toml; do
   plugins+=(-p "$(sed -n 's/^name = "\(.*\)"/\1/p' "$manifest" | head -1)")
 done
-echo "==> building strategy plugins (${#plugins[@]} crates)"
+echo "==> building strategy plugins ($(( ${#plugins[@]} / 2 )) crates)"
 cargo build --quiet --profile plugin --target wasm32-wasip2 "${plugins[@]}"
