@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 echo "==> building the host (release)"
 cargo build --quiet --release -p snapshot-host
-exec ./target/release/snapshot-host demo "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/snapshot-host" demo "$@"

@@ -124,7 +124,10 @@ pub(crate) fn runtime() -> anyhow::Result<snapshot_host::runtime::PluginRuntime>
 
 /// The default location of a plugin built from this workspace.
 pub(crate) fn default_plugin_path(name: &str) -> PathBuf {
-    PathBuf::from("target/wasm32-wasip2/plugin").join(format!("{}.wasm", name.replace('-', "_")))
+    // Where `scripts/setup.sh` builds plugins: the workspace's target directory, or
+    // CARGO_TARGET_DIR when the build was told to use another one.
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"));
+    target.join("wasm32-wasip2/plugin").join(format!("{}.wasm", name.replace('-', "_")))
 }
 
 pub fn main() -> ExitCode {
