@@ -17,7 +17,6 @@
 //! final counts equal a failure-free run's.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -266,11 +265,6 @@ impl JobRunner {
     /// The spec.
     pub fn spec(&self) -> &JobSpec {
         &self.spec
-    }
-
-    /// Where local state lives.
-    pub fn local_roots(&self) -> Vec<PathBuf> {
-        self.spec.config.local_recovery.root_dirs.clone()
     }
 
     /// The job description kept in the broadcast state.

@@ -64,11 +64,6 @@ impl FileCheckpointOutputStream {
         Ok(stream)
     }
 
-    /// Where the completed file will be.
-    pub fn path(&self) -> &Path {
-        &self.final_path
-    }
-
     fn open_file(&mut self) -> io::Result<&mut BufWriter<File>> {
         if self.file.is_none() {
             let file = File::options().write(true).create_new(true).open(&self.temp_path).map_err(|e| {
