@@ -64,7 +64,7 @@ fn attempt(runner: &mut JobRunner, fail_at: Option<u64>) -> (AttemptOutcome, Sou
 /// Runs to the end and checks keyed and operator state against a failure-free run.
 fn finish_and_check(runner: &mut JobRunner) -> Sources {
     let (outcome, sources) = attempt(runner, None);
-    let AttemptOutcome::Finished { backends, operators } = outcome else { panic!("did not finish") };
+    let AttemptOutcome::Finished { backends, operators, .. } = outcome else { panic!("did not finish") };
     assert_eq!(counts_of(&backends), expected_counts(EVENTS, KEYS), "final state differs from a failure-free run");
     assert_eq!(processed_total(&operators), EVENTS, "SPLIT_DISTRIBUTE counters lost or duplicated events");
     let description = runner.job_description().into_bytes();
@@ -208,13 +208,21 @@ fn a_checkpoint_of_another_format_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut runner = JobRunner::new(spec(dir.path(), 2, false), plugin()).unwrap();
     fail_once(&mut runner);
-    // Rewrite the latest metadata as if another strategy had written it.
+    // Rewrite every retained checkpoint's metadata as if another strategy had written it.
     let storage = runner.storage().clone();
-    let latest = *storage.completed_checkpoint_ids().unwrap().last().unwrap();
-    let mut meta = storage.read_metadata(latest).unwrap();
-    meta.plugin.format = "someone-elses-format".into();
-    storage.write_metadata(&meta).unwrap();
+    let ids = storage.completed_checkpoint_ids().unwrap();
+    assert!(ids.len() >= 2);
+    for id in &ids {
+        let mut meta = storage.read_metadata(*id).unwrap();
+        meta.plugin.format = "someone-elses-format".into();
+        storage.write_metadata(&meta).unwrap();
+    }
     let (tx, _rx) = channel();
     let e = runner.run_attempt(AttemptOptions::default(), &tx).unwrap_err().to_string();
     assert!(e.contains("someone-elses-format") && e.contains("full-keyed"), "{e}");
+    // Every checkpoint is named with its reason, and nothing was moved or deleted.
+    for id in &ids {
+        assert!(e.contains(&format!("checkpoint {id}:")), "{e}");
+    }
+    assert_eq!(storage.completed_checkpoint_ids().unwrap(), ids);
 }

@@ -30,10 +30,11 @@ fn operator_state_redistributes_by_mode_when_rescaling() {
         b.add("tags", format!("tag-{i}").into_bytes()).unwrap();
         b.add("config", b"mode=fast".to_vec()).unwrap();
         b.add("config", vec![0u8; 70_000]).unwrap(); // a large element crosses buffer boundaries
-        let (stream, partitions) = plugin
+        let (stream, partitions, checksums) = plugin
             .snapshot_operator(b.snapshot(), factory.create_output_stream(StateScope::Exclusive).unwrap())
             .unwrap();
-        handles.push(Some(OperatorStateHandle::new(partitions, stream.close_and_get_handle().unwrap())));
+        let handle = OperatorStateHandle::new(partitions, stream.close_and_get_handle().unwrap());
+        handles.push(Some(handle.with_checksums(checksums)));
     }
     let all_splits: usize = (0..4).map(|i| 2 + i).sum();
 

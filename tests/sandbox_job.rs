@@ -13,8 +13,9 @@ use snapshot_host::runtime::{PluginLimits, PluginRuntime};
 const EVENTS: u64 = 40_000;
 const KEYS: u64 = 2_000;
 
-fn spec(dir: &Path) -> JobSpec {
+fn spec(dir: &Path, tolerable_failed: u64) -> JobSpec {
     let mut config = Config { checkpoint_dir: dir.join("checkpoints"), ..Config::default() };
+    config.checkpointing.tolerable_failed = tolerable_failed;
     config.local_recovery.enabled = true;
     config.local_recovery.root_dirs = vec![dir.join("local")];
     config.retained_checkpoints = 1;
@@ -58,7 +59,7 @@ fn a_limited_plugin_fails_its_checkpoints_and_the_job_carries_on() {
     let dir = tempfile::tempdir().unwrap();
 
     // A good first run, failing half-way: leaves a completed checkpoint.
-    let mut runner = JobRunner::new(spec(dir.path()), good.clone()).unwrap();
+    let mut runner = JobRunner::new(spec(dir.path(), 0), good.clone()).unwrap();
     let (tx, _rx) = channel();
     assert!(matches!(
         runner.run_attempt(AttemptOptions { fail_at: Some(EVENTS / 2) }, &tx).unwrap(),
@@ -68,8 +69,15 @@ fn a_limited_plugin_fails_its_checkpoints_and_the_job_carries_on() {
     let good_checkpoints = storage.completed_checkpoint_ids().unwrap();
     assert_eq!(good_checkpoints.len(), 1, "one retained checkpoint");
 
-    // The limited plugin: restores fine, but every checkpoint it writes exceeds the limit.
-    let mut runner = JobRunner::new(spec(dir.path()), limited).unwrap();
+    // The limited plugin: restores fine, but every checkpoint it writes exceeds the limit. With
+    // Flink's default tolerance (0), the first failed checkpoint fails the job, naming why.
+    let mut runner = JobRunner::new(spec(dir.path(), 0), limited.clone()).unwrap();
+    let (tx, _rx) = channel();
+    let e = runner.run_attempt(AttemptOptions::default(), &tx).unwrap_err().to_string();
+    assert!(e.contains("tolerable-failed-checkpoints") && e.contains("output limit of 1000 bytes"), "{e}");
+
+    // Tolerating failures, the job carries on to the end with every checkpoint failed.
+    let mut runner = JobRunner::new(spec(dir.path(), 1000), limited).unwrap();
     let (tx, rx) = channel();
     let outcome = runner.run_attempt(AttemptOptions::default(), &tx).unwrap();
     drop(tx);
@@ -84,8 +92,12 @@ fn a_limited_plugin_fails_its_checkpoints_and_the_job_carries_on() {
         !events.iter().any(|e| matches!(e, JobEvent::Completed { .. })),
         "no checkpoint may complete over the limit"
     );
-    let AttemptOutcome::Finished { backends, .. } = outcome else { panic!("the job must carry on to the end") };
+    let AttemptOutcome::Finished { backends, checkpoints, .. } = outcome else {
+        panic!("the job must carry on to the end")
+    };
     assert_eq!(counts_of(&backends), expected_counts(EVENTS, KEYS), "the subtasks kept running exactly");
+    assert_eq!(checkpoints.completed, 0);
+    assert!(checkpoints.failed > 0 && checkpoints.failed == checkpoints.triggered, "{checkpoints:?}");
 
     // Nothing of the failed checkpoints is left; the good checkpoint is intact.
     assert_eq!(storage.completed_checkpoint_ids().unwrap(), good_checkpoints);
@@ -103,7 +115,7 @@ fn a_limited_plugin_fails_its_checkpoints_and_the_job_carries_on() {
     );
 
     // A good plugin afterwards restores the previous checkpoint and checkpoints again.
-    let mut runner = JobRunner::new(spec(dir.path()), good).unwrap();
+    let mut runner = JobRunner::new(spec(dir.path(), 0), good).unwrap();
     let (tx, rx) = channel();
     let outcome = runner.run_attempt(AttemptOptions::default(), &tx).unwrap();
     drop(tx);

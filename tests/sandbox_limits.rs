@@ -48,7 +48,7 @@ fn a_spinning_snapshot_is_cancelled_promptly_and_leaves_nothing() {
 
 #[test]
 fn fuel_limits_cpu_deterministically() {
-    let runtime = PluginRuntime::with_options(RuntimeOptions { fuel: true, cache: None }).unwrap();
+    let runtime = PluginRuntime::with_options(RuntimeOptions { fuel: true, ..RuntimeOptions::default() }).unwrap();
     let limits = PluginLimits { fuel: Some(5_000_000), ..PluginLimits::default() };
     let bad = runtime.load(&suite::plugin_path("fixture-misbehave"), limits).unwrap();
     let e = bad

@@ -29,6 +29,20 @@ pub const PLUGIN_TIMEOUT: &str = "plugin.timeout";
 pub const PLUGIN_MAX_OUTPUT: &str = "plugin.max-output-bytes";
 /// Instruction budget per invocation (needs fuel metering).
 pub const PLUGIN_FUEL: &str = "plugin.fuel";
+/// Linear memory all concurrent plugin invocations of the process may hold together.
+pub const PLUGIN_MEMORY_BUDGET: &str = "plugin.memory-budget";
+/// Bytes an invocation may produce per byte it consumed (beyond a fixed 64 MiB allowance).
+pub const PLUGIN_MAX_AMPLIFICATION: &str = "plugin.max-amplification";
+
+/// Checkpoints that may be in flight at once (Flink's key and default: 1).
+pub const MAX_CONCURRENT_CHECKPOINTS: &str = "execution.checkpointing.max-concurrent-checkpoints";
+/// Least time between the end of one checkpoint and the start of the next (default 0).
+pub const MIN_PAUSE: &str = "execution.checkpointing.min-pause";
+/// Consecutive failed checkpoints a job tolerates before it fails (Flink's key and default: 0).
+pub const TOLERABLE_FAILED_CHECKPOINTS: &str = "execution.checkpointing.tolerable-failed-checkpoints";
+/// Start with empty state when checkpoints exist but none can be restored (default false:
+/// refuse to start, since starting empty over existing checkpoints silently loses all state).
+pub const START_EMPTY_IF_UNRESTORABLE: &str = "execution.state-recovery.start-empty-if-unrestorable";
 
 const KNOWN: &[&str] = &[
     LOCAL_RECOVERY,
@@ -39,6 +53,12 @@ const KNOWN: &[&str] = &[
     PLUGIN_TIMEOUT,
     PLUGIN_MAX_OUTPUT,
     PLUGIN_FUEL,
+    PLUGIN_MEMORY_BUDGET,
+    PLUGIN_MAX_AMPLIFICATION,
+    MAX_CONCURRENT_CHECKPOINTS,
+    MIN_PAUSE,
+    TOLERABLE_FAILED_CHECKPOINTS,
+    START_EMPTY_IF_UNRESTORABLE,
 ];
 
 /// A configuration error; names the input, the key and the value.
@@ -95,6 +115,23 @@ pub struct LocalRecoveryConfig {
     pub root_dirs: Vec<PathBuf>,
 }
 
+/// How checkpoints are scheduled and how many failures a job tolerates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointingConfig {
+    /// Checkpoints in flight at once.
+    pub max_concurrent: usize,
+    /// Least time between the end of a checkpoint and the start of the next.
+    pub min_pause: std::time::Duration,
+    /// Consecutive failed checkpoints tolerated; one more fails the job.
+    pub tolerable_failed: u64,
+}
+
+impl Default for CheckpointingConfig {
+    fn default() -> Self {
+        CheckpointingConfig { max_concurrent: 1, min_pause: std::time::Duration::ZERO, tolerable_failed: 0 }
+    }
+}
+
 /// The host's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -106,6 +143,12 @@ pub struct Config {
     pub retained_checkpoints: usize,
     /// Limits of every strategy invocation.
     pub plugin_limits: PluginLimits,
+    /// Linear memory all concurrent invocations may hold together.
+    pub plugin_memory_budget: usize,
+    /// Checkpoint scheduling and failure tolerance.
+    pub checkpointing: CheckpointingConfig,
+    /// Start empty when checkpoints exist but none can be restored.
+    pub start_empty_if_unrestorable: bool,
 }
 
 impl Default for Config {
@@ -115,6 +158,9 @@ impl Default for Config {
             checkpoint_dir: PathBuf::from("checkpoints"),
             retained_checkpoints: 1,
             plugin_limits: PluginLimits::default(),
+            plugin_memory_budget: crate::runtime::budget::DEFAULT_MEMORY_BUDGET,
+            checkpointing: CheckpointingConfig::default(),
+            start_empty_if_unrestorable: false,
         }
     }
 }
@@ -150,8 +196,17 @@ impl Config {
         let value = value.trim();
         // On the command line every value is text; interpret it as the key's type.
         let parsed = match key {
-            LOCAL_RECOVERY => toml::Value::String(value.into()),
-            RETAINED_CHECKPOINTS | PLUGIN_MEMORY | PLUGIN_TIMEOUT | PLUGIN_MAX_OUTPUT | PLUGIN_FUEL => {
+            LOCAL_RECOVERY | START_EMPTY_IF_UNRESTORABLE => toml::Value::String(value.into()),
+            RETAINED_CHECKPOINTS
+            | PLUGIN_MEMORY
+            | PLUGIN_TIMEOUT
+            | PLUGIN_MAX_OUTPUT
+            | PLUGIN_FUEL
+            | PLUGIN_MEMORY_BUDGET
+            | PLUGIN_MAX_AMPLIFICATION
+            | MAX_CONCURRENT_CHECKPOINTS
+            | MIN_PAUSE
+            | TOLERABLE_FAILED_CHECKPOINTS => {
                 value.parse::<i64>().map(toml::Value::Integer).unwrap_or_else(|_| toml::Value::String(value.into()))
             }
             _ => toml::Value::String(value.into()),
@@ -169,14 +224,46 @@ impl Config {
             },
             expected: expected.into(),
         };
+        let boolean = || match value {
+            toml::Value::Boolean(b) => Some(*b),
+            toml::Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
+            toml::Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
+            _ => None,
+        };
+        let whole = |min: i64| match value {
+            toml::Value::Integer(n) if *n >= min => Some(*n as u64),
+            toml::Value::String(s) => s.trim().parse::<u64>().ok().filter(|n| *n as i64 >= min),
+            _ => None,
+        };
         match key {
             LOCAL_RECOVERY => {
-                self.local_recovery.enabled = match value {
-                    toml::Value::Boolean(b) => *b,
-                    toml::Value::String(s) if s.eq_ignore_ascii_case("true") => true,
-                    toml::Value::String(s) if s.eq_ignore_ascii_case("false") => false,
-                    _ => return Err(invalid("expected true or false")),
-                }
+                self.local_recovery.enabled = boolean().ok_or_else(|| invalid("expected true or false"))?;
+            }
+            START_EMPTY_IF_UNRESTORABLE => {
+                self.start_empty_if_unrestorable = boolean().ok_or_else(|| invalid("expected true or false"))?;
+            }
+            MAX_CONCURRENT_CHECKPOINTS => {
+                let n = whole(1).ok_or_else(|| invalid("expected a whole number of at least 1"))?;
+                self.checkpointing.max_concurrent = n as usize;
+            }
+            TOLERABLE_FAILED_CHECKPOINTS => {
+                self.checkpointing.tolerable_failed = whole(0).ok_or_else(|| invalid("expected a whole number"))?;
+            }
+            MIN_PAUSE => {
+                let zero = matches!(value, toml::Value::Integer(0)) || value.as_str().map(str::trim) == Some("0");
+                self.checkpointing.min_pause = if zero {
+                    std::time::Duration::ZERO
+                } else {
+                    parse_duration(value).ok_or_else(|| invalid("expected a duration, e.g. 0, 500 (ms), \"2s\""))?
+                };
+            }
+            PLUGIN_MEMORY_BUDGET => {
+                let bytes = parse_size(value).ok_or_else(|| invalid("expected a size in bytes, e.g. \"1GiB\""))?;
+                self.plugin_memory_budget = usize::try_from(bytes).map_err(|_| invalid("too large"))?;
+            }
+            PLUGIN_MAX_AMPLIFICATION => {
+                self.plugin_limits.max_amplification =
+                    whole(1).ok_or_else(|| invalid("expected a whole number of at least 1"))?;
             }
             LOCAL_ROOT_DIRS => {
                 let dirs: Vec<String> = match value {
@@ -358,5 +445,40 @@ mod tests {
         let mut c = Config::default();
         c.apply_override("plugin.timeout=250ms").unwrap();
         assert_eq!(c.plugin_limits.timeout, std::time::Duration::from_millis(250));
+    }
+
+    #[test]
+    fn checkpointing_and_budget_keys_with_defaults_and_clear_errors() {
+        let c = Config::default();
+        assert_eq!(c.checkpointing, CheckpointingConfig::default());
+        assert_eq!(c.checkpointing.max_concurrent, 1);
+        assert!(!c.start_empty_if_unrestorable);
+        let text = "execution.checkpointing.max-concurrent-checkpoints = 3\n\
+                    execution.checkpointing.min-pause = \"2s\"\n\
+                    execution.checkpointing.tolerable-failed-checkpoints = 5\n\
+                    execution.state-recovery.start-empty-if-unrestorable = true\n\
+                    plugin.memory-budget = \"512MiB\"\nplugin.max-amplification = 4";
+        let c = parse(text).unwrap();
+        assert_eq!(c.checkpointing.max_concurrent, 3);
+        assert_eq!(c.checkpointing.min_pause, std::time::Duration::from_secs(2));
+        assert_eq!(c.checkpointing.tolerable_failed, 5);
+        assert!(c.start_empty_if_unrestorable);
+        assert_eq!(c.plugin_memory_budget, 512 << 20);
+        assert_eq!(c.plugin_limits.max_amplification, 4);
+        let mut c = Config::default();
+        c.apply_override("execution.checkpointing.min-pause=0").unwrap();
+        c.apply_override("execution.checkpointing.tolerable-failed-checkpoints=0").unwrap();
+        for bad in [
+            "execution.checkpointing.max-concurrent-checkpoints=0",
+            "execution.checkpointing.min-pause=soon",
+            "execution.checkpointing.tolerable-failed-checkpoints=-1",
+            "plugin.memory-budget=big",
+            "plugin.max-amplification=0",
+            "execution.state-recovery.start-empty-if-unrestorable=perhaps",
+        ] {
+            let e = c.apply_override(bad).unwrap_err().to_string();
+            let (key, value) = bad.split_once('=').unwrap();
+            assert!(e.contains(key) && e.contains(value), "{e}");
+        }
     }
 }

@@ -2,8 +2,16 @@
 //! makes the checkpoint durable (metadata written atomically), notifies completion and retires
 //! subsumed checkpoints. A checkpoint that a subtask declines, or that is cancelled, is
 //! aborted: everything already written for it is discarded, primary and local.
+//!
+//! Checkpoints may complete out of order (their asynchronous phases run concurrently), so
+//! every decision is made by id, never by arrival order:
+//! - completions are committed one at a time; a checkpoint whose last acknowledgement arrives
+//!   after a newer checkpoint completed is subsumed and discarded, never retained over it;
+//! - retention keeps the `retained` highest completed ids; the newest is never discarded;
+//! - an abort, a cancellation or a late (or duplicate) acknowledgement of a completed
+//!   checkpoint changes nothing of it.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +33,11 @@ pub struct CoordinatorConfig {
     pub plugin: PluginInfo,
     /// Completed checkpoints to keep.
     pub retained: usize,
+    /// Checkpoints that may be in flight at once (`execution.checkpointing.max-concurrent-checkpoints`).
+    pub max_concurrent: usize,
+    /// Least time between the end of one checkpoint and the start of the next
+    /// (`execution.checkpointing.min-pause`).
+    pub min_pause: Duration,
 }
 
 /// A completed checkpoint, as reported to the job.
@@ -34,6 +47,50 @@ pub struct CompletedCheckpoint {
     pub metadata: CheckpointMetadata,
     /// From trigger to durable metadata.
     pub duration: Duration,
+}
+
+/// Why a checkpoint was aborted. Only [`AbortReason::Failed`] counts as a failed checkpoint
+/// (towards `execution.checkpointing.tolerable-failed-checkpoints`); the others are the job's
+/// own doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AbortReason {
+    /// The snapshot failed (plugin error, storage error, a limit).
+    Failed(String),
+    /// A task failed; the job recovers.
+    TaskFailure,
+    /// The job ended before the checkpoint completed.
+    JobFinished,
+    /// Cancelled by the caller.
+    Cancelled,
+    /// A newer checkpoint completed first.
+    Subsumed,
+}
+
+impl std::fmt::Display for AbortReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AbortReason::Failed(reason) => write!(f, "failed: {reason}"),
+            AbortReason::TaskFailure => f.write_str("task failure"),
+            AbortReason::JobFinished => f.write_str("job finished before the checkpoint completed"),
+            AbortReason::Cancelled => f.write_str("cancelled"),
+            AbortReason::Subsumed => f.write_str("subsumed by a newer completed checkpoint"),
+        }
+    }
+}
+
+/// Counts of what happened to the checkpoints of this coordinator.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckpointStats {
+    /// Checkpoints triggered.
+    pub triggered: u64,
+    /// Checkpoints completed.
+    pub completed: u64,
+    /// Checkpoints that failed.
+    pub failed: u64,
+    /// Failed checkpoints since the last completed one.
+    pub consecutive_failed: u64,
+    /// The reason of the last failure.
+    pub last_failure: Option<String>,
 }
 
 #[derive(Debug)]
@@ -46,9 +103,20 @@ struct Pending {
 #[derive(Debug, Default)]
 struct State {
     pending: BTreeMap<u64, Pending>,
-    completed: VecDeque<u64>,
+    /// Retained completed checkpoints.
+    completed: BTreeSet<u64>,
+    /// Metadata of checkpoints completed by this coordinator (to recognise duplicate acks).
+    completed_metadata: BTreeMap<u64, CheckpointMetadata>,
     aborted: Vec<u64>,
     cancel_tokens: BTreeMap<u64, CancelToken>,
+    last_finished: Option<Instant>,
+    stats: CheckpointStats,
+}
+
+impl State {
+    fn newest_completed(&self) -> Option<u64> {
+        self.completed.last().copied()
+    }
 }
 
 /// Coordinates the checkpoints of one job. Thread-safe; acknowledgements arrive from the
@@ -59,23 +127,32 @@ pub struct CheckpointCoordinator {
     storage: FileCheckpointStorage,
     local_stores: Vec<Arc<TaskLocalStateStore>>,
     state: Mutex<State>,
+    // Held while a checkpoint is committed (metadata written, older ones retired) or aborted,
+    // so that two completions, or a completion and an abort, never interleave. Taken before
+    // `state` when both are needed.
+    commit: Mutex<()>,
 }
 
 impl CheckpointCoordinator {
     /// A coordinator writing to `storage` and notifying `local_stores` (one per subtask; may
-    /// be empty). Checkpoints already complete in storage count towards retention.
+    /// be empty). `completed` are the checkpoints already complete in storage that count
+    /// towards retention (usually the restored one and those older than it).
     pub fn new(
         config: CoordinatorConfig,
         storage: FileCheckpointStorage,
         local_stores: Vec<Arc<TaskLocalStateStore>>,
-    ) -> Result<Self, StorageError> {
-        let completed = storage.completed_checkpoint_ids()?.into_iter().collect();
-        Ok(CheckpointCoordinator {
-            config,
-            storage,
-            local_stores,
-            state: Mutex::new(State { completed, ..State::default() }),
-        })
+        completed: impl IntoIterator<Item = u64>,
+    ) -> Self {
+        let state = State { completed: completed.into_iter().collect(), ..State::default() };
+        CheckpointCoordinator { config, storage, local_stores, state: Mutex::new(state), commit: Mutex::new(()) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_commit(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.commit.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The storage.
@@ -83,18 +160,27 @@ impl CheckpointCoordinator {
         &self.storage
     }
 
+    /// Whether a new checkpoint may start now: fewer than the maximum are in flight and the
+    /// minimum pause since the last one ended has passed.
+    pub fn can_trigger(&self) -> bool {
+        let s = self.lock();
+        let paused = s.last_finished.is_none_or(|t| t.elapsed() >= self.config.min_pause);
+        s.pending.len() < self.config.max_concurrent.max(1) && paused
+    }
+
     /// Registers checkpoint `id`, taken at `source_offset`.
     pub fn trigger(&self, id: u64, source_offset: u64) {
         let acks = vec![None; self.config.parallelism as usize];
-        let mut s = self.state.lock().expect("coordinator lock");
+        let mut s = self.lock();
         s.pending.insert(id, Pending { source_offset, started: Instant::now(), acks });
         s.cancel_tokens.insert(id, CancelToken::new());
+        s.stats.triggered += 1;
     }
 
     /// The token that interrupts the asynchronous work of checkpoint `id` when it is aborted
     /// (an already cancelled token if the checkpoint is no longer pending).
     pub fn cancel_token(&self, id: u64) -> CancelToken {
-        let s = self.state.lock().expect("coordinator lock");
+        let s = self.lock();
         s.cancel_tokens.get(&id).cloned().unwrap_or_else(|| {
             let token = CancelToken::new();
             token.cancel();
@@ -103,18 +189,68 @@ impl CheckpointCoordinator {
     }
 
     /// Subtask `subtask` finished its part of checkpoint `id`. Returns the completed
-    /// checkpoint when this was the last acknowledgement. State acknowledged for a checkpoint
-    /// that was aborted meanwhile is discarded.
+    /// checkpoint when this was the last acknowledgement and the checkpoint became durable.
+    /// State acknowledged for a checkpoint that was aborted meanwhile is discarded; a late or
+    /// duplicate acknowledgement of a completed checkpoint discards only files that
+    /// checkpoint does not reference.
     pub fn acknowledge(
         &self,
         id: u64,
         subtask: u32,
         state: SubtaskState,
     ) -> Result<Option<CompletedCheckpoint>, StorageError> {
+        // Held from the moment the last acknowledgement is taken until the checkpoint is
+        // committed, so that no abort can discard it in between.
+        let _commit = self.lock_commit();
         let ready = {
-            let mut s = self.state.lock().expect("coordinator lock");
-            let Some(pending) = s.pending.get_mut(&id) else {
+            let mut s = self.lock();
+            if let Some(pending) = s.pending.get_mut(&id) {
+                if let Some(slot) = pending.acks.get_mut(subtask as usize) {
+                    if let Some(previous) = slot.replace(state) {
+                        // A duplicate from the same subtask: keep the newest, drop the other's files.
+                        let current = slot.as_ref().expect("just set");
+                        previous.discard_except(current);
+                    }
+                }
+                if pending.acks.iter().all(Option::is_some) {
+                    s.cancel_tokens.remove(&id);
+                    s.pending.remove(&id)
+                } else {
+                    None
+                }
+            } else {
                 drop(s);
+                self.late_acknowledgement(id, subtask, state);
+                return Ok(None);
+            }
+        };
+        let Some(pending) = ready else {
+            return Ok(None);
+        };
+        self.commit(id, pending)
+    }
+
+    /// Called with the commit lock held.
+    fn late_acknowledgement(&self, id: u64, subtask: u32, state: SubtaskState) {
+        let completed = {
+            let s = self.lock();
+            s.completed.contains(&id).then(|| s.completed_metadata.get(&id).cloned())
+        };
+        match completed {
+            Some(metadata) => {
+                // Never touches the completed checkpoint's files or local copies.
+                let metadata = metadata.or_else(|| self.storage.read_metadata(id).ok());
+                match metadata.as_ref().and_then(|m| m.subtasks.get(subtask as usize)) {
+                    Some(referenced) => state.discard_except(referenced),
+                    None => tracing::warn!(
+                        checkpoint = id,
+                        subtask,
+                        "late acknowledgement of a completed checkpoint whose metadata cannot be read; keeping its files"
+                    ),
+                }
+                tracing::debug!(checkpoint = id, subtask, "late acknowledgement of a completed checkpoint; ignored");
+            }
+            None => {
                 tracing::debug!(
                     checkpoint = id,
                     subtask,
@@ -122,19 +258,12 @@ impl CheckpointCoordinator {
                 );
                 state.discard();
                 self.abort_local(id);
-                return Ok(None);
-            };
-            pending.acks[subtask as usize] = Some(state);
-            if pending.acks.iter().all(Option::is_some) {
-                s.cancel_tokens.remove(&id);
-                s.pending.remove(&id)
-            } else {
-                None
             }
-        };
-        let Some(pending) = ready else {
-            return Ok(None);
-        };
+        }
+    }
+
+    /// Called with the commit lock held.
+    fn commit(&self, id: u64, pending: Pending) -> Result<Option<CompletedCheckpoint>, StorageError> {
         let metadata = CheckpointMetadata {
             checkpoint_id: id,
             job_id: self.config.job_id.clone(),
@@ -144,48 +273,79 @@ impl CheckpointCoordinator {
             source_offset: pending.source_offset,
             subtasks: pending.acks.into_iter().map(|a| a.expect("all acknowledged")).collect(),
         };
+        let newest = self.lock().newest_completed();
+        if newest.is_some_and(|newest| newest > id) {
+            // Completed after a newer one: subsumed on arrival, never made durable.
+            tracing::info!(checkpoint = id, newest = ?newest, "checkpoint completed after a newer one; discarding it");
+            self.discard_everything(id, &metadata.subtasks);
+            let mut s = self.lock();
+            s.aborted.push(id);
+            s.last_finished = Some(Instant::now());
+            return Ok(None);
+        }
         if let Err(e) = self.storage.write_metadata(&metadata) {
             // Not durable, so not complete: discard it like any aborted checkpoint.
-            metadata.subtasks.iter().for_each(SubtaskState::discard);
-            let _ = self.storage.discard_checkpoint(id);
-            self.abort_local(id);
+            self.discard_everything(id, &metadata.subtasks);
+            let mut s = self.lock();
+            s.aborted.push(id);
+            s.last_finished = Some(Instant::now());
+            s.stats.failed += 1;
+            s.stats.consecutive_failed += 1;
+            s.stats.last_failure = Some(format!("writing the metadata: {e}"));
             return Err(e);
         }
         let duration = pending.started.elapsed();
         for store in &self.local_stores {
             store.confirm(id);
         }
-        self.retire_subsumed(id);
-        Ok(Some(CompletedCheckpoint { metadata, duration }))
-    }
-
-    fn retire_subsumed(&self, id: u64) {
-        let subsumed: Vec<u64> = {
-            let mut s = self.state.lock().expect("coordinator lock");
-            s.completed.push_back(id);
-            let mut out = Vec::new();
-            while s.completed.len() > self.config.retained {
-                out.extend(s.completed.pop_front());
+        let (retired, subsumed) = {
+            let mut s = self.lock();
+            s.completed.insert(id);
+            s.completed_metadata.insert(id, metadata.clone());
+            s.last_finished = Some(Instant::now());
+            s.stats.completed += 1;
+            s.stats.consecutive_failed = 0;
+            // Keep the `retained` highest ids; `id` is the highest, so it always stays.
+            let excess = s.completed.len().saturating_sub(self.config.retained.max(1));
+            let retired: Vec<u64> = s.completed.iter().take(excess).copied().collect();
+            for old in &retired {
+                s.completed.remove(old);
+                s.completed_metadata.remove(old);
             }
             // Pending checkpoints older than a completed one can never complete usefully.
             let stale: Vec<u64> = s.pending.range(..id).map(|(k, _)| *k).collect();
+            let mut subsumed = Vec::new();
             for k in stale {
                 if let Some(p) = s.pending.remove(&k) {
                     if let Some(token) = s.cancel_tokens.remove(&k) {
                         token.cancel();
                     }
-                    p.acks.iter().flatten().for_each(SubtaskState::discard);
                     s.aborted.push(k);
-                    out.push(k);
+                    subsumed.push((k, p));
                 }
             }
-            out
+            (retired, subsumed)
         };
-        for old in subsumed {
+        for old in retired {
             if let Err(e) = self.storage.discard_checkpoint(old) {
                 tracing::warn!(checkpoint = old, error = %e, "could not discard a subsumed checkpoint");
             }
         }
+        for (k, p) in subsumed {
+            let acked: Vec<SubtaskState> = p.acks.into_iter().flatten().collect();
+            self.discard_everything(k, &acked);
+        }
+        Ok(Some(CompletedCheckpoint { metadata, duration }))
+    }
+
+    /// Discards the primary files of `id` (acknowledged `states` and the directory) and its
+    /// local copies.
+    fn discard_everything(&self, id: u64, states: &[SubtaskState]) {
+        states.iter().for_each(SubtaskState::discard);
+        if let Err(e) = self.storage.discard_checkpoint(id) {
+            tracing::warn!(checkpoint = id, error = %e, "could not delete the checkpoint's directory");
+        }
+        self.abort_local(id);
     }
 
     fn abort_local(&self, id: u64) {
@@ -194,49 +354,80 @@ impl CheckpointCoordinator {
         }
     }
 
-    /// Aborts checkpoint `id` (a subtask declined it, the job failed, or it was cancelled):
-    /// discards every part written so far, primary and local.
-    pub fn abort(&self, id: u64, reason: &str) {
+    /// Aborts checkpoint `id`: discards every part written so far, primary and local. An
+    /// abort of a completed checkpoint is ignored: a completed checkpoint is durable and
+    /// stays until it is subsumed.
+    pub fn abort(&self, id: u64, reason: AbortReason) {
+        let _commit = self.lock_commit();
         let pending = {
-            let mut s = self.state.lock().expect("coordinator lock");
-            s.aborted.push(id);
+            let mut s = self.lock();
+            if s.completed.contains(&id) {
+                drop(s);
+                tracing::debug!(checkpoint = id, %reason, "ignoring an abort of a completed checkpoint");
+                return;
+            }
             if let Some(token) = s.cancel_tokens.remove(&id) {
                 // Interrupts plugin invocations still writing this checkpoint.
                 token.cancel();
             }
-            s.pending.remove(&id)
+            let pending = s.pending.remove(&id);
+            if pending.is_some() {
+                s.aborted.push(id);
+                s.last_finished = Some(Instant::now());
+                if let AbortReason::Failed(why) = &reason {
+                    s.stats.failed += 1;
+                    s.stats.consecutive_failed += 1;
+                    s.stats.last_failure = Some(format!("checkpoint {id}: {why}"));
+                }
+            }
+            pending
         };
-        if let Some(p) = pending {
-            tracing::warn!(checkpoint = id, reason, "checkpoint aborted");
-            p.acks.iter().flatten().for_each(SubtaskState::discard);
-        }
-        if let Err(e) = self.storage.discard_checkpoint(id) {
-            tracing::warn!(checkpoint = id, error = %e, "could not delete the aborted checkpoint's directory");
-        }
-        self.abort_local(id);
+        let acked: Vec<SubtaskState> = match pending {
+            Some(p) => {
+                let level_warn = matches!(reason, AbortReason::Failed(_));
+                if level_warn {
+                    tracing::warn!(checkpoint = id, %reason, "checkpoint aborted");
+                } else {
+                    tracing::info!(checkpoint = id, %reason, "checkpoint aborted");
+                }
+                p.acks.into_iter().flatten().collect()
+            }
+            None => Vec::new(),
+        };
+        self.discard_everything(id, &acked);
     }
 
-    /// Cancels checkpoint `id`; the same as an abort.
+    /// Cancels checkpoint `id`; an abort with [`AbortReason::Cancelled`].
     pub fn cancel(&self, id: u64) {
-        self.abort(id, "cancelled");
+        self.abort(id, AbortReason::Cancelled);
     }
 
     /// Aborts every pending checkpoint (the job is failing or stopping).
-    pub fn abort_all(&self, reason: &str) {
-        let ids: Vec<u64> = self.state.lock().expect("coordinator lock").pending.keys().copied().collect();
+    pub fn abort_all(&self, reason: AbortReason) {
+        let ids: Vec<u64> = self.lock().pending.keys().copied().collect();
         for id in ids {
-            self.abort(id, reason);
+            self.abort(id, reason.clone());
         }
     }
 
     /// Ids of checkpoints triggered but neither complete nor aborted.
     pub fn pending_ids(&self) -> Vec<u64> {
-        self.state.lock().expect("coordinator lock").pending.keys().copied().collect()
+        self.lock().pending.keys().copied().collect()
     }
 
     /// Ids of aborted checkpoints.
     pub fn aborted_ids(&self) -> Vec<u64> {
-        self.state.lock().expect("coordinator lock").aborted.clone()
+        self.lock().aborted.clone()
+    }
+
+    /// Ids of the retained completed checkpoints, ascending.
+    pub fn completed_ids(&self) -> Vec<u64> {
+        self.lock().completed.iter().copied().collect()
+    }
+
+    /// What happened so far.
+    pub fn stats(&self) -> CheckpointStats {
+        self.lock().stats.clone()
     }
 }
 
@@ -247,7 +438,7 @@ mod tests {
     use crate::handles::{KeyGroupRangeOffsets, KeyGroupsStateHandle, StreamStateHandle};
     use crate::key_groups::KeyGroupRange;
     use crate::local_store::LocalSnapshot;
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
 
     fn plugin_info() -> PluginInfo {
         PluginInfo {
@@ -263,11 +454,18 @@ mod tests {
     fn state_file(storage: &FileCheckpointStorage, id: u64, subtask: u32) -> SubtaskState {
         let dir = storage.checkpoint_dir(id);
         std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("state-{subtask}"));
+        let path = dir.join(format!("state-{subtask}-{}", uuid::Uuid::new_v4()));
         std::fs::write(&path, b"xyz").unwrap();
         let offsets = Arc::new(KeyGroupRangeOffsets::new(KeyGroupRange::new(0, 0), vec![0]).unwrap());
         let stream = StreamStateHandle::File { path, size: 3, crc32c: None };
         SubtaskState { keyed: Some(KeyGroupsStateHandle::new(offsets, stream)), operator: None }
+    }
+
+    fn path_of(state: &SubtaskState) -> PathBuf {
+        match state.keyed.as_ref().unwrap().stream() {
+            StreamStateHandle::File { path, .. } => path.clone(),
+            _ => unreachable!(),
+        }
     }
 
     fn setup(root: &Path, retained: usize) -> (CheckpointCoordinator, Arc<TaskLocalStateStore>) {
@@ -280,8 +478,15 @@ mod tests {
             max_parallelism: 128,
             plugin: plugin_info(),
             retained,
+            max_concurrent: 1,
+            min_pause: Duration::ZERO,
         };
-        (CheckpointCoordinator::new(config, storage, vec![store.clone()]).unwrap(), store)
+        (CheckpointCoordinator::new(config, storage, vec![store.clone()], []), store)
+    }
+
+    fn complete(c: &CheckpointCoordinator, id: u64) -> Option<CompletedCheckpoint> {
+        c.acknowledge(id, 0, state_file(c.storage(), id, 0)).unwrap();
+        c.acknowledge(id, 1, state_file(c.storage(), id, 1)).unwrap()
     }
 
     #[test]
@@ -300,6 +505,7 @@ mod tests {
         assert_eq!(c.storage().completed_checkpoint_ids().unwrap(), vec![2]);
         assert!(!c.storage().checkpoint_dir(1).exists());
         assert_eq!(store.stored_ids(), vec![2]);
+        assert_eq!(c.stats().completed, 2);
     }
 
     #[test]
@@ -317,13 +523,11 @@ mod tests {
         assert!(store.retrieve(5).is_none());
         // A subtask that finishes after the cancellation: its state is discarded, nothing completes.
         let late = state_file(c.storage(), 5, 1);
-        let late_path = match &late.keyed.as_ref().unwrap().stream() {
-            StreamStateHandle::File { path, .. } => path.clone(),
-            _ => unreachable!(),
-        };
+        let late_path = path_of(&late);
         assert!(c.acknowledge(5, 1, late).unwrap().is_none());
         assert!(!late_path.exists());
         assert!(c.storage().completed_checkpoint_ids().unwrap().is_empty());
+        assert_eq!(c.stats().failed, 0, "a cancellation is not a failed checkpoint");
     }
 
     #[test]
@@ -333,9 +537,123 @@ mod tests {
         c.trigger(1, 0);
         c.acknowledge(1, 0, state_file(c.storage(), 1, 0)).unwrap();
         c.trigger(2, 10);
-        c.acknowledge(2, 0, state_file(c.storage(), 2, 0)).unwrap();
-        c.acknowledge(2, 1, state_file(c.storage(), 2, 1)).unwrap().expect("complete");
+        complete(&c, 2).expect("complete");
         assert!(c.pending_ids().is_empty());
         assert!(!c.storage().checkpoint_dir(1).exists());
+    }
+
+    /// Defect 3: retention went by order of completion, so an older checkpoint completing
+    /// last evicted the newest one.
+    #[test]
+    fn out_of_order_completion_never_discards_the_newest_checkpoint() {
+        let root = tempfile::tempdir().unwrap();
+        let (c, _) = setup(root.path(), 1);
+        c.trigger(98, 980);
+        c.trigger(99, 990);
+        // 98 is fully acknowledged except one subtask; 99 completes first.
+        c.acknowledge(98, 0, state_file(c.storage(), 98, 0)).unwrap();
+        complete(&c, 99).expect("99 completes");
+        // 98 was pending and older: subsumed when 99 completed.
+        let late = state_file(c.storage(), 98, 1);
+        let late_path = path_of(&late);
+        assert!(c.acknowledge(98, 1, late).unwrap().is_none(), "98 completed after 99");
+        assert!(!late_path.exists());
+        assert_eq!(c.storage().completed_checkpoint_ids().unwrap(), vec![99]);
+        assert_eq!(c.completed_ids(), vec![99]);
+        assert_eq!(c.storage().read_metadata(99).unwrap().source_offset, 990);
+    }
+
+    /// The same race through `commit` directly: both checkpoints fully acknowledged, the
+    /// older one committed last.
+    #[test]
+    fn an_older_checkpoint_committed_after_a_newer_one_is_discarded_not_retained() {
+        let root = tempfile::tempdir().unwrap();
+        let (c, _) = setup(root.path(), 3);
+        c.trigger(7, 70);
+        c.trigger(8, 80);
+        complete(&c, 8).expect("8 completes");
+        // 7 was subsumed on 8's completion; pretend its acknowledgements raced past that.
+        let pending = Pending {
+            source_offset: 70,
+            started: Instant::now(),
+            acks: vec![Some(state_file(c.storage(), 7, 0)), Some(state_file(c.storage(), 7, 1))],
+        };
+        let _commit = c.lock_commit();
+        assert!(c.commit(7, pending).unwrap().is_none());
+        assert_eq!(c.storage().completed_checkpoint_ids().unwrap(), vec![8]);
+        assert!(!c.storage().checkpoint_dir(7).exists());
+    }
+
+    /// Defect 11: an abort or cancel of an already completed checkpoint deleted its metadata
+    /// and local copies.
+    #[test]
+    fn abort_or_cancel_of_a_completed_checkpoint_is_ignored() {
+        let root = tempfile::tempdir().unwrap();
+        let (c, store) = setup(root.path(), 2);
+        c.trigger(3, 30);
+        let provider_dir = store.checkpoint_dir(3);
+        std::fs::create_dir_all(&provider_dir).unwrap();
+        store.store(3, LocalSnapshot::default()).unwrap();
+        complete(&c, 3).expect("complete");
+        c.abort(3, AbortReason::Failed("late failure".into()));
+        c.cancel(3);
+        assert_eq!(c.storage().read_metadata(3).unwrap().checkpoint_id, 3);
+        assert_eq!(store.stored_ids(), vec![3]);
+        assert!(provider_dir.exists());
+        assert_eq!(c.stats().failed, 0);
+    }
+
+    /// Defect 12: a late or duplicate acknowledgement of a completed checkpoint deleted every
+    /// subtask's local copy (and could delete the checkpoint's own files).
+    #[test]
+    fn late_or_duplicate_acknowledgement_of_a_completed_checkpoint_changes_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let (c, store) = setup(root.path(), 2);
+        c.trigger(4, 40);
+        store.store(4, LocalSnapshot::default()).unwrap();
+        let done = complete(&c, 4).expect("complete");
+        // The very same state again (a duplicate message): its files are the checkpoint's own.
+        let same = done.metadata.subtasks[0].clone();
+        assert!(c.acknowledge(4, 0, same.clone()).unwrap().is_none());
+        assert!(path_of(&same).exists(), "a duplicate acknowledgement deleted the checkpoint's file");
+        // Different state for the same checkpoint: only those extra files go.
+        let extra = state_file(c.storage(), 4, 1);
+        let extra_path = path_of(&extra);
+        assert!(c.acknowledge(4, 1, extra).unwrap().is_none());
+        assert!(!extra_path.exists());
+        assert_eq!(store.stored_ids(), vec![4], "local copies of a completed checkpoint were deleted");
+        assert_eq!(c.storage().read_metadata(4).unwrap(), done.metadata);
+    }
+
+    #[test]
+    fn concurrency_and_min_pause_gate_triggers_and_failures_are_counted() {
+        let root = tempfile::tempdir().unwrap();
+        let storage = FileCheckpointStorage::new(&root.path().join("ckpt"), "job", 0).unwrap();
+        let config = CoordinatorConfig {
+            job_id: "job".into(),
+            parallelism: 2,
+            max_parallelism: 128,
+            plugin: plugin_info(),
+            retained: 1,
+            max_concurrent: 2,
+            min_pause: Duration::from_millis(200),
+        };
+        let c = CheckpointCoordinator::new(config, storage, Vec::new(), []);
+        assert!(c.can_trigger());
+        c.trigger(1, 0);
+        assert!(c.can_trigger());
+        c.trigger(2, 0);
+        assert!(!c.can_trigger(), "two in flight");
+        c.abort(1, AbortReason::Failed("disk full".into()));
+        assert!(!c.can_trigger(), "within the minimum pause after checkpoint 1 ended");
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(c.can_trigger());
+        c.abort(2, AbortReason::Failed("disk full".into()));
+        let stats = c.stats();
+        assert_eq!((stats.triggered, stats.failed, stats.consecutive_failed), (2, 2, 2));
+        assert!(stats.last_failure.unwrap().contains("disk full"));
+        c.trigger(3, 0);
+        complete(&c, 3).expect("complete");
+        assert_eq!(c.stats().consecutive_failed, 0);
     }
 }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::backend::{KeyedSnapshot, KeyedStateBackend, StateKind, StateValue};
 use crate::config::Config;
-use crate::coordinator::{CheckpointCoordinator, CompletedCheckpoint, CoordinatorConfig};
+use crate::coordinator::{AbortReason, CheckpointCoordinator, CompletedCheckpoint, CoordinatorConfig};
 use crate::directories::LocalRecoveryDirectoryProvider;
 use crate::handles::{DistributionMode, OperatorStateHandle};
 use crate::key_groups::{key_group_for_key, operator_for_key_group, range_for_operator};
@@ -32,7 +32,7 @@ use crate::local_store::{retain_allocations, LocalSnapshot, TaskLocalStateStore}
 use crate::operator_backend::{OperatorSnapshot, OperatorStateBackend, OperatorStateError};
 use crate::restore::{restore_keyed, restore_operator, RestoreError, RestoreSource};
 use crate::result_provider::{primary_and_local, primary_only};
-use crate::runtime::Plugin;
+use crate::runtime::{CancelToken, Plugin};
 use crate::storage::{CheckpointMetadata, FileCheckpointStorage, SubtaskState};
 use crate::streams::{FileStreamFactory, StateScope};
 
@@ -177,6 +177,9 @@ pub enum AttemptOutcome {
         backends: Vec<KeyedStateBackend>,
         /// The subtasks' final operator state.
         operators: Vec<OperatorStateBackend>,
+        /// What happened to the attempt's checkpoints (a caller decides whether a run that
+        /// completed none is a failure: for a job it is, since nothing it did is durable).
+        checkpoints: crate::coordinator::CheckpointStats,
     },
     /// A task failure was injected at this offset.
     Failed {
@@ -203,6 +206,45 @@ pub enum JobError {
     /// A subtask thread died.
     #[error("subtask {0} failed: {1}")]
     Subtask(u32, String),
+    /// Checkpoints exist, but none of them can be restored; starting empty would silently
+    /// lose all state.
+    #[error("checkpoints exist in {dir}, but none can be restored, so the job does not start (starting with empty state would lose it; set {key}=true to do that anyway):\n{}", list_failures(.failures))]
+    NoRestorableCheckpoint {
+        /// The job's checkpoint directory.
+        dir: String,
+        /// The setting that allows starting empty.
+        key: &'static str,
+        /// Each checkpoint, newest first, and why it could not be restored.
+        failures: Vec<(u64, String)>,
+    },
+    /// More consecutive checkpoints failed than the job tolerates.
+    #[error("{failed} consecutive checkpoints failed, more than the {tolerable} tolerated (execution.checkpointing.tolerable-failed-checkpoints); the last: {last}")]
+    TooManyFailedCheckpoints {
+        /// Consecutive failures.
+        failed: u64,
+        /// Tolerated.
+        tolerable: u64,
+        /// The last failure.
+        last: String,
+    },
+}
+
+fn list_failures(failures: &[(u64, String)]) -> String {
+    let lines: Vec<String> = failures.iter().map(|(id, why)| format!("  checkpoint {id}: {why}")).collect();
+    lines.join("\n")
+}
+
+/// A job restored from its newest restorable checkpoint (or started empty).
+#[derive(Debug)]
+pub struct RestoredJob {
+    /// The checkpoint restored, or `None` when the job starts empty.
+    pub checkpoint: Option<CheckpointMetadata>,
+    /// Every subtask's state.
+    pub subtasks: Vec<SubtaskBackends>,
+    /// One [`JobEvent::Restored`] per subtask.
+    pub events: Vec<JobEvent>,
+    /// Newer checkpoints that could not be restored, and why (they were moved aside).
+    pub skipped: Vec<(u64, String)>,
 }
 
 fn setup(e: impl std::fmt::Display) -> JobError {
@@ -290,15 +332,18 @@ impl JobRunner {
     }
 
     /// Restores every subtask from `metadata` (or starts empty) and returns their keyed and
-    /// operator state. Local copies are offered from `stores` (by subtask index; may be empty).
+    /// operator state, with one [`JobEvent::Restored`] per subtask. Local copies are offered
+    /// from `stores` (by subtask index; may be empty). Nothing is pruned: the caller decides
+    /// what to keep once the whole job restored.
     pub fn restore(
         &self,
         metadata: Option<&CheckpointMetadata>,
         stores: &[Arc<TaskLocalStateStore>],
-        events: &Sender<JobEvent>,
-    ) -> Result<Vec<SubtaskBackends>, JobError> {
+        cancel: &CancelToken,
+    ) -> Result<(Vec<SubtaskBackends>, Vec<JobEvent>), JobError> {
         let (p, m) = (self.spec.parallelism, self.spec.max_parallelism);
         let mut out = Vec::new();
+        let mut events = Vec::new();
         for i in 0..p {
             let range = range_for_operator(m, p, i).map_err(setup)?;
             let started = Instant::now();
@@ -317,9 +362,9 @@ impl JobRunner {
                     // the ranges and partitions differ and the restore uses the primary.
                     let store = stores.get(i as usize).map(Arc::as_ref);
                     let restore_err = |source| JobError::Restore { subtask: i, source };
-                    let k = restore_keyed(&self.plugin, meta, range, store).map_err(restore_err)?;
-                    let o = restore_operator(&self.plugin, meta, i, p, store).map_err(restore_err)?;
-                    let _ = events.send(JobEvent::Restored {
+                    let k = restore_keyed(&self.plugin, meta, range, store, cancel).map_err(restore_err)?;
+                    let o = restore_operator(&self.plugin, meta, i, p, store, cancel).map_err(restore_err)?;
+                    events.push(JobEvent::Restored {
                         subtask: i,
                         source: k.source,
                         alternative: k.alternative,
@@ -334,7 +379,83 @@ impl JobRunner {
             self.init_operator_state(i, &mut operators).map_err(setup)?;
             out.push((keyed, operators));
         }
-        Ok(out)
+        Ok((out, events))
+    }
+
+    /// Restores the newest checkpoint that can be restored, changing nothing on disk (see
+    /// [`restore_latest`](Self::restore_latest) for what a starting job does besides). A newer
+    /// one that cannot be restored (damaged metadata, or state whose every copy is missing or
+    /// corrupt) is skipped with a warning naming it and the cause. When checkpoints exist but
+    /// none restores, this fails (unless configured to start empty): starting empty over
+    /// existing checkpoints would silently lose all state.
+    pub fn find_restorable(
+        &self,
+        stores: &[Arc<TaskLocalStateStore>],
+        cancel: &CancelToken,
+    ) -> Result<RestoredJob, JobError> {
+        let ids = self.storage.completed_checkpoint_ids().map_err(setup)?;
+        let mut skipped: Vec<(u64, String)> = Vec::new();
+        for &id in ids.iter().rev() {
+            let outcome = match self.storage.read_metadata(id) {
+                Ok(metadata) => self.restore(Some(&metadata), stores, cancel).map(|r| (metadata, r)),
+                Err(e) => Err(JobError::Setup(e.to_string())),
+            };
+            match outcome {
+                Ok((metadata, (subtasks, events))) => {
+                    return Ok(RestoredJob { checkpoint: Some(metadata), subtasks, events, skipped });
+                }
+                Err(JobError::Restore { source: RestoreError::Cancelled { what }, subtask }) => {
+                    return Err(JobError::Restore { subtask, source: RestoreError::Cancelled { what } });
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    tracing::warn!(checkpoint = id, error = %why, "cannot restore checkpoint {id}; trying an older one");
+                    skipped.push((id, why));
+                }
+            }
+        }
+        if !skipped.is_empty() && !self.spec.config.start_empty_if_unrestorable {
+            return Err(JobError::NoRestorableCheckpoint {
+                dir: self.storage.root().display().to_string(),
+                key: crate::config::START_EMPTY_IF_UNRESTORABLE,
+                failures: skipped,
+            });
+        }
+        if !skipped.is_empty() {
+            tracing::warn!("no checkpoint can be restored; starting with empty state as configured");
+        }
+        let (subtasks, events) = self.restore(None, stores, cancel)?;
+        Ok(RestoredJob { checkpoint: None, subtasks, events, skipped })
+    }
+
+    /// [`find_restorable`](Self::find_restorable), then what a starting job does with the
+    /// result: every subtask's local store keeps only the restored checkpoint, and the skipped
+    /// newer checkpoints are moved aside (`chk-<id>.unrestorable`), so that retention never
+    /// counts them and a later start does not try them again.
+    pub fn restore_latest(
+        &self,
+        stores: &[Arc<TaskLocalStateStore>],
+        cancel: &CancelToken,
+    ) -> Result<RestoredJob, JobError> {
+        let restored = self.find_restorable(stores, cancel)?;
+        if let Some(m) = &restored.checkpoint {
+            for store in stores {
+                store.retain_only(m.checkpoint_id);
+            }
+        }
+        self.quarantine(&restored.skipped);
+        Ok(restored)
+    }
+
+    fn quarantine(&self, skipped: &[(u64, String)]) {
+        for (id, _) in skipped {
+            match self.storage.quarantine(*id) {
+                Ok(to) => tracing::warn!(checkpoint = id, to = %to.display(), "moved an unrestorable checkpoint aside"),
+                Err(e) => {
+                    tracing::warn!(checkpoint = id, error = %e, "could not move an unrestorable checkpoint aside")
+                }
+            }
+        }
     }
 
     fn init_operator_state(
@@ -350,39 +471,50 @@ impl JobRunner {
         Ok(())
     }
 
-    /// Runs one attempt: restore from the latest completed checkpoint, replay the source from
-    /// its offset, checkpoint every interval, until the source ends or a failure is injected.
+    /// Runs one attempt: restore from the newest restorable checkpoint, replay the source from
+    /// its offset, checkpoint every interval (as concurrency and the minimum pause allow),
+    /// until the source ends or a failure is injected. Fails when more consecutive checkpoints
+    /// fail than tolerated (`execution.checkpointing.tolerable-failed-checkpoints`); a
+    /// finished attempt reports what happened to its checkpoints.
     pub fn run_attempt(
         &mut self,
         options: AttemptOptions,
         events: &Sender<JobEvent>,
     ) -> Result<AttemptOutcome, JobError> {
-        let latest = self.storage.latest_completed().map_err(setup)?;
         let stores = self.open_local_stores()?;
-        let restored = self.restore(latest.as_ref(), &stores, events)?;
+        let restored = self.restore_latest(&stores, &CancelToken::new())?;
+        for event in restored.events {
+            let _ = events.send(event);
+        }
+        let latest = restored.checkpoint;
         let start = latest.as_ref().map_or(0, |m| m.source_offset);
         if let Some(m) = &latest {
             self.next_checkpoint = self.next_checkpoint.max(m.checkpoint_id + 1);
         }
-        let coordinator = Arc::new(
-            CheckpointCoordinator::new(
-                CoordinatorConfig {
-                    job_id: self.spec.job_id.clone(),
-                    parallelism: self.spec.parallelism,
-                    max_parallelism: self.spec.max_parallelism,
-                    plugin: self.plugin.info().clone(),
-                    retained: self.spec.config.retained_checkpoints,
-                },
-                self.storage.clone(),
-                stores.clone(),
-            )
-            .map_err(setup)?,
-        );
+        let checkpointing = self.spec.config.checkpointing.clone();
+        // Only checkpoints up to the restored one count towards retention (newer ones that
+        // could not be restored were moved aside).
+        let retained = self.storage.completed_checkpoint_ids().map_err(setup)?;
+        let restored_id = latest.as_ref().map_or(0, |m| m.checkpoint_id);
+        let coordinator = Arc::new(CheckpointCoordinator::new(
+            CoordinatorConfig {
+                job_id: self.spec.job_id.clone(),
+                parallelism: self.spec.parallelism,
+                max_parallelism: self.spec.max_parallelism,
+                plugin: self.plugin.info().clone(),
+                retained: self.spec.config.retained_checkpoints,
+                max_concurrent: checkpointing.max_concurrent,
+                min_pause: checkpointing.min_pause,
+            },
+            self.storage.clone(),
+            stores.clone(),
+            retained.into_iter().filter(|&id| id <= restored_id),
+        ));
 
         let pauses: Pauses = Arc::default();
         let mut inputs: Vec<SyncSender<Input>> = Vec::new();
         let mut threads: Vec<JoinHandle<Result<SubtaskBackends, String>>> = Vec::new();
-        for (i, (keyed, operators)) in restored.into_iter().enumerate() {
+        for (i, (keyed, operators)) in restored.subtasks.into_iter().enumerate() {
             let (tx, rx) = sync_channel::<Input>(4096);
             inputs.push(tx);
             let ctx = SubtaskContext {
@@ -402,14 +534,35 @@ impl JobRunner {
         }
 
         let (p, m) = (self.spec.parallelism, self.spec.max_parallelism);
+        let interval = self.spec.checkpoint_interval;
+        let too_many_failures = || {
+            let stats = coordinator.stats();
+            (stats.consecutive_failed > checkpointing.tolerable_failed).then(|| JobError::TooManyFailedCheckpoints {
+                failed: stats.consecutive_failed,
+                tolerable: checkpointing.tolerable_failed,
+                last: stats.last_failure.unwrap_or_default(),
+            })
+        };
         let mut failed_at = None;
+        let mut job_failure = None;
+        // The next checkpoint is due at the next multiple of the interval; when concurrency or
+        // the minimum pause holds it back, it is taken as soon as they allow.
+        let mut next_due = (start / interval + 1) * interval;
         for offset in start..self.spec.events {
-            if offset > start && offset % self.spec.checkpoint_interval == 0 {
+            if offset >= next_due && coordinator.can_trigger() {
                 let id = self.next_checkpoint;
                 self.next_checkpoint += 1;
                 coordinator.trigger(id, offset);
                 for tx in &inputs {
                     let _ = tx.send(Input::Barrier(id));
+                }
+                next_due = (offset / interval + 1) * interval;
+            }
+            if offset % 1024 == 0 {
+                if let Some(e) = too_many_failures() {
+                    job_failure = Some(e);
+                    failed_at = Some(offset);
+                    break;
                 }
             }
             if options.fail_at == Some(offset) {
@@ -439,20 +592,19 @@ impl JobRunner {
             }
         }
         // Checkpoints still pending now can never complete.
+        let reason = if failed_at.is_some() { AbortReason::TaskFailure } else { AbortReason::JobFinished };
         for id in coordinator.pending_ids() {
-            let reason =
-                if failed_at.is_some() { "task failure" } else { "job finished before the checkpoint completed" };
-            coordinator.abort(id, reason);
-            let _ = events.send(JobEvent::Aborted { checkpoint_id: id, reason: reason.into() });
+            coordinator.abort(id, reason.clone());
+            let _ = events.send(JobEvent::Aborted { checkpoint_id: id, reason: reason.to_string() });
         }
-        if let Some(e) = thread_error {
+        if let Some(e) = thread_error.or(job_failure).or_else(too_many_failures) {
             return Err(e);
         }
         Ok(match failed_at {
             Some(at) => AttemptOutcome::Failed { at },
             None => {
                 let (backends, operators) = finals.into_iter().unzip();
-                AttemptOutcome::Finished { backends, operators }
+                AttemptOutcome::Finished { backends, operators, checkpoints: coordinator.stats() }
             }
         })
     }
@@ -557,7 +709,7 @@ impl SubtaskContext {
             }
             Ok(None) => {}
             Err(reason) => {
-                self.coordinator.abort(id, &reason);
+                self.coordinator.abort(id, AbortReason::Failed(reason.clone()));
                 let _ = self.events.send(JobEvent::Aborted { checkpoint_id: id, reason });
             }
         }
@@ -586,25 +738,35 @@ impl SubtaskContext {
             .map_err(|e| format!("completing the keyed snapshot: {e}"))?
             .into_keyed(offsets)
             .into_parts();
-        let (stream, partitions) = self
+        let (stream, partitions, checksums) = self
             .plugin
             .snapshot_operator_cancellable(operator_view, new_stream()?, &cancel)
             .map_err(|e| e.to_string())?;
         let (operator, operator_local) = stream
             .close_and_finalize()
             .map_err(|e| format!("completing the operator snapshot: {e}"))?
-            .map(|stream| OperatorStateHandle::new(partitions.clone(), stream))
+            .map(|stream| OperatorStateHandle::new(partitions.clone(), stream).with_checksums(checksums.clone()))
             .into_parts();
-        // A local copy is only useful if it is complete: both parts, or none.
-        if let (Some(keyed_local), Some(operator_local)) = (keyed_local, operator_local) {
+        let primary = SubtaskState { keyed, operator };
+        // A local copy is only useful if it is complete: every part the primary has, or none.
+        let complete = primary.keyed.is_some() == keyed_local.is_some()
+            && primary.operator.is_some() == operator_local.is_some()
+            && (keyed_local.is_some() || operator_local.is_some());
+        if complete {
             // Stored before acknowledging: once the checkpoint completes, its local copy must
             // already be registered.
-            let local = LocalSnapshot { keyed: Some(keyed_local), operator: Some(operator_local) };
+            let local = LocalSnapshot::copy_of(&primary, keyed_local, operator_local);
             if let Err(e) = self.store.store(id, local) {
                 tracing::warn!(checkpoint = id, error = %e, "could not store the local snapshot; continuing without it");
-                self.store.abort(id);
             }
+        } else if self.store.is_enabled() {
+            // A partial copy (one part failed) is never used: delete what was written, and any
+            // earlier entry of this id, so nothing stale survives.
+            for part in keyed_local.iter().map(|h| h.stream()).chain(operator_local.iter().map(|h| h.stream())) {
+                let _ = part.discard();
+            }
+            self.store.abort(id);
         }
-        self.coordinator.acknowledge(id, self.index, SubtaskState { keyed, operator }).map_err(|e| e.to_string())
+        self.coordinator.acknowledge(id, self.index, primary).map_err(|e| e.to_string())
     }
 }

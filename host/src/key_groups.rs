@@ -38,27 +38,28 @@ pub enum KeyGroupError {
 /// every non-empty one; it is what an intersection without overlap yields.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct KeyGroupRange {
-    // Stored as start and exclusive end so the empty range needs no sentinel.
+    // Inclusive bounds, so that every range of u32 key groups is representable (an exclusive
+    // end overflows at u32::MAX); the empty range is the one canonical `start > end`.
     start: u32,
-    end_exclusive: u32,
+    end: u32,
 }
 
 impl KeyGroupRange {
     /// The range with no key groups.
-    pub const EMPTY: KeyGroupRange = KeyGroupRange { start: 0, end_exclusive: 0 };
+    pub const EMPTY: KeyGroupRange = KeyGroupRange { start: 1, end: 0 };
 
     /// The range `start..=end`; empty when `start > end`.
     pub fn new(start: u32, end: u32) -> Self {
         if start > end {
             Self::EMPTY
         } else {
-            KeyGroupRange { start, end_exclusive: end + 1 }
+            KeyGroupRange { start, end }
         }
     }
 
     /// Whether the range holds no key groups.
     pub fn is_empty(&self) -> bool {
-        self.start >= self.end_exclusive
+        self.start > self.end
     }
 
     /// First key group, or `None` when empty.
@@ -68,28 +69,30 @@ impl KeyGroupRange {
 
     /// Last key group, or `None` when empty.
     pub fn end(&self) -> Option<u32> {
-        (!self.is_empty()).then(|| self.end_exclusive - 1)
+        (!self.is_empty()).then_some(self.end)
     }
 
-    /// Number of key groups.
+    /// Number of key groups. Saturates at `u32::MAX` for the one range with 2^32 groups
+    /// (`0..=u32::MAX`), which no job has: key groups are bounded by the maximum parallelism.
     pub fn len(&self) -> u32 {
-        self.end_exclusive.saturating_sub(self.start)
+        if self.is_empty() {
+            0
+        } else {
+            u32::try_from(u64::from(self.end) - u64::from(self.start) + 1).unwrap_or(u32::MAX)
+        }
     }
 
     /// Whether `key_group` is in the range.
     pub fn contains(&self, key_group: u32) -> bool {
-        self.start <= key_group && key_group < self.end_exclusive
+        self.start <= key_group && key_group <= self.end
     }
 
     /// The key groups both ranges hold; empty when they do not overlap.
     pub fn intersection(&self, other: &KeyGroupRange) -> KeyGroupRange {
-        let start = self.start.max(other.start);
-        let end = self.end_exclusive.min(other.end_exclusive);
-        if start >= end {
-            Self::EMPTY
-        } else {
-            KeyGroupRange { start, end_exclusive: end }
+        if self.is_empty() || other.is_empty() {
+            return Self::EMPTY;
         }
+        Self::new(self.start.max(other.start), self.end.min(other.end))
     }
 
     /// Position of `key_group` within the range, if it is in it.
@@ -98,14 +101,15 @@ impl KeyGroupRange {
     }
 
     /// The key groups in ascending order.
-    pub fn iter(&self) -> std::ops::Range<u32> {
-        self.start..self.end_exclusive.max(self.start)
+    pub fn iter(&self) -> std::ops::RangeInclusive<u32> {
+        // The empty range is always `start > end`, which iterates over nothing.
+        self.start..=self.end
     }
 }
 
 impl IntoIterator for KeyGroupRange {
     type Item = u32;
-    type IntoIter = std::ops::Range<u32>;
+    type IntoIter = std::ops::RangeInclusive<u32>;
     fn into_iter(self) -> Self::IntoIter {
         self.iter()
     }
@@ -335,5 +339,18 @@ mod tests {
         fn key_group_of_any_key_is_in_range(key in proptest::collection::vec(any::<u8>(), 0..64), m in 1u32..=32768) {
             prop_assert!(key_group_for_key(&key, m) < m);
         }
+    }
+
+    #[test]
+    fn ranges_at_the_top_of_u32_do_not_overflow() {
+        let top = KeyGroupRange::new(u32::MAX, u32::MAX);
+        assert_eq!(top.len(), 1);
+        assert!(top.contains(u32::MAX));
+        assert_eq!(top.iter().collect::<Vec<_>>(), vec![u32::MAX]);
+        assert_eq!(top.end(), Some(u32::MAX));
+        let wide = KeyGroupRange::new(u32::MAX - 2, u32::MAX);
+        assert_eq!(wide.intersection(&KeyGroupRange::new(0, u32::MAX)), wide);
+        assert_eq!(KeyGroupRange::new(0, u32::MAX).len(), u32::MAX);
+        assert!(KeyGroupRange::new(5, 4).is_empty());
     }
 }

@@ -23,19 +23,82 @@ use serde::{Deserialize, Serialize};
 use crate::directories::{
     allocation_base_dir, parse_checkpoint_dir_name, LocalRecoveryDirectoryProvider, LOCAL_STATE_DIR,
 };
-use crate::handles::{KeyGroupsStateHandle, OperatorStateHandle};
-use crate::storage::{decode_with_checksum, encode_with_checksum};
+use crate::handles::{KeyGroupsStateHandle, OperatorStateHandle, StreamIdentity, StreamStateHandle};
+use crate::storage::{decode_with_checksum, encode_with_checksum, SubtaskState};
 
 /// Name of the metadata file in a local checkpoint directory.
 pub const LOCAL_METADATA_FILE: &str = "_local_metadata";
 
-/// The local parts of one subtask's snapshot.
+/// The local parts of one subtask's snapshot, with the identity of the primary streams they
+/// copy.
+///
+/// A checkpoint id alone does not identify a checkpoint: local state outlives the process,
+/// and a later incarnation may write a different checkpoint with the same id (the earlier one
+/// never completed). So a local copy records which primary stream it copies (file name, size
+/// and checksum) and is offered for restore only against exactly that primary.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocalSnapshot {
     /// Local copy of the keyed state.
     pub keyed: Option<KeyGroupsStateHandle>,
     /// Local copy of the operator state.
     pub operator: Option<OperatorStateHandle>,
+    /// The primary keyed stream the local keyed copy copies.
+    pub keyed_primary: Option<StreamIdentity>,
+    /// The primary operator stream the local operator copy copies.
+    pub operator_primary: Option<StreamIdentity>,
+}
+
+impl LocalSnapshot {
+    /// Local copies of the parts of `primary`.
+    pub fn copy_of(
+        primary: &SubtaskState,
+        keyed: Option<KeyGroupsStateHandle>,
+        operator: Option<OperatorStateHandle>,
+    ) -> Self {
+        LocalSnapshot {
+            keyed,
+            operator,
+            keyed_primary: primary.keyed.as_ref().map(|h| h.stream().identity()),
+            operator_primary: primary.operator.as_ref().map(|h| h.stream().identity()),
+        }
+    }
+
+    /// The local keyed copy, if it is a copy of exactly `primary`: the recorded primary
+    /// identity matches, the offsets and segment checksums are the same, and the local bytes
+    /// have the primary's size and checksum.
+    pub fn keyed_copy_of(&self, primary: &KeyGroupsStateHandle) -> Option<KeyGroupsStateHandle> {
+        let local = self.keyed.as_ref()?;
+        let same = is_copy(self.keyed_primary.as_ref(), local.stream(), primary.stream())
+            && local.offsets() == primary.offsets();
+        same.then(|| local.clone())
+    }
+
+    /// The local operator copy, if it is a copy of exactly `primary` (as for keyed state, with
+    /// the partition offsets and checksums).
+    pub fn operator_copy_of(&self, primary: &OperatorStateHandle) -> Option<OperatorStateHandle> {
+        let local = self.operator.as_ref()?;
+        let same = is_copy(self.operator_primary.as_ref(), local.stream(), primary.stream())
+            && local.partitions() == primary.partitions()
+            && local.checksums() == primary.checksums();
+        same.then(|| local.clone())
+    }
+
+    /// Names of the files this snapshot references.
+    fn file_names(&self) -> Vec<std::ffi::OsString> {
+        let streams = self.keyed.iter().map(|h| h.stream()).chain(self.operator.iter().map(|h| h.stream()));
+        streams
+            .filter_map(|s| match s {
+                StreamStateHandle::File { path, .. } => path.file_name().map(|n| n.to_os_string()),
+                StreamStateHandle::Inline { .. } => None,
+            })
+            .collect()
+    }
+}
+
+fn is_copy(recorded: Option<&StreamIdentity>, local: &StreamStateHandle, primary: &StreamStateHandle) -> bool {
+    let primary = primary.identity();
+    let local = local.identity();
+    recorded == Some(&primary) && local.size == primary.size && local.crc32c == primary.crc32c
 }
 
 #[derive(Debug, Default)]
@@ -89,6 +152,11 @@ impl TaskLocalStateStore {
                     Ok(snapshot) => {
                         inner.stored.insert(id, snapshot);
                     }
+                    // Normal after a crash: the copy was being written, or was never stored.
+                    Err(LocalMetadataError::Missing) => {
+                        tracing::info!(dir = %dir.display(), "deleting incomplete local state (it has no metadata)");
+                        remove_dir(&dir);
+                    }
                     Err(e) => {
                         tracing::warn!(dir = %dir.display(), error = %e, "deleting unusable local state");
                         remove_dir(&dir);
@@ -99,7 +167,10 @@ impl TaskLocalStateStore {
     }
 
     /// Stores the local snapshot of checkpoint `id` (persisting its handles). Must happen
-    /// before the checkpoint is acknowledged.
+    /// before the checkpoint is acknowledged. Replaces an earlier snapshot of the same id and
+    /// deletes every file in the checkpoint's local directory that the new snapshot does not
+    /// reference (the replaced snapshot's, or a partial copy's). If persisting fails, nothing
+    /// of `id` is kept.
     pub fn store(&self, id: u64, snapshot: LocalSnapshot) -> io::Result<()> {
         if !self.enabled {
             return Ok(());
@@ -112,12 +183,21 @@ impl TaskLocalStateStore {
             return Ok(());
         }
         let dir = self.checkpoint_dir(id);
-        std::fs::create_dir_all(&dir)?;
-        let bytes = encode_with_checksum(&snapshot).map_err(io::Error::other)?;
-        crate::fsutil::write_atomic(&dir.join(LOCAL_METADATA_FILE), &bytes)?;
-        // Replacing an earlier store of the same id: its files live in the same directory and
-        // the new metadata now describes what is there.
+        let persisted = (|| {
+            std::fs::create_dir_all(&dir)?;
+            let bytes = encode_with_checksum(&snapshot).map_err(io::Error::other)?;
+            crate::fsutil::write_atomic(&dir.join(LOCAL_METADATA_FILE), &bytes)
+        })();
+        if let Err(e) = persisted {
+            inner.stored.remove(&id);
+            drop(inner);
+            remove_dir(&dir);
+            return Err(e);
+        }
+        let keep = snapshot.file_names();
         inner.stored.insert(id, snapshot);
+        drop(inner);
+        remove_unreferenced(&dir, &keep);
         Ok(())
     }
 
@@ -164,7 +244,8 @@ impl TaskLocalStateStore {
         self.drop_matching(|stored| stored != id);
     }
 
-    /// Deletes all local state of the subtask; later stores are discarded.
+    /// Deletes all local state of the subtask; later stores are discarded. The job and
+    /// allocation directories above it go too once nothing else is in them.
     pub fn dispose(&self) {
         {
             let mut inner = self.inner.lock().expect("local store lock");
@@ -174,15 +255,48 @@ impl TaskLocalStateStore {
         if self.enabled {
             for dir in self.provider.all_subtask_base_dirs() {
                 remove_dir(&dir);
+                // `remove_dir` only removes empty directories: other subtasks' state stays.
+                for parent in dir.ancestors().skip(1).take(2) {
+                    let _ = std::fs::remove_dir(parent);
+                }
             }
         }
     }
 }
 
-fn read_local_metadata(dir: &Path) -> Result<LocalSnapshot, String> {
-    let bytes =
-        std::fs::read(dir.join(LOCAL_METADATA_FILE)).map_err(|e| format!("no readable {LOCAL_METADATA_FILE}: {e}"))?;
-    decode_with_checksum(&bytes)
+/// Why a local checkpoint directory's metadata could not be used.
+#[derive(Debug, thiserror::Error)]
+enum LocalMetadataError {
+    #[error("it has no {LOCAL_METADATA_FILE}")]
+    Missing,
+    #[error("{LOCAL_METADATA_FILE} is unreadable: {0}")]
+    Unreadable(io::Error),
+    #[error("{LOCAL_METADATA_FILE} is damaged: {0}")]
+    Corrupt(String),
+}
+
+fn read_local_metadata(dir: &Path) -> Result<LocalSnapshot, LocalMetadataError> {
+    let bytes = std::fs::read(dir.join(LOCAL_METADATA_FILE)).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => LocalMetadataError::Missing,
+        _ => LocalMetadataError::Unreadable(e),
+    })?;
+    decode_with_checksum(&bytes).map_err(LocalMetadataError::Corrupt)
+}
+
+/// Deletes the entries of `dir` other than the metadata and the files named in `keep`.
+fn remove_unreferenced(dir: &Path, keep: &[std::ffi::OsString]) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if name == LOCAL_METADATA_FILE || keep.contains(&name) {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        if let Err(e) = removed.or_else(|e| if e.kind() == io::ErrorKind::NotFound { Ok(()) } else { Err(e) }) {
+            tracing::warn!(path = %path.display(), error = %e, "could not delete an unreferenced local file");
+        }
+    }
 }
 
 fn remove_dir(dir: &Path) {

@@ -10,14 +10,17 @@
 //! back: that is the only case where a local copy can stand in for the primary.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use crate::handles::{DistributionMode, OperatorStateHandle, StreamStateHandle};
+use crate::handles::{DistributionMode, OperatorStateHandle, SegmentChecksums, StreamStateHandle};
 
 /// What one new subtask reads from one stream: per state, its mode and the element offsets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OperatorStreamAssignment {
     /// The stream to read.
     pub stream: StreamStateHandle,
+    /// Its segment checksums, to verify every partition read.
+    pub checksums: Arc<SegmentChecksums>,
     /// (state name, mode, offsets of the elements to read).
     pub states: Vec<(String, DistributionMode, Vec<u64>)>,
 }
@@ -27,6 +30,7 @@ impl OperatorStreamAssignment {
     pub fn whole(handle: &OperatorStateHandle) -> Self {
         OperatorStreamAssignment {
             stream: handle.stream().clone(),
+            checksums: handle.checksums().clone(),
             states: handle.partitions().iter().map(|(name, p)| (name.clone(), p.mode, p.offsets.clone())).collect(),
         }
     }
@@ -51,7 +55,8 @@ pub fn repartition(old: &[Option<OperatorStateHandle>], new_parallelism: u32) ->
         return old.iter().map(|h| h.iter().map(OperatorStreamAssignment::whole).collect()).collect();
     }
     // Per state: its mode and, per old subtask, (stream index, offsets).
-    let streams: Vec<&StreamStateHandle> = old.iter().flatten().map(|h| h.stream()).collect();
+    let streams: Vec<(&StreamStateHandle, &Arc<SegmentChecksums>)> =
+        old.iter().flatten().map(|h| (h.stream(), h.checksums())).collect();
     let mut states: ElementsByOldSubtask = BTreeMap::new();
     let mut stream_index = 0;
     for (subtask, handle) in old.iter().enumerate() {
@@ -114,7 +119,8 @@ pub fn repartition(old: &[Option<OperatorStateHandle>], new_parallelism: u32) ->
             by_stream
                 .into_iter()
                 .map(|(stream, states)| OperatorStreamAssignment {
-                    stream: streams[stream].clone(),
+                    stream: streams[stream].0.clone(),
+                    checksums: streams[stream].1.clone(),
                     states: states.into_iter().map(|(n, (m, o))| (n, m, o)).collect(),
                 })
                 .collect()

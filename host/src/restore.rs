@@ -1,5 +1,10 @@
-//! Restore with priorities: the local copy first when it matches the primary, the primary
-//! (the ground truth) last; each attempt on a fresh backend; fail only when all fail.
+//! Restore with priorities: the local copy first when it is a copy of exactly the primary, the
+//! primary (the ground truth) last; each attempt on a fresh backend; fail only when all fail.
+//!
+//! Every byte restored is verified against the checksums the host recorded while writing it,
+//! from either copy. A restore never prunes local copies itself: the caller does, once the
+//! whole checkpoint restored (a failed restore may fall back to an older checkpoint, whose
+//! local copies must still be there).
 
 use std::time::{Duration, Instant};
 
@@ -9,7 +14,7 @@ use crate::key_groups::KeyGroupRange;
 use crate::local_store::TaskLocalStateStore;
 use crate::operator_backend::OperatorStateBackend;
 use crate::repartition::{is_identity, repartition, OperatorStreamAssignment};
-use crate::runtime::{Plugin, PluginInfo};
+use crate::runtime::{CancelToken, Plugin, PluginError, PluginInfo};
 use crate::storage::CheckpointMetadata;
 
 /// Where restored state came from.
@@ -82,13 +87,49 @@ pub enum RestoreError {
         expected: u32,
     },
     /// Every alternative failed.
-    #[error("could not restore {what} from any of the {} alternatives: {}", .failures.len(), .failures.join("; "))]
+    #[error("could not restore {what} from any of the {} alternatives: {}", .failures.len(), join_failures(.failures))]
     AllAlternativesFailed {
         /// What was being restored (key groups, or a subtask's operator state).
         what: String,
-        /// Each alternative's failure.
-        failures: Vec<String>,
+        /// Each alternative's failure, in the order tried.
+        failures: Vec<AlternativeFailure>,
     },
+    /// The restore was cancelled (the task is being cancelled); no further alternative is tried.
+    #[error("stopped restoring {what}: the restore was cancelled")]
+    Cancelled {
+        /// What was being restored.
+        what: String,
+    },
+}
+
+/// Why one restore alternative failed.
+#[derive(Debug)]
+pub struct AlternativeFailure {
+    /// 1-based position among the alternatives.
+    pub index: usize,
+    /// Which copy it was.
+    pub source: RestoreSource,
+    /// The failure.
+    pub error: PluginError,
+}
+
+fn join_failures(failures: &[AlternativeFailure]) -> String {
+    let parts: Vec<String> =
+        failures.iter().map(|f| format!("alternative {} ({}): {}", f.index, f.source, f.error)).collect();
+    parts.join("; ")
+}
+
+impl RestoreError {
+    /// Whether the restore failed because state on disk is damaged (every alternative tried
+    /// found corrupt bytes), as opposed to a plugin, configuration or storage problem.
+    pub fn is_corrupt(&self) -> bool {
+        match self {
+            RestoreError::AllAlternativesFailed { failures, .. } => {
+                !failures.is_empty() && failures.iter().all(|f| matches!(f.error, PluginError::Corrupt { .. }))
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Refuses a checkpoint the configured plugin cannot read: another strategy name, another
@@ -115,17 +156,20 @@ pub fn check_plugin(metadata: &CheckpointMetadata, configured: &PluginInfo) -> R
 /// Restores the keyed state of `range` from checkpoint `metadata`, trying the local copy in
 /// `local` first when it may be used, then the primary.
 ///
-/// The local copy is used only when the subtask's primary state is exactly one handle with
-/// the same key-group range (no rescaling happened), and only after its checksum verifies.
-/// The store is pruned to the restored checkpoint.
+/// The local copy is used only when the subtask's primary state is exactly one handle with the
+/// same key-group range (no rescaling happened) and the local store recorded that very primary
+/// stream (file name, size and checksum) as the one it copies; its bytes are verified as they
+/// are read, like the primary's. `cancel` stops the restore between and within attempts.
 pub fn restore_keyed(
     plugin: &Plugin,
     metadata: &CheckpointMetadata,
     range: KeyGroupRange,
     local: Option<&TaskLocalStateStore>,
+    cancel: &CancelToken,
 ) -> Result<RestoredKeyedState, RestoreError> {
     check_plugin(metadata, plugin.info())?;
     let max_parallelism = metadata.max_parallelism;
+    let what = || format!("key groups {range} of checkpoint {}", metadata.checkpoint_id);
     let primary: Vec<&KeyGroupsStateHandle> = metadata
         .subtasks
         .iter()
@@ -133,19 +177,24 @@ pub fn restore_keyed(
         .filter(|h| !h.key_group_range().intersection(&range).is_empty())
         .collect();
     let mut alternatives: Vec<(RestoreSource, Vec<KeyGroupsStateHandle>)> = Vec::new();
-    if let Some(store) = local {
-        store.retain_only(metadata.checkpoint_id);
-        let approved = primary.len() == 1 && primary[0].key_group_range() == range;
-        if let (true, Some(snapshot)) = (approved, store.retrieve(metadata.checkpoint_id)) {
-            if let Some(handle) = snapshot.keyed.filter(|h| h.key_group_range() == range) {
+    if let (Some(store), [only]) = (local, primary.as_slice()) {
+        if only.key_group_range() == range {
+            let snapshot = store.retrieve(metadata.checkpoint_id);
+            if let Some(handle) = snapshot.and_then(|s| s.keyed_copy_of(only)) {
                 alternatives.push((RestoreSource::Local, vec![handle]));
             }
         }
     }
     if primary.is_empty() {
-        let backend = KeyedStateBackend::new(max_parallelism, range).map_err(|e| {
-            RestoreError::AllAlternativesFailed { what: format!("key groups {range}"), failures: vec![e.to_string()] }
-        })?;
+        let backend =
+            KeyedStateBackend::new(max_parallelism, range).map_err(|e| RestoreError::AllAlternativesFailed {
+                what: what(),
+                failures: vec![AlternativeFailure {
+                    index: 1,
+                    source: RestoreSource::Empty,
+                    error: PluginError::Runtime(e.to_string()),
+                }],
+            })?;
         return Ok(RestoredKeyedState {
             backend,
             source: RestoreSource::Empty,
@@ -159,9 +208,12 @@ pub fn restore_keyed(
     let total = alternatives.len();
     let mut failures = Vec::new();
     for (index, (source, handles)) in alternatives.into_iter().enumerate() {
+        if cancel.is_cancelled() {
+            return Err(RestoreError::Cancelled { what: what() });
+        }
         tracing::info!(range = %range, "restoring key groups from alternative {}/{total} ({source})", index + 1);
         let started = Instant::now();
-        match attempt(plugin, max_parallelism, range, source, &handles) {
+        match attempt(plugin, max_parallelism, range, &handles, cancel) {
             Ok(backend) => {
                 let duration = started.elapsed();
                 tracing::info!(range = %range, ?duration, "restored from alternative {}/{total} ({source})", index + 1);
@@ -173,29 +225,28 @@ pub fn restore_keyed(
                     duration,
                 });
             }
-            Err(e) => {
-                tracing::warn!(range = %range, error = %e, "restore from alternative {}/{total} ({source}) failed; will retry while more alternatives are available", index + 1);
-                failures.push(format!("alternative {} ({source}): {e}", index + 1));
+            Err(PluginError::Cancelled { .. }) => return Err(RestoreError::Cancelled { what: what() }),
+            Err(error) => {
+                tracing::warn!(range = %range, error = %error, "restore from alternative {}/{total} ({source}) failed; will retry while more alternatives are available", index + 1);
+                failures.push(AlternativeFailure { index: index + 1, source, error });
             }
         }
     }
-    Err(RestoreError::AllAlternativesFailed { what: format!("key groups {range}"), failures })
+    Err(RestoreError::AllAlternativesFailed { what: what(), failures })
 }
 
 fn attempt(
     plugin: &Plugin,
     max_parallelism: u32,
     range: KeyGroupRange,
-    source: RestoreSource,
     handles: &[KeyGroupsStateHandle],
-) -> Result<KeyedStateBackend, String> {
+    cancel: &CancelToken,
+) -> Result<KeyedStateBackend, PluginError> {
     // A fresh backend per attempt: a failed attempt leaves nothing half-restored behind.
-    let mut backend = KeyedStateBackend::new(max_parallelism, range).map_err(|e| e.to_string())?;
+    let mut backend =
+        KeyedStateBackend::new(max_parallelism, range).map_err(|e| PluginError::Runtime(e.to_string()))?;
     for handle in handles {
-        if source == RestoreSource::Local {
-            handle.stream().verify().map_err(|e| format!("local copy failed verification: {e}"))?;
-        }
-        backend = plugin.restore_keyed(handle, backend).map_err(|e| e.to_string())?;
+        backend = plugin.restore_keyed_cancellable(handle, backend, cancel)?;
     }
     Ok(backend)
 }
@@ -215,16 +266,18 @@ pub struct RestoredOperatorState {
 
 /// Restores the operator state of new subtask `subtask` of `new_parallelism` from `metadata`,
 /// redistributing elements by their modes. The local copy is tried first only when every
-/// subtask gets its own state back (same parallelism, no union state) and the local handle's
-/// partitions equal the primary's.
+/// subtask gets its own state back (same parallelism, no union state) and the local store
+/// recorded this subtask's primary operator stream as the one it copies.
 pub fn restore_operator(
     plugin: &Plugin,
     metadata: &CheckpointMetadata,
     subtask: u32,
     new_parallelism: u32,
     local: Option<&TaskLocalStateStore>,
+    cancel: &CancelToken,
 ) -> Result<RestoredOperatorState, RestoreError> {
     check_plugin(metadata, plugin.info())?;
+    let what = || format!("the operator state of subtask {subtask} from checkpoint {}", metadata.checkpoint_id);
     let old: Vec<Option<OperatorStateHandle>> = metadata.subtasks.iter().map(|s| s.operator.clone()).collect();
     if old.iter().all(Option::is_none) {
         return Ok(RestoredOperatorState {
@@ -238,24 +291,22 @@ pub fn restore_operator(
     let mut alternatives: Vec<(RestoreSource, Vec<OperatorStreamAssignment>)> = Vec::new();
     if let (Some(store), true) = (local, is_identity(&old, new_parallelism)) {
         let own = old.get(subtask as usize).cloned().flatten();
-        let local_handle = store.retrieve(metadata.checkpoint_id).and_then(|s| s.operator);
-        if let (Some(own), Some(local_handle)) = (own, local_handle) {
-            if own.partitions() == local_handle.partitions() {
-                alternatives.push((RestoreSource::Local, vec![OperatorStreamAssignment::whole(&local_handle)]));
-            }
+        let snapshot = store.retrieve(metadata.checkpoint_id);
+        if let Some(copy) = own.and_then(|own| snapshot.and_then(|s| s.operator_copy_of(&own))) {
+            alternatives.push((RestoreSource::Local, vec![OperatorStreamAssignment::whole(&copy)]));
         }
     }
     alternatives.push((RestoreSource::Primary, primary));
     let total = alternatives.len();
     let mut failures = Vec::new();
     for (index, (source, assignments)) in alternatives.into_iter().enumerate() {
-        let attempt = || -> Result<OperatorStateBackend, String> {
+        if cancel.is_cancelled() {
+            return Err(RestoreError::Cancelled { what: what() });
+        }
+        let attempt = || -> Result<OperatorStateBackend, PluginError> {
             let mut backend = OperatorStateBackend::new();
             for a in &assignments {
-                if source == RestoreSource::Local {
-                    a.stream.verify().map_err(|e| format!("local copy failed verification: {e}"))?;
-                }
-                backend = plugin.restore_operator(a, backend).map_err(|e| e.to_string())?;
+                backend = plugin.restore_operator_cancellable(a, backend, cancel)?;
             }
             Ok(backend)
         };
@@ -264,11 +315,12 @@ pub fn restore_operator(
                 tracing::info!(subtask, "restored operator state from alternative {}/{total} ({source})", index + 1);
                 return Ok(RestoredOperatorState { backend, source, alternative: index + 1, alternatives: total });
             }
-            Err(e) => {
-                tracing::warn!(subtask, error = %e, "operator restore from alternative {}/{total} ({source}) failed; will retry while more alternatives are available", index + 1);
-                failures.push(format!("alternative {} ({source}): {e}", index + 1));
+            Err(PluginError::Cancelled { .. }) => return Err(RestoreError::Cancelled { what: what() }),
+            Err(error) => {
+                tracing::warn!(subtask, error = %error, "operator restore from alternative {}/{total} ({source}) failed; will retry while more alternatives are available", index + 1);
+                failures.push(AlternativeFailure { index: index + 1, source, error });
             }
         }
     }
-    Err(RestoreError::AllAlternativesFailed { what: format!("the operator state of subtask {subtask}"), failures })
+    Err(RestoreError::AllAlternativesFailed { what: what(), failures })
 }

@@ -46,6 +46,26 @@ impl SubtaskState {
     }
 }
 
+impl SubtaskState {
+    /// Deletes the referenced files except those `keep` also references: for a duplicate
+    /// acknowledgement, whose state may be the very files a checkpoint already holds.
+    pub fn discard_except(&self, keep: &SubtaskState) {
+        let kept = |s: &crate::handles::StreamStateHandle| {
+            [keep.keyed.as_ref().map(|h| h.stream()), keep.operator.as_ref().map(|h| h.stream())].contains(&Some(s))
+        };
+        if let Some(h) = self.keyed.as_ref().filter(|h| !kept(h.stream())) {
+            if let Err(e) = h.discard() {
+                tracing::warn!(error = %e, "could not discard keyed state");
+            }
+        }
+        if let Some(h) = self.operator.as_ref().filter(|h| !kept(h.stream())) {
+            if let Err(e) = h.discard() {
+                tracing::warn!(error = %e, "could not discard operator state");
+            }
+        }
+    }
+}
+
 /// Everything needed to restore a job from one checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointMetadata {
@@ -216,6 +236,22 @@ impl FileCheckpointStorage {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StorageError::Io { path: dir, source: e }),
             _ => Ok(()),
         }
+    }
+
+    /// Moves checkpoint `id` aside as `chk-<id>.unrestorable` (with a number if that exists):
+    /// a checkpoint newer than the one a job restored, which could not be restored itself. It
+    /// no longer counts as a checkpoint (nothing retains, restores or deletes it) and stays
+    /// for inspection. Returns where it went.
+    pub fn quarantine(&self, id: u64) -> Result<PathBuf, StorageError> {
+        let from = self.checkpoint_dir(id);
+        let mut to = self.root.join(format!("chk-{id}.unrestorable"));
+        let mut n = 1;
+        while to.exists() {
+            n += 1;
+            to = self.root.join(format!("chk-{id}.unrestorable-{n}"));
+        }
+        std::fs::rename(&from, &to).map_err(|source| StorageError::Io { path: from, source })?;
+        Ok(to)
     }
 
     /// Removes directories of checkpoints that never completed. Call only when no checkpoint

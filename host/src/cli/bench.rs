@@ -429,7 +429,8 @@ fn run_in(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
     // 6. Instantiation, cached load, cold compile.
     let bytes = std::fs::read(&args.plugin)?;
     let cache = CompiledCache::new(dir.join("cache"));
-    let cached_runtime = PluginRuntime::with_options(RuntimeOptions { fuel: false, cache: Some(cache.clone()) })?;
+    let cached_runtime =
+        PluginRuntime::with_options(RuntimeOptions { cache: Some(cache.clone()), ..RuntimeOptions::default() })?;
     let (mut cold, mut load, mut inst) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.runs {
         let t = Instant::now();

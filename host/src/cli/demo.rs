@@ -45,7 +45,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     if args.keys == 0 || args.events < 10 {
         bail!("--keys must be at least 1 and --events at least 10");
     }
-    let runtime = super::runtime()?;
+    let runtime = super::runtime(&config)?;
     let plugin = runtime
         .load(&args.plugin, config.plugin_limits.clone())
         .context("loading the strategy plugin (build it with `cargo build --profile plugin --target wasm32-wasip2 -p full-keyed`)")?;
@@ -104,7 +104,16 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     if sources.iter().any(|s| *s != RestoreSource::Primary) {
         bail!("with local state deleted, attempt 3 must restore from the primary: {sources:?}");
     }
-    let AttemptOutcome::Finished { backends, operators } = outcome else { bail!("attempt 3 did not finish") };
+    let AttemptOutcome::Finished { backends, operators, checkpoints } = outcome else {
+        bail!("attempt 3 did not finish")
+    };
+    if checkpoints.triggered > 0 && checkpoints.completed == 0 {
+        bail!(
+            "attempt 3 finished, but none of its {} checkpoints completed (last failure: {})",
+            checkpoints.triggered,
+            checkpoints.last_failure.unwrap_or_else(|| "none recorded".into())
+        );
+    }
 
     let actual = counts_of(&backends);
     let total: u64 = actual.values().sum();

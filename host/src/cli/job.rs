@@ -9,8 +9,11 @@ use std::sync::Arc;
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
-use snapshot_host::job::{counts_of, expected_counts, processed_total, AttemptOptions, JobEvent, JobRunner, JobSpec};
+use snapshot_host::job::{
+    counts_of, expected_counts, processed_total, AttemptOptions, AttemptOutcome, JobEvent, JobRunner, JobSpec,
+};
 use snapshot_host::key_groups::default_max_parallelism;
+use snapshot_host::runtime::CancelToken;
 
 use super::ConfigArgs;
 
@@ -52,7 +55,7 @@ pub fn run(command: JobCommand) -> anyhow::Result<()> {
         JobCommand::Verify(a) => (a, true),
     };
     let config = args.config.load_with_demo_defaults()?;
-    let runtime = super::runtime()?;
+    let runtime = super::runtime(&config)?;
     let plugin = Arc::new(runtime.load(&args.plugin, config.plugin_limits.clone())?);
     let spec = JobSpec {
         job_id: args.job_id,
@@ -66,17 +69,20 @@ pub fn run(command: JobCommand) -> anyhow::Result<()> {
     };
     let mut runner = JobRunner::new(spec.clone(), plugin)?;
     if verify {
-        let Some(latest) = runner.storage().latest_completed()? else { bail!("no completed checkpoint to verify") };
-        let (tx, rx) = channel();
-        let stores = Vec::new();
-        let backends = runner.restore(Some(&latest), &stores, &tx)?;
-        drop(tx);
-        let sources: Vec<String> = rx
-            .try_iter()
+        // Verifies what a restart would restore (the newest restorable checkpoint), reading
+        // the primary only and changing nothing on disk.
+        let restored = runner.find_restorable(&[], &CancelToken::new())?;
+        let Some(latest) = restored.checkpoint else { bail!("no completed checkpoint to verify") };
+        for (id, why) in &restored.skipped {
+            eprintln!("skipped checkpoint {id}: {why}");
+        }
+        let sources: Vec<String> = restored
+            .events
+            .iter()
             .filter_map(|e| if let JobEvent::Restored { source, .. } = e { Some(source.to_string()) } else { None })
             .collect();
         let expected = expected_counts(latest.source_offset, spec.keys);
-        let (keyed, operators): (Vec<_>, Vec<_>) = backends.into_iter().unzip();
+        let (keyed, operators): (Vec<_>, Vec<_>) = restored.subtasks.into_iter().unzip();
         if processed_total(&operators) != latest.source_offset {
             bail!(
                 "checkpoint {} restored operator state that counted {} processed events, its offset is {}",
@@ -105,16 +111,28 @@ pub fn run(command: JobCommand) -> anyhow::Result<()> {
     let printer = std::thread::spawn(move || {
         let mut out = std::io::stdout().lock();
         for event in rx {
-            if let JobEvent::Completed { checkpoint_id, .. } = event {
-                let _ = writeln!(out, "completed checkpoint {checkpoint_id}");
-                let _ = out.flush();
-            }
+            let line = match event {
+                JobEvent::Completed { checkpoint_id, .. } => format!("completed checkpoint {checkpoint_id}"),
+                JobEvent::Restored { subtask, source, .. } => format!("restored subtask {subtask} from {source}"),
+                JobEvent::Aborted { checkpoint_id, reason } => format!("aborted checkpoint {checkpoint_id}: {reason}"),
+                JobEvent::Progress { .. } => continue,
+            };
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
         }
     });
     let outcome = runner.run_attempt(AttemptOptions::default(), &tx);
     drop(tx);
     let _ = printer.join();
-    outcome?;
+    if let AttemptOutcome::Finished { checkpoints, .. } = outcome? {
+        if checkpoints.triggered > 0 && checkpoints.completed == 0 {
+            bail!(
+                "the job finished, but none of its {} checkpoints completed (last failure: {})",
+                checkpoints.triggered,
+                checkpoints.last_failure.unwrap_or_else(|| "none recorded".into())
+            );
+        }
+    }
     println!("finished");
     Ok(())
 }

@@ -114,12 +114,28 @@ impl ConfigArgs {
 }
 
 /// The plugin runtime the commands use: compiled components are cached on disk (unless the
-/// cache directory cannot be determined), so restarts skip compilation.
-pub(crate) fn runtime() -> anyhow::Result<snapshot_host::runtime::PluginRuntime> {
+/// cache directory cannot be determined), so restarts skip compilation; all invocations share
+/// the configured memory budget.
+pub(crate) fn runtime(config: &snapshot_host::config::Config) -> anyhow::Result<snapshot_host::runtime::PluginRuntime> {
     use anyhow::Context;
-    let cache = snapshot_host::runtime::CompiledCache::default_dir().map(snapshot_host::runtime::CompiledCache::new);
-    snapshot_host::runtime::PluginRuntime::with_options(snapshot_host::runtime::RuntimeOptions { fuel: false, cache })
-        .context("starting the plugin runtime")
+    use snapshot_host::runtime::{CompiledCache, PluginRuntime, RuntimeOptions};
+    let cache = CompiledCache::default_dir().map(CompiledCache::new);
+    let options = RuntimeOptions { cache, memory_budget: config.plugin_memory_budget, ..RuntimeOptions::default() };
+    PluginRuntime::with_options(options).context("starting the plugin runtime")
+}
+
+/// An error and its causes, each said once: `a: b: c`, leaving out a cause whose text the
+/// message before it already contains (many errors quote their cause in their own message).
+pub(crate) fn render_error(error: &anyhow::Error) -> String {
+    let mut out = error.to_string();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 /// The default location of a plugin built from this workspace.
@@ -153,7 +169,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", render_error(&e));
             ExitCode::FAILURE
         }
     }

@@ -6,7 +6,7 @@ use anyhow::Context;
 use snapshot_host::runtime::{PluginLimits, PluginRuntime, WIT_PACKAGE, WIT_VERSION};
 
 pub fn info(path: &Path, json: bool) -> anyhow::Result<()> {
-    let runtime = super::runtime()?;
+    let runtime = super::runtime(&snapshot_host::config::Config::default())?;
     let plugin = runtime.load(path, PluginLimits::default())?;
     let info = plugin.info();
     let built_against: Vec<&str> = plugin
@@ -62,7 +62,8 @@ pub fn compile(path: &Path, cache_dir: Option<std::path::PathBuf>) -> anyhow::Re
     wasmtime::component::Component::new(plain.engine(), &bytes).map_err(|e| anyhow::anyhow!("compiling: {e:#}"))?;
     let cold = started.elapsed();
 
-    let runtime = PluginRuntime::with_options(RuntimeOptions { fuel: false, cache: Some(cache.clone()) })?;
+    let runtime =
+        PluginRuntime::with_options(RuntimeOptions { cache: Some(cache.clone()), ..RuntimeOptions::default() })?;
     let (_, outcome) = cache
         .load_or_compile(runtime.engine(), &bytes)
         .map_err(|e| anyhow::anyhow!("compiling into the cache: {e:#}"))?;

@@ -3,7 +3,9 @@
 //! key-group offsets.
 //!
 //! Rules, in order of importance:
-//! - the primary is the ground truth: its failures are raised at once;
+//! - the primary is the ground truth: its failures are raised at once, and the stream stays
+//!   failed: every later call (write, flush, sync, close) fails again with the same cause, so
+//!   a stream that lost bytes can never be completed into a handle;
 //! - the secondary is best effort: its first failure (write, flush, sync, close, or a position
 //!   mismatch) is recorded, the secondary is closed (discarding its file) and skipped from then
 //!   on; it is never raised to the writer, only reported when its handle is asked for;
@@ -32,6 +34,7 @@ pub struct DuplicatingOutputStream {
     buffer: Vec<u8>,
     capacity: usize,
     secondary_failure: Option<Arc<io::Error>>,
+    primary_failure: Option<Arc<io::Error>>,
 }
 
 impl std::fmt::Debug for DuplicatingOutputStream {
@@ -40,6 +43,7 @@ impl std::fmt::Debug for DuplicatingOutputStream {
             .field("buffered", &self.buffer.len())
             .field("secondary_alive", &self.secondary.is_some())
             .field("secondary_failure", &self.secondary_failure)
+            .field("primary_failure", &self.primary_failure)
             .finish()
     }
 }
@@ -69,6 +73,7 @@ impl DuplicatingOutputStream {
             buffer: Vec::with_capacity(capacity.max(1)),
             capacity: capacity.max(1),
             secondary_failure: None,
+            primary_failure: None,
         };
         if p != s {
             stream.fail_secondary(io::Error::other(format!(
@@ -99,8 +104,31 @@ impl DuplicatingOutputStream {
         }
     }
 
+    /// The primary, or the error that failed it earlier.
+    fn primary(&mut self) -> io::Result<&mut Box<dyn CheckpointOutputStream>> {
+        if let Some(cause) = &self.primary_failure {
+            return Err(io::Error::new(cause.kind(), PrimaryFailed(cause.clone())));
+        }
+        self.primary.as_mut().ok_or_else(closed)
+    }
+
+    /// Runs `op` on the primary; a failure fails the whole stream for good: both streams are
+    /// dropped (discarding what they wrote) and the cause is kept for every later call.
+    fn on_primary(&mut self, op: impl FnOnce(&mut dyn CheckpointOutputStream) -> io::Result<()>) -> io::Result<()> {
+        let result = op(self.primary()?.as_mut());
+        if let Err(e) = result {
+            let cause = Arc::new(io::Error::new(e.kind(), e.to_string()));
+            self.primary_failure = Some(cause);
+            self.primary = None;
+            self.secondary = None;
+            self.buffer.clear();
+            return Err(e);
+        }
+        Ok(())
+    }
+
     fn write_both(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.primary.as_mut().ok_or_else(closed)?.write(bytes)?;
+        self.on_primary(|p| p.write(bytes))?;
         self.on_secondary(|s| s.write(bytes));
         Ok(())
     }
@@ -120,7 +148,7 @@ impl DuplicatingOutputStream {
     /// too: there is no checkpoint, so there must be no local copy either.
     pub fn close_and_get_primary_handle(&mut self) -> io::Result<StreamStateHandle> {
         let flushed = self.flush_buffer();
-        let primary = self.primary.take().ok_or_else(closed);
+        let primary = self.primary().map(|_| ()).and_then(|()| self.primary.take().ok_or_else(closed));
         let result = flushed.and(primary).and_then(|p| p.close_and_get_handle());
         if result.is_err() {
             self.secondary = None;
@@ -145,6 +173,11 @@ impl DuplicatingOutputStream {
     }
 }
 
+/// The error for any call after the primary failed; its source is the recorded cause.
+#[derive(Debug, thiserror::Error)]
+#[error("the primary stream failed earlier: {0}")]
+pub struct PrimaryFailed(#[source] pub Arc<io::Error>);
+
 /// The error for a secondary handle requested after the secondary failed; its source is the
 /// recorded cause.
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +186,7 @@ pub struct SecondaryFailed(#[source] pub Arc<io::Error>);
 
 impl CheckpointOutputStream for DuplicatingOutputStream {
     fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.primary()?;
         if self.buffer.len() + bytes.len() > self.capacity {
             self.flush_buffer()?;
         }
@@ -171,14 +205,14 @@ impl CheckpointOutputStream for DuplicatingOutputStream {
 
     fn flush(&mut self) -> io::Result<()> {
         self.flush_buffer()?;
-        self.primary.as_mut().ok_or_else(closed)?.flush()?;
+        self.on_primary(|p| p.flush())?;
         self.on_secondary(|s| s.flush());
         Ok(())
     }
 
     fn sync(&mut self) -> io::Result<()> {
         self.flush_buffer()?;
-        self.primary.as_mut().ok_or_else(closed)?.sync()?;
+        self.on_primary(|p| p.sync())?;
         self.on_secondary(|s| s.sync());
         Ok(())
     }

@@ -1,4 +1,4 @@
-use std::io::Read;
+use std::io::{self, Read};
 use std::path::Path;
 
 use proptest::prelude::*;
@@ -143,5 +143,73 @@ proptest! {
         for d in [&pdir, &sdir] {
             prop_assert!(entries(d).iter().all(|n| !n.ends_with(crate::streams::IN_PROGRESS_SUFFIX)), "{:?}", entries(d));
         }
+    }
+}
+
+/// A primary that fails exactly its `n`-th operation and works again afterwards (a transient
+/// fault): the duplicating stream must stay failed anyway.
+#[derive(Debug)]
+struct FailsOnce {
+    inner: Box<dyn CheckpointOutputStream>,
+    n: usize,
+    seen: usize,
+}
+
+impl FailsOnce {
+    fn tick(&mut self) -> io::Result<()> {
+        self.seen += 1;
+        if self.seen - 1 == self.n {
+            return Err(io::Error::other("transient fault"));
+        }
+        Ok(())
+    }
+}
+
+impl CheckpointOutputStream for FailsOnce {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.tick()?;
+        self.inner.write(bytes)
+    }
+    fn position(&self) -> u64 {
+        self.inner.position()
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.tick()?;
+        self.inner.flush()
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        self.tick()?;
+        self.inner.sync()
+    }
+    fn close_and_get_handle(mut self: Box<Self>) -> io::Result<StreamStateHandle> {
+        self.tick()?;
+        self.inner.close_and_get_handle()
+    }
+}
+
+/// Defect 13: after a primary failure the buffered bytes were dropped and a later close
+/// returned a handle to an incomplete (here: empty) primary.
+#[test]
+fn a_primary_failure_fails_the_stream_for_good() {
+    for n in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, s) = (dir.path().join("p"), dir.path().join("s"));
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::create_dir_all(&s).unwrap();
+        let primary = FailsOnce { inner: Box::new(FileCheckpointOutputStream::new(&p, 0)), n, seen: 0 };
+        let mut d = Box::new(DuplicatingOutputStream::with_buffer_size(
+            Box::new(primary),
+            Box::new(FileCheckpointOutputStream::new(&s, 0)),
+            8,
+        ));
+        let mut failed = false;
+        for chunk in [&b"abcde"[..], b"fghij", b"klmnopqrstuvwxyz", b"12"] {
+            failed |= d.write(chunk).is_err();
+        }
+        failed |= d.flush().is_err();
+        assert!(failed, "fault {n} was never raised");
+        let e = d.close_and_finalize().unwrap_err().to_string();
+        assert!(e.contains("transient fault"), "fault {n}: {e}");
+        assert!(entries(&p).is_empty() && entries(&s).is_empty(), "fault {n}: files left");
     }
 }

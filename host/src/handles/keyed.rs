@@ -4,14 +4,19 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{HandleError, StreamStateHandle};
+use super::{HandleError, SegmentChecksums, StreamStateHandle};
 use crate::key_groups::KeyGroupRange;
 
-/// Where each key group of a range starts in a snapshot stream.
+/// Where each key group of a range starts in a snapshot stream, and the checksum of every
+/// segment of that stream (recorded by the host as the strategy wrote it). Both describe the
+/// bytes, not a copy of them: the primary and the local copy share one table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyGroupRangeOffsets {
     range: KeyGroupRange,
     offsets: Vec<u64>,
+    // The whole stream's segments, also after an intersection: a strategy may read a header
+    // or run past its key group, and every byte it reads is verified.
+    checksums: Arc<SegmentChecksums>,
 }
 
 impl KeyGroupRangeOffsets {
@@ -20,7 +25,19 @@ impl KeyGroupRangeOffsets {
         if offsets.len() != range.len() as usize {
             return Err(HandleError::OffsetsLength { range, groups: range.len(), offsets: offsets.len() });
         }
-        Ok(KeyGroupRangeOffsets { range, offsets })
+        Ok(KeyGroupRangeOffsets { range, offsets, checksums: Arc::default() })
+    }
+
+    /// The same offsets with the stream's segment checksums.
+    pub fn with_checksums(mut self, checksums: Arc<SegmentChecksums>) -> Self {
+        self.checksums = checksums;
+        self
+    }
+
+    /// The stream's segment checksums (empty for a table built without them, which a restore
+    /// refuses: it cannot verify what it would read).
+    pub fn checksums(&self) -> &Arc<SegmentChecksums> {
+        &self.checksums
     }
 
     /// The key groups covered.
@@ -51,7 +68,7 @@ impl KeyGroupRangeOffsets {
             }
             None => Vec::new(),
         };
-        KeyGroupRangeOffsets { range: common, offsets }
+        KeyGroupRangeOffsets { range: common, offsets, checksums: self.checksums.clone() }
     }
 }
 

@@ -5,6 +5,7 @@
 //! a magic and a format version, and refuses what it does not understand with an error that
 //! says so, instead of misreading it.
 
+mod checksums;
 mod directory;
 mod keyed;
 mod operator;
@@ -14,6 +15,10 @@ use std::io;
 
 use serde::{Deserialize, Serialize};
 
+pub use checksums::{
+    ChecksumMismatch, Segment, SegmentChecksums, SegmentLabel, SegmentRecorder, SegmentVerifier, StreamIdentity,
+    VerifyError,
+};
 pub use directory::{DirectoryKeyedStateHandle, DirectoryStateHandle, IncrementalLocalKeyedStateHandle};
 pub use keyed::{KeyGroupRangeOffsets, KeyGroupsStateHandle};
 pub use operator::{DistributionMode, OperatorPartitions, OperatorStateHandle, PartitionInfo};
@@ -86,7 +91,10 @@ impl StateHandle {
 
 const ENVELOPE_MAGIC: [u8; 4] = *b"SHSH";
 /// Version of the handle encoding this build writes and reads.
-pub const ENVELOPE_VERSION: u16 = 1;
+///
+/// Version 2 added segment checksums to keyed and operator handles; version 1 handles are
+/// refused (they cannot be verified).
+pub const ENVELOPE_VERSION: u16 = 2;
 
 /// Persists handles with a magic and a version, so that a reader never misreads a handle
 /// written by another version or something that is not a handle at all.

@@ -2,10 +2,11 @@
 //! split into partitions that are redistributed when parallelism changes.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{HandleError, StreamStateHandle};
+use super::{HandleError, SegmentChecksums, StreamStateHandle};
 
 /// How a named operator list state is redistributed on restore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -35,12 +36,24 @@ pub type OperatorPartitions = BTreeMap<String, PartitionInfo>;
 pub struct OperatorStateHandle {
     partitions: BTreeMap<String, PartitionInfo>,
     stream: StreamStateHandle,
+    checksums: Arc<SegmentChecksums>,
 }
 
 impl OperatorStateHandle {
     /// A handle over `stream`.
     pub fn new(partitions: BTreeMap<String, PartitionInfo>, stream: StreamStateHandle) -> Self {
-        OperatorStateHandle { partitions, stream }
+        OperatorStateHandle { partitions, stream, checksums: Arc::default() }
+    }
+
+    /// The same handle with the stream's segment checksums (one segment per partition).
+    pub fn with_checksums(mut self, checksums: Arc<SegmentChecksums>) -> Self {
+        self.checksums = checksums;
+        self
+    }
+
+    /// The stream's segment checksums.
+    pub fn checksums(&self) -> &Arc<SegmentChecksums> {
+        &self.checksums
     }
 
     /// State name to partition offsets and mode. Two handles with equal maps describe the

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::HandleError;
+use super::{HandleError, StreamIdentity};
 use crate::streams::CheckpointInputStream;
 
 /// A reference to the complete bytes of one snapshot stream.
@@ -95,6 +95,21 @@ impl StreamStateHandle {
                 Err(source) => Err(HandleError::Io { handle: self.describe(), source }),
             },
             StreamStateHandle::Inline { .. } => Ok(()),
+        }
+    }
+
+    /// Who the stream is: file name, size and checksum. Equal identities mean the same bytes
+    /// written by the same stream (file names are unique per stream).
+    pub fn identity(&self) -> StreamIdentity {
+        match self {
+            StreamStateHandle::File { path, size, crc32c } => StreamIdentity {
+                name: path.file_name().map(|n| n.to_string_lossy().into_owned()),
+                size: *size,
+                crc32c: *crc32c,
+            },
+            StreamStateHandle::Inline { bytes } => {
+                StreamIdentity { name: None, size: bytes.len() as u64, crc32c: Some(crc32c::crc32c(bytes)) }
+            }
         }
     }
 

@@ -15,7 +15,7 @@ fn snapshot_in(store: &TaskLocalStateStore, id: u64) -> LocalSnapshot {
     let offsets = Arc::new(KeyGroupRangeOffsets::new(KeyGroupRange::new(0, 0), vec![0]).unwrap());
     LocalSnapshot {
         keyed: Some(KeyGroupsStateHandle::new(offsets, StreamStateHandle::File { path, size: 3, crc32c: None })),
-        operator: None,
+        ..LocalSnapshot::default()
     }
 }
 
@@ -97,4 +97,68 @@ fn unknown_allocations_are_deleted() {
     assert_eq!(removed.len(), 1);
     assert!(allocation_base_dir(root.path(), "keep").exists());
     assert!(!allocation_base_dir(root.path(), "orphan").exists());
+}
+
+fn file_in(dir: &Path, name: &str, bytes: &[u8]) -> StreamStateHandle {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    StreamStateHandle::File { path, size: bytes.len() as u64, crc32c: Some(crc32c::crc32c(bytes)) }
+}
+
+fn keyed(stream: StreamStateHandle) -> KeyGroupsStateHandle {
+    KeyGroupsStateHandle::new(Arc::new(KeyGroupRangeOffsets::new(KeyGroupRange::new(0, 0), vec![0]).unwrap()), stream)
+}
+
+/// Defect 14: storing an id again kept the replaced snapshot's files, and a partial copy
+/// (never registered) survived.
+#[test]
+fn storing_an_id_again_replaces_the_entry_and_deletes_unreferenced_files() {
+    let root = tempfile::tempdir().unwrap();
+    let store = TaskLocalStateStore::open(provider(root.path()), true);
+    let dir = store.checkpoint_dir(9);
+    let first = file_in(&dir, "first", b"one");
+    store.store(9, LocalSnapshot { keyed: Some(keyed(first)), ..LocalSnapshot::default() }).unwrap();
+    // A partial copy of a later attempt (its operator part failed) left a file behind.
+    file_in(&dir, "partial", b"half");
+    let second = file_in(&dir, "second", b"two");
+    store.store(9, LocalSnapshot { keyed: Some(keyed(second.clone())), ..LocalSnapshot::default() }).unwrap();
+    let mut names: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, vec![LOCAL_METADATA_FILE.to_string(), "second".to_string()]);
+    assert_eq!(store.retrieve(9).unwrap().keyed.unwrap().stream(), &second);
+    // The replacement is what a restart sees too.
+    let reopened = TaskLocalStateStore::open(provider(root.path()), true);
+    assert_eq!(reopened.retrieve(9).unwrap().keyed.unwrap().stream(), &second);
+}
+
+/// Defect 2: a local copy was matched to the primary by checkpoint id and range only.
+#[test]
+fn a_local_copy_is_offered_only_for_exactly_the_primary_it_copies() {
+    let root = tempfile::tempdir().unwrap();
+    let primary_a = keyed(file_in(&root.path().join("p"), "a", b"state-a"));
+    let primary_b = keyed(file_in(&root.path().join("p"), "b", b"state-b"));
+    let local = keyed(file_in(&root.path().join("l"), "a-copy", b"state-a"));
+    let primary = SubtaskState { keyed: Some(primary_a.clone()), operator: None };
+    let snapshot = LocalSnapshot::copy_of(&primary, Some(local.clone()), None);
+    assert_eq!(snapshot.keyed_copy_of(&primary_a), Some(local));
+    assert_eq!(snapshot.keyed_copy_of(&primary_b), None, "same id and range, another primary");
+    // A copy whose own bytes differ from the primary's (size or checksum) is not a copy.
+    let torn = keyed(file_in(&root.path().join("l"), "torn", b"state-"));
+    let snapshot = LocalSnapshot::copy_of(&primary, Some(torn), None);
+    assert_eq!(snapshot.keyed_copy_of(&primary_a), None);
+}
+
+/// Defect 16: dispose left empty `aid_*/jid_*` directories behind.
+#[test]
+fn dispose_leaves_no_empty_directories() {
+    let root = tempfile::tempdir().unwrap();
+    let store = TaskLocalStateStore::open(provider(root.path()), true);
+    store.store(1, snapshot_in(&store, 1)).unwrap();
+    store.dispose();
+    let left: Vec<_> = std::fs::read_dir(root.path().join(crate::directories::LOCAL_STATE_DIR))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }

@@ -114,6 +114,16 @@ pub enum PluginError {
         #[source]
         source: std::io::Error,
     },
+    /// The bytes being restored do not match the checksums recorded when they were written
+    /// (or cannot be verified): the state is damaged, whatever the strategy made of it.
+    #[error("{operation}: {source}")]
+    Corrupt {
+        /// What was being restored.
+        operation: String,
+        /// The mismatch or read failure.
+        #[source]
+        source: crate::handles::VerifyError,
+    },
     /// The invocation was cancelled.
     #[error("plugin {plugin}: {operation} was cancelled")]
     Cancelled {

@@ -7,16 +7,19 @@ use wasmtime::component::Resource;
 use super::bindings::snapshot::strategy::input::{Host, HostInputStream};
 use super::bindings::HostError;
 use super::store::{HostFailure, InvocationState};
+use crate::handles::{SegmentVerifier, VerifyError};
 use crate::streams::CheckpointInputStream;
 
 /// Largest single read, whatever the guest asks for: bounds the host allocation a guest can
 /// cause per call.
 const MAX_READ: u32 = 4 << 20;
 
-/// The host object behind a guest's `input-stream`.
+/// The host object behind a guest's `input-stream`. Every byte it hands out is checked against
+/// the segment checksums recorded when the stream was written (see [`SegmentVerifier`]).
 pub struct InputStreamResource {
     stream: Box<dyn CheckpointInputStream>,
     position: u64,
+    verifier: SegmentVerifier,
 }
 
 impl std::fmt::Debug for InputStreamResource {
@@ -26,9 +29,15 @@ impl std::fmt::Debug for InputStreamResource {
 }
 
 impl InputStreamResource {
-    /// A resource reading `stream` from its start.
-    pub fn new(stream: Box<dyn CheckpointInputStream>) -> Self {
-        InputStreamResource { stream, position: 0 }
+    /// A resource reading `stream` from its start, verifying what it reads with `verifier`.
+    pub fn new(stream: Box<dyn CheckpointInputStream>, verifier: SegmentVerifier) -> Self {
+        InputStreamResource { stream, position: 0, verifier }
+    }
+
+    /// Verifies every segment read so far that is not verified yet, and the segment starting
+    /// at `required` (the key group or partition just restored) even if it was not read.
+    pub fn settle(&mut self, required: Option<u64>) -> Result<(), VerifyError> {
+        self.verifier.settle(&mut *self.stream, required)
     }
 
     /// Moves the stream to `offset` (host side, before handing it to the guest).
@@ -41,7 +50,12 @@ impl InputStreamResource {
 
 impl HostInputStream for InvocationState {
     fn read(&mut self, this: Resource<InputStreamResource>, max: u32) -> wasmtime::Result<Result<Vec<u8>, HostError>> {
+        // Time spent in host calls is invisible to epoch interruption: check here too.
+        if self.cancel.is_cancelled() {
+            return Ok(Err(self.fail(HostFailure::Cancelled)));
+        }
         let res = self.table.get_mut(&this)?;
+        let start = res.position;
         let want = max.min(MAX_READ) as usize;
         let mut buf = vec![0u8; want];
         let mut filled = 0;
@@ -57,12 +71,16 @@ impl HostInputStream for InvocationState {
             }
         };
         res.position += filled as u64;
-        match result {
-            Ok(()) => {
-                buf.truncate(filled);
+        buf.truncate(filled);
+        // Damaged bytes are never handed to the strategy as if they were good.
+        let verified = res.verifier.observe(start, &buf);
+        match (result, verified) {
+            (_, Err(mismatch)) => Ok(Err(self.fail(HostFailure::Corrupt(mismatch)))),
+            (Err(e), _) => Ok(Err(self.fail(HostFailure::Storage(e)))),
+            (Ok(()), Ok(())) => {
+                self.amplification.consume(filled as u64);
                 Ok(Ok(buf))
             }
-            Err(e) => Ok(Err(self.fail(HostFailure::Storage(e)))),
         }
     }
 

@@ -13,6 +13,9 @@ use crate::backend::{EntryCursor, KeyedSnapshot, KeyedStateBackend, StateKind};
 /// bigger list or map still comes whole).
 const MAX_BATCH_BYTES: u32 = 16 << 20;
 
+/// Bytes an entry counts for beyond its own bytes, for the restore amplification limit.
+const ENTRY_OVERHEAD: u64 = 16;
+
 /// The host object behind `keyed-state-view`: a point-in-time snapshot of the backend.
 #[derive(Debug)]
 pub struct KeyedStateViewResource {
@@ -158,7 +161,9 @@ impl HostEntryReader for InvocationState {
     ) -> wasmtime::Result<Option<EntryBatch>> {
         let reader = self.table.get_mut(&this)?;
         let mut data = Vec::with_capacity(max_bytes.min(MAX_BATCH_BYTES) as usize);
-        Ok(pack_next(&mut reader.cursor, max_bytes, &mut data).map(|entries| EntryBatch { data, entries }))
+        let batch = pack_next(&mut reader.cursor, max_bytes, &mut data).map(|entries| EntryBatch { data, entries });
+        self.amplification.consume(batch.as_ref().map_or(0, |b| b.data.len() as u64));
+        Ok(batch)
     }
 
     fn next_batch_lengths(
@@ -171,8 +176,10 @@ impl HostEntryReader for InvocationState {
         let mut data = std::mem::take(&mut reader.pending);
         data.clear();
         let entries = pack_next(&mut reader.cursor, max_bytes, &mut data);
+        let consumed = data.len() as u64;
         reader.pending = data;
         reader.has_pending = entries.is_some();
+        self.amplification.consume(consumed);
         Ok(entries)
     }
 
@@ -203,8 +210,7 @@ impl HostRestoreSink for InvocationState {
         state: u32,
         batch: EntryBatch,
     ) -> wasmtime::Result<Result<(), HostError>> {
-        let sink = self.table.get_mut(&this)?;
-        let key_group = sink.key_group;
+        let key_group = self.table.get(&this)?.key_group;
         let total: u64 =
             batch.entries.iter().map(|l| l.key as u64 + l.namespace as u64 + l.user_key as u64 + l.value as u64).sum();
         if total != batch.data.len() as u64 {
@@ -214,6 +220,12 @@ impl HostRestoreSink for InvocationState {
             );
             return Ok(Err(self.contract(message)));
         }
+        // Each entry costs the backend some bookkeeping even when empty: count it, so that
+        // millions of empty entries from a few bytes are bounded too.
+        if let Err(e) = self.produce(total + ENTRY_OVERHEAD * batch.entries.len() as u64, "the restore") {
+            return Ok(Err(e));
+        }
+        let sink = self.table.get_mut(&this)?;
         let mut at = 0usize;
         let mut take = |n: u32| {
             let part = &batch.data[at..at + n as usize];

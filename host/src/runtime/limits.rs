@@ -18,6 +18,9 @@ pub struct PluginLimits {
     pub timeout: Duration,
     /// Maximum bytes one snapshot may write, if limited.
     pub max_output_bytes: Option<u64>,
+    /// Bytes an invocation may produce per byte it consumed (snapshot bytes written per byte of
+    /// state read; state restored per snapshot byte read), beyond a fixed allowance.
+    pub max_amplification: u64,
     /// Instruction budget per invocation (deterministic CPU limit), if limited. Needs a
     /// runtime created with fuel metering ([`RuntimeOptions::fuel`](super::RuntimeOptions)).
     pub fuel: Option<u64>,
@@ -32,6 +35,7 @@ impl Default for PluginLimits {
             memories: 8,
             timeout: Duration::from_secs(300),
             max_output_bytes: None,
+            max_amplification: super::budget::DEFAULT_AMPLIFICATION,
             fuel: None,
         }
     }

@@ -6,6 +6,7 @@
 //! instance, so nothing a strategy does survives into the next call.
 
 mod bindings;
+pub mod budget;
 mod cache;
 mod cancel;
 mod error;
@@ -37,13 +38,22 @@ pub use store::InvocationState;
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Engine-wide settings of a [`PluginRuntime`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RuntimeOptions {
     /// Meter instructions so that plugins can be given a fuel limit ([`PluginLimits::fuel`]).
     /// Costs some compile time and a little run time.
     pub fuel: bool,
     /// Cache compiled components on disk.
     pub cache: Option<CompiledCache>,
+    /// Linear memory all concurrent invocations of every plugin of this runtime may hold
+    /// together, in bytes (`plugin.memory-budget`).
+    pub memory_budget: usize,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions { fuel: false, cache: None, memory_budget: budget::DEFAULT_MEMORY_BUDGET }
+    }
 }
 
 /// The engine, the linker with every host interface, and the timer that drives deadlines.
@@ -52,6 +62,7 @@ pub struct PluginRuntime {
     linker: Linker<InvocationState>,
     ticker_stop: Arc<AtomicBool>,
     options: RuntimeOptions,
+    memory: Arc<budget::MemoryBudget>,
 }
 
 impl std::fmt::Debug for PluginRuntime {
@@ -90,7 +101,8 @@ impl PluginRuntime {
                 }
             })
             .map_err(|e| PluginError::Runtime(format!("cannot start the epoch ticker: {e}")))?;
-        Ok(PluginRuntime { engine, linker, ticker_stop, options })
+        let memory = budget::MemoryBudget::new(options.memory_budget);
+        Ok(PluginRuntime { engine, linker, ticker_stop, options, memory })
     }
 
     fn link(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
@@ -108,6 +120,11 @@ impl PluginRuntime {
     /// The engine (for precompilation and compatibility checks).
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The host-wide memory budget shared by every invocation.
+    pub fn memory_budget(&self) -> &Arc<budget::MemoryBudget> {
+        &self.memory
     }
 
     /// The options the runtime was created with.

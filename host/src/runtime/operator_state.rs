@@ -116,6 +116,7 @@ impl HostElementReader for InvocationState {
             lengths.push(element.len() as u32);
             reader.next += 1;
         }
+        self.amplification.consume(data.len() as u64);
         Ok((!lengths.is_empty()).then_some(ElementBatch { data, lengths }))
     }
 
@@ -140,6 +141,9 @@ impl HostOperatorSink for InvocationState {
                 batch.data.len()
             );
             return Ok(Err(self.contract(message)));
+        }
+        if let Err(e) = self.produce(total + 16 * batch.lengths.len() as u64, "the operator restore") {
+            return Ok(Err(e));
         }
         let sink = self.table.get_mut(&this)?;
         if let Err(e) = sink.backend.register(&name, from_wit_mode(mode)) {

@@ -13,7 +13,11 @@ use wasmtime::StoreContextMut;
 use super::bindings::HostError;
 use super::keyed_state::EntryReaderResource;
 use super::store::{HostFailure, InvocationState};
-use crate::handles::{DistributionMode, KeyGroupRangeOffsets, OperatorPartitions, PartitionInfo};
+use std::sync::Arc;
+
+use crate::handles::{
+    DistributionMode, KeyGroupRangeOffsets, PartitionInfo, SegmentLabel, SegmentRecorder,
+};
 use crate::key_groups::KeyGroupRange;
 use crate::streams::CheckpointOutputStream;
 
@@ -25,11 +29,13 @@ enum Marks {
 }
 
 /// The host object behind a guest's `output-stream`: the checkpoint stream plus the offsets
-/// the host records as the strategy announces key groups or partitions.
+/// the host records as the strategy announces key groups or partitions, and the checksum of
+/// every segment between them (so that a restore can verify exactly the bytes it reads).
 pub struct OutputStreamResource {
     // `None` only while a `write` has taken it out to read guest memory.
     stream: Option<Box<dyn CheckpointOutputStream>>,
     marks: Marks,
+    segments: SegmentRecorder,
     max_bytes: Option<u64>,
     failed: bool,
 }
@@ -44,7 +50,7 @@ impl OutputStreamResource {
     /// A resource writing into `stream`, for a keyed snapshot of `range`.
     pub fn new(stream: Box<dyn CheckpointOutputStream>, range: KeyGroupRange, max_bytes: Option<u64>) -> Self {
         let marks = Marks::Keyed { range, offsets: Vec::with_capacity(range.len() as usize) };
-        OutputStreamResource { stream: Some(stream), marks, max_bytes, failed: false }
+        OutputStreamResource { stream: Some(stream), marks, segments: SegmentRecorder::new(), max_bytes, failed: false }
     }
 
     /// A resource writing into `stream`, for an operator snapshot of `states` (name, mode and
@@ -58,6 +64,7 @@ impl OutputStreamResource {
         OutputStreamResource {
             stream: Some(stream),
             marks: Marks::Operator { states, offsets },
+            segments: SegmentRecorder::new(),
             max_bytes,
             failed: false,
         }
@@ -77,13 +84,14 @@ impl OutputStreamResource {
                 range.end().unwrap_or(0)
             ));
         }
-        let offsets = KeyGroupRangeOffsets::new(range, offsets).map_err(|e| e.to_string())?;
+        let checksums = Arc::new(self.segments.finish());
+        let offsets = KeyGroupRangeOffsets::new(range, offsets).map_err(|e| e.to_string())?.with_checksums(checksums);
         Ok((stream, offsets))
     }
 
     /// Ends an operator snapshot: the (still open) stream and every state's partition offsets,
     /// or the contract violation if an element was not marked.
-    pub fn finish_operator(self) -> Result<(Box<dyn CheckpointOutputStream>, OperatorPartitions), String> {
+    pub fn finish_operator(self) -> Result<super::OperatorOutput, String> {
         let stream = self.stream.ok_or_else(|| "output stream was not returned by a write".to_string())?;
         let Marks::Operator { states, offsets } = self.marks else { return Err("not an operator snapshot".into()) };
         let mut partitions = BTreeMap::new();
@@ -93,7 +101,7 @@ impl OutputStreamResource {
             }
             partitions.insert(name, PartitionInfo { offsets, mode });
         }
-        Ok((stream, partitions))
+        Ok((stream, partitions, Arc::new(self.segments.finish())))
     }
 
     fn stream_mut(&mut self) -> Result<&mut Box<dyn CheckpointOutputStream>, &'static str> {
@@ -134,11 +142,19 @@ impl OutputStreamResource {
         }
     }
 
-    fn record(&mut self, state: u32, position: u64) {
-        match &mut self.marks {
-            Marks::Keyed { offsets, .. } => offsets.push(position),
-            Marks::Operator { offsets, .. } => offsets[state as usize].push(position),
-        }
+    fn record(&mut self, index: u32, position: u64) {
+        let label = match &mut self.marks {
+            Marks::Keyed { offsets, .. } => {
+                offsets.push(position);
+                SegmentLabel::KeyGroup(index)
+            }
+            Marks::Operator { states, offsets } => {
+                let offsets = &mut offsets[index as usize];
+                offsets.push(position);
+                SegmentLabel::Partition { state: states[index as usize].0.clone(), index: offsets.len() as u32 - 1 }
+            }
+        };
+        self.segments.mark(label);
     }
 }
 
@@ -157,6 +173,10 @@ fn write(
     if store.data().cancel.is_cancelled() {
         return Ok(Err(store.data_mut().fail(HostFailure::Cancelled)));
     }
+    if let Err(e) = store.data_mut().produce(bytes.len() as u64, "the snapshot") {
+        store.data_mut().table.get_mut(&this)?.failed = true;
+        return Ok(Err(e));
+    }
     let res = store.data_mut().table.get_mut(&this)?;
     let position = res.stream.as_ref().map(|s| s.position()).unwrap_or(0);
     if let Some(max) = res.max_bytes {
@@ -170,11 +190,17 @@ fn write(
         Ok(_) => res.stream.take().expect("checked"),
         Err(why) => return Ok(Err(closed(&mut store, why))),
     };
-    // The slice borrows the store immutably, which is why the stream was taken out of the
-    // table first.
-    let result = stream.write(bytes.as_le_slice(&store));
+    let mut segments = std::mem::take(&mut res.segments);
+    // The slice borrows the store immutably, which is why the stream and the checksum state
+    // were taken out of the table first.
+    let slice = bytes.as_le_slice(&store);
+    let result = stream.write(slice);
+    if result.is_ok() {
+        segments.update(slice);
+    }
     let res = store.data_mut().table.get_mut(&this)?;
     res.stream = Some(stream);
+    res.segments = segments;
     match result {
         Ok(()) => Ok(Ok(())),
         Err(e) => {
@@ -238,6 +264,11 @@ fn write_pending(
     if store.data().cancel.is_cancelled() {
         return Ok(Err(store.data_mut().fail(HostFailure::Cancelled)));
     }
+    if let Err(e) = store.data_mut().produce(bytes.len() as u64, "the snapshot") {
+        store.data_mut().table.get_mut(&this)?.failed = true;
+        store.data_mut().table.get_mut(&reader)?.restore_buffer(bytes);
+        return Ok(Err(e));
+    }
     let res = store.data_mut().table.get_mut(&this)?;
     let position = res.stream.as_ref().map(|s| s.position()).unwrap_or(0);
     let over_limit = res.max_bytes.filter(|max| position + bytes.len() as u64 > *max);
@@ -246,10 +277,16 @@ fn write_pending(
             res.failed = true;
             Err(HostFailure::Limit(format!("the snapshot would exceed the plugin's output limit of {max} bytes")))
         }
-        (None, Ok(stream)) => stream.write(&bytes).map_err(|e| {
-            res.failed = true;
-            HostFailure::Storage(e)
-        }),
+        (None, Ok(stream)) => match stream.write(&bytes) {
+            Ok(()) => {
+                res.segments.update(&bytes);
+                Ok(())
+            }
+            Err(e) => {
+                res.failed = true;
+                Err(HostFailure::Storage(e))
+            }
+        },
         (None, Err(why)) => Err(HostFailure::Contract(format!("output-stream used after it failed or closed: {why}"))),
     };
     store.data_mut().table.get_mut(&reader)?.restore_buffer(bytes);

@@ -9,6 +9,7 @@ use wasmtime::component::{Component, Resource, ResourceTableError};
 use wasmtime::{Store, UpdateDeadline};
 
 use super::bindings::{Strategy, StrategyPre, WIT_PACKAGE, WIT_VERSION};
+use super::budget::MemoryBudget;
 use super::cancel::CancelToken;
 use super::error::PluginError;
 use super::input::InputStreamResource;
@@ -20,7 +21,10 @@ use super::store::{HostFailure, InvocationState};
 use super::wasi::GRANTED_WASI;
 use super::PluginRuntime;
 use crate::backend::{KeyedSnapshot, KeyedStateBackend};
-use crate::handles::{KeyGroupRangeOffsets, KeyGroupsStateHandle, OperatorPartitions};
+use crate::handles::{
+    KeyGroupRangeOffsets, KeyGroupsStateHandle, OperatorPartitions, SegmentChecksums, SegmentVerifier,
+    StreamStateHandle, VerifyError,
+};
 use crate::operator_backend::{OperatorSnapshot, OperatorStateBackend};
 use crate::repartition::OperatorStreamAssignment;
 use crate::streams::CheckpointOutputStream;
@@ -53,6 +57,7 @@ pub struct Plugin {
     limits: PluginLimits,
     fuel_metering: bool,
     peak_memory: Arc<AtomicUsize>,
+    memory_budget: Arc<MemoryBudget>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -63,8 +68,9 @@ impl std::fmt::Debug for Plugin {
 
 /// A keyed snapshot's stream (still open) and the key-group offsets the host recorded.
 pub type KeyedOutput = (Box<dyn CheckpointOutputStream>, KeyGroupRangeOffsets);
-/// An operator snapshot's stream (still open) and the partition offsets the host recorded.
-pub type OperatorOutput = (Box<dyn CheckpointOutputStream>, OperatorPartitions);
+/// An operator snapshot's stream (still open), the partition offsets the host recorded, and
+/// the checksum of every partition's bytes.
+pub type OperatorOutput = (Box<dyn CheckpointOutputStream>, OperatorPartitions, Arc<SegmentChecksums>);
 
 const COMPONENT_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
 const MODULE_VERSION: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
@@ -145,6 +151,7 @@ impl PluginRuntime {
             limits,
             fuel_metering: self.options.fuel,
             peak_memory: Arc::default(),
+            memory_budget: self.memory.clone(),
         };
         let described = plugin.invoke("describe", |store, strategy| strategy.call_describe(store))?.0;
         let reason = if described.name.trim().is_empty() {
@@ -238,7 +245,8 @@ impl Plugin {
 
     /// A fresh store for one invocation, with the limits, the deadline and `cancel` armed.
     fn new_store(&self, cancel: &CancelToken) -> Store<InvocationState> {
-        let state = InvocationState::new(&self.limits, cancel.clone(), self.peak_memory.clone());
+        let state =
+            InvocationState::new(&self.limits, cancel.clone(), self.peak_memory.clone(), self.memory_budget.clone());
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limits);
         // Checked at every epoch tick (at loop back-edges and function entries), so a guest is
@@ -294,6 +302,9 @@ impl Plugin {
             return self.failure_error(operation, failure);
         }
         let (plugin, operation) = (self.info.name.clone(), operation.to_string());
+        if let Some(message) = store.data_mut().limits.denied.take() {
+            return PluginError::Limit { plugin, operation, message };
+        }
         let rendered = format!("{error:#}");
         match error.downcast_ref::<wasmtime::Trap>() {
             Some(wasmtime::Trap::Interrupt) => {
@@ -331,6 +342,7 @@ impl Plugin {
             HostFailure::Contract(message) => PluginError::Contract { plugin, operation, message },
             HostFailure::Limit(message) => PluginError::Limit { plugin, operation, message },
             HostFailure::Cancelled => PluginError::Cancelled { plugin, operation },
+            HostFailure::Corrupt(mismatch) => PluginError::Corrupt { operation, source: mismatch.into() },
         }
     }
 
@@ -395,29 +407,44 @@ impl Plugin {
     /// Restores the key groups of `handle` that `backend` owns into `backend`, one strategy
     /// call per key group on one instance. The backend is consumed on failure: a failed
     /// restore attempt leaves nothing half-restored behind.
+    ///
+    /// Every byte the strategy reads is verified against the segment checksums recorded when
+    /// the snapshot was written, and so is each restored key group's segment even if the
+    /// strategy did not read all of it. A mismatch fails the restore with
+    /// [`PluginError::Corrupt`], whatever the strategy made of the damaged bytes.
     pub fn restore_keyed(
         &self,
         handle: &KeyGroupsStateHandle,
         backend: KeyedStateBackend,
+    ) -> Result<KeyedStateBackend, PluginError> {
+        self.restore_keyed_cancellable(handle, backend, &CancelToken::new())
+    }
+
+    /// [`restore_keyed`](Self::restore_keyed) that `cancel` can interrupt.
+    pub fn restore_keyed_cancellable(
+        &self,
+        handle: &KeyGroupsStateHandle,
+        backend: KeyedStateBackend,
+        cancel: &CancelToken,
     ) -> Result<KeyedStateBackend, PluginError> {
         let Some(part) = handle.intersection(&backend.key_group_range()) else {
             return Ok(backend);
         };
         let described = handle.stream().describe();
         let operation = |kg: u32| format!("restore of key group {kg} from {described}");
-        let input = handle.stream().open().map_err(|e| PluginError::Storage {
-            plugin: self.info.name.clone(),
-            operation: format!("restore from {described}"),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        let mut store = self.new_store(&CancelToken::new());
-        let input = store.data_mut().table.push(InputStreamResource::new(input)).map_err(runtime_err)?;
+        let input =
+            self.open_verified(handle.stream(), handle.offsets().checksums(), &format!("restore from {described}"))?;
+        let mut store = self.new_store(cancel);
+        let input = store.data_mut().table.push(input).map_err(runtime_err)?;
         let sink = store.data_mut().table.push(RestoreSinkResource::new(backend)).map_err(runtime_err)?;
         let strategy = match self.pre.instantiate(&mut store) {
             Ok(s) => s,
             Err(e) => return Err(self.trap_error("instantiation for restore", e, &mut store)),
         };
         for (key_group, offset) in part.offsets().iter() {
+            if cancel.is_cancelled() {
+                return Err(PluginError::Cancelled { plugin: self.info.name.clone(), operation: operation(key_group) });
+            }
             let data = store.data_mut();
             if let Err(e) = data.table.get_mut(&input).map_err(runtime_err)?.seek(offset) {
                 return Err(PluginError::Storage {
@@ -428,18 +455,75 @@ impl Plugin {
             }
             data.table.get_mut(&sink).map_err(runtime_err)?.set_key_group(key_group);
             let (input_rep, sink_rep) = (Resource::new_borrow(input.rep()), Resource::new_borrow(sink.rep()));
-            let outcome = match strategy.call_restore_key_group(&mut store, key_group, input_rep, sink_rep) {
-                Ok(outcome) => outcome,
-                Err(e) => {
-                    forward_guest_output(&self.info.name, &store);
-                    return Err(self.trap_error(&operation(key_group), e, &mut store));
-                }
-            };
-            self.settle(&operation(key_group), outcome, &mut store)?;
+            let result = strategy.call_restore_key_group(&mut store, key_group, input_rep, sink_rep);
+            self.settle_restore(&operation(key_group), result, &mut store, &input, offset)?;
         }
         forward_guest_output(&self.info.name, &store);
         let sink = store.data_mut().table.delete(sink).map_err(runtime_err)?;
         Ok(sink.into_backend())
+    }
+
+    /// Opens `stream` for a restore, refusing one whose checksums do not cover it (it could
+    /// not be verified).
+    fn open_verified(
+        &self,
+        stream: &StreamStateHandle,
+        checksums: &Arc<SegmentChecksums>,
+        operation: &str,
+    ) -> Result<InputStreamResource, PluginError> {
+        let described = stream.describe();
+        if checksums.covered() != stream.size() {
+            let source = VerifyError::Unverifiable {
+                stream: described,
+                reason: format!(
+                    "its handle records checksums for {} of its {} bytes",
+                    checksums.covered(),
+                    stream.size()
+                ),
+            };
+            return Err(PluginError::Corrupt { operation: operation.to_string(), source });
+        }
+        let input = stream.open().map_err(|e| match e {
+            // A file whose size differs from the recorded one was truncated or replaced.
+            crate::handles::HandleError::Io { source, .. } if source.kind() == std::io::ErrorKind::InvalidData => {
+                PluginError::Corrupt {
+                    operation: operation.to_string(),
+                    source: VerifyError::Io { stream: described.clone(), source },
+                }
+            }
+            other => PluginError::Storage {
+                plugin: self.info.name.clone(),
+                operation: operation.to_string(),
+                source: std::io::Error::other(other.to_string()),
+            },
+        })?;
+        Ok(InputStreamResource::new(input, SegmentVerifier::new(described, checksums.clone())))
+    }
+
+    /// Settles one restore call: damaged bytes first (a strategy that trips over corrupt input
+    /// is reporting corruption, not a bug of its own), then host failures, traps and the
+    /// strategy's own error.
+    fn settle_restore(
+        &self,
+        operation: &str,
+        result: wasmtime::Result<Result<(), String>>,
+        store: &mut Store<InvocationState>,
+        input: &Resource<InputStreamResource>,
+        segment_start: u64,
+    ) -> Result<(), PluginError> {
+        let verified = store.data_mut().table.get_mut(input).map_err(runtime_err)?.settle(Some(segment_start));
+        if let Err(source) = verified {
+            forward_guest_output(&self.info.name, store);
+            store.data_mut().first_failure = None;
+            return Err(PluginError::Corrupt { operation: operation.to_string(), source });
+        }
+        match result {
+            Ok(outcome) => self.settle(operation, outcome, store),
+            Err(e) => {
+                forward_guest_output(&self.info.name, store);
+                Err(self.trap_error(operation, e, store))
+            }
+        }
     }
 
     /// Runs the strategy's operator snapshot of `snapshot` into `out`. Returns the stream,
@@ -493,10 +577,21 @@ impl Plugin {
 
     /// Restores the operator state partitions of `assignment` (one stream) into `backend`.
     /// States with no partition are still registered, so an empty list restores as empty.
+    /// Every partition read is verified against its recorded checksum.
     pub fn restore_operator(
         &self,
         assignment: &OperatorStreamAssignment,
         backend: OperatorStateBackend,
+    ) -> Result<OperatorStateBackend, PluginError> {
+        self.restore_operator_cancellable(assignment, backend, &CancelToken::new())
+    }
+
+    /// [`restore_operator`](Self::restore_operator) that `cancel` can interrupt.
+    pub fn restore_operator_cancellable(
+        &self,
+        assignment: &OperatorStreamAssignment,
+        backend: OperatorStateBackend,
+        cancel: &CancelToken,
     ) -> Result<OperatorStateBackend, PluginError> {
         let described = assignment.stream.describe();
         let operation =
@@ -512,13 +607,13 @@ impl Plugin {
         if assignment.states.iter().all(|(_, _, offsets)| offsets.is_empty()) {
             return Ok(sink.into_backend());
         }
-        let input = assignment.stream.open().map_err(|e| PluginError::Storage {
-            plugin: self.info.name.clone(),
-            operation: format!("operator restore from {described}"),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        let mut store = self.new_store(&CancelToken::new());
-        let input = store.data_mut().table.push(InputStreamResource::new(input)).map_err(runtime_err)?;
+        let input = self.open_verified(
+            &assignment.stream,
+            &assignment.checksums,
+            &format!("operator restore from {described}"),
+        )?;
+        let mut store = self.new_store(cancel);
+        let input = store.data_mut().table.push(input).map_err(runtime_err)?;
         let sink = store.data_mut().table.push(sink).map_err(runtime_err)?;
         let strategy = match self.pre.instantiate(&mut store) {
             Ok(s) => s,
@@ -526,6 +621,10 @@ impl Plugin {
         };
         for (name, mode, offsets) in &assignment.states {
             for &offset in offsets {
+                if cancel.is_cancelled() {
+                    let operation = operation(name, offset);
+                    return Err(PluginError::Cancelled { plugin: self.info.name.clone(), operation });
+                }
                 if let Err(e) = store.data_mut().table.get_mut(&input).map_err(runtime_err)?.seek(offset) {
                     return Err(PluginError::Storage {
                         plugin: self.info.name.clone(),
@@ -536,14 +635,7 @@ impl Plugin {
                 let (input_rep, sink_rep) = (Resource::new_borrow(input.rep()), Resource::new_borrow(sink.rep()));
                 let result =
                     strategy.call_restore_operator_partition(&mut store, name, to_wit_mode(*mode), input_rep, sink_rep);
-                let outcome = match result {
-                    Ok(outcome) => outcome,
-                    Err(e) => {
-                        forward_guest_output(&self.info.name, &store);
-                        return Err(self.trap_error(&operation(name, offset), e, &mut store));
-                    }
-                };
-                self.settle(&operation(name, offset), outcome, &mut store)?;
+                self.settle_restore(&operation(name, offset), result, &mut store, &input, offset)?;
             }
         }
         forward_guest_output(&self.info.name, &store);

@@ -6,6 +6,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{ErrorKind, HostError};
+use super::budget::{Amplification, MemoryBudget};
 use super::cancel::CancelToken;
 use super::limits::PluginLimits;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,6 +26,8 @@ pub enum HostFailure {
     Limit(String),
     /// The invocation was cancelled.
     Cancelled,
+    /// Bytes read back do not match their recorded checksum.
+    Corrupt(crate::handles::ChecksumMismatch),
 }
 
 impl std::fmt::Display for HostFailure {
@@ -34,6 +37,7 @@ impl std::fmt::Display for HostFailure {
             HostFailure::Contract(m) => write!(f, "contract violation: {m}"),
             HostFailure::Limit(m) => write!(f, "limit exceeded: {m}"),
             HostFailure::Cancelled => f.write_str("cancelled"),
+            HostFailure::Corrupt(m) => write!(f, "{m}"),
         }
     }
 }
@@ -48,6 +52,7 @@ pub struct InvocationState {
     pub(crate) stderr: MemoryOutputPipe,
     pub(crate) cancel: CancelToken,
     pub(crate) deadline: Instant,
+    pub(crate) amplification: Amplification,
 }
 
 /// How much guest stdout and stderr one invocation may produce. Beyond it writes trap: a
@@ -55,7 +60,12 @@ pub struct InvocationState {
 const GUEST_OUTPUT_CAPACITY: usize = 1 << 20;
 
 impl InvocationState {
-    pub(crate) fn new(limits: &PluginLimits, cancel: CancelToken, peak_report: Arc<AtomicUsize>) -> Self {
+    pub(crate) fn new(
+        limits: &PluginLimits,
+        cancel: CancelToken,
+        peak_report: Arc<AtomicUsize>,
+        budget: Arc<MemoryBudget>,
+    ) -> Self {
         let stdout = MemoryOutputPipe::new(GUEST_OUTPUT_CAPACITY);
         let stderr = MemoryOutputPipe::new(GUEST_OUTPUT_CAPACITY);
         let wasi = super::wasi::context(stdout.clone(), stderr.clone());
@@ -66,7 +76,7 @@ impl InvocationState {
             .memories(limits.memories)
             .trap_on_grow_failure(true)
             .build();
-        let store_limits = PeakLimiter { inner, peak: 0, report: peak_report };
+        let store_limits = PeakLimiter { inner, peak: 0, report: peak_report, budget, reserved: 0, denied: None };
         InvocationState {
             table: ResourceTable::new(),
             wasi,
@@ -76,6 +86,7 @@ impl InvocationState {
             stderr,
             cancel,
             deadline: Instant::now() + limits.timeout,
+            amplification: Amplification::new(limits.max_amplification),
         }
     }
 
@@ -86,11 +97,21 @@ impl InvocationState {
             HostFailure::Contract(m) => (ErrorKind::Invalid, m.clone()),
             HostFailure::Limit(m) => (ErrorKind::Limit, m.clone()),
             HostFailure::Cancelled => (ErrorKind::Closed, "the invocation was cancelled".to_string()),
+            HostFailure::Corrupt(m) => (ErrorKind::Io, m.to_string()),
         };
         if self.first_failure.is_none() {
             self.first_failure = Some(failure);
         }
         HostError { kind, message }
+    }
+
+    /// Accounts for `bytes` the guest produces (see [`Amplification`]); past the limit, the
+    /// limit failure is recorded and returned.
+    pub(crate) fn produce(&mut self, bytes: u64, what: &str) -> Result<(), HostError> {
+        match self.amplification.produce(bytes, what) {
+            Ok(()) => Ok(()),
+            Err(message) => Err(self.fail(HostFailure::Limit(message))),
+        }
     }
 
     /// A contract violation; see [`fail`](Self::fail).
@@ -111,19 +132,36 @@ impl WasiView for InvocationState {
     }
 }
 
-/// The store's resource limiter: enforces the configured limits and records the largest
-/// linear memory the guest reached, reported to its plugin when the store is dropped (the
-/// harness reports it against the limit).
+/// The store's resource limiter: enforces the configured limits, reserves every memory growth
+/// from the runtime's host-wide [`MemoryBudget`], and records the largest linear memory the
+/// guest reached, reported to its plugin when the store is dropped (the harness reports it
+/// against the limit).
 pub(crate) struct PeakLimiter {
     inner: StoreLimits,
     peak: usize,
     report: Arc<AtomicUsize>,
+    budget: Arc<MemoryBudget>,
+    reserved: usize,
+    /// Why a growth was refused by the budget, for the error message.
+    pub(crate) denied: Option<String>,
 }
 
 impl wasmtime::ResourceLimiter for PeakLimiter {
     fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
         let allowed = self.inner.memory_growing(current, desired, maximum)?;
         if allowed {
+            let more = desired.saturating_sub(current);
+            if !self.budget.try_reserve(more) {
+                let message = format!(
+                    "the host-wide plugin memory budget of {} bytes is exhausted (plugin.memory-budget; {} bytes \
+                     in use by all invocations, this one asked for {more} more)",
+                    self.budget.total(),
+                    self.budget.used()
+                );
+                self.denied = Some(message.clone());
+                return Err(wasmtime::Error::msg(message));
+            }
+            self.reserved += more;
             self.peak = self.peak.max(desired);
         }
         Ok(allowed)
@@ -148,6 +186,7 @@ impl wasmtime::ResourceLimiter for PeakLimiter {
 
 impl Drop for PeakLimiter {
     fn drop(&mut self) {
+        self.budget.release(self.reserved);
         self.report.fetch_max(self.peak, Ordering::Relaxed);
     }
 }

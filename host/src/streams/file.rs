@@ -31,6 +31,9 @@ pub struct FileCheckpointOutputStream {
     durable: bool,
     // Set once the temporary file exists and until it has been renamed: Drop removes it then.
     temp_exists: bool,
+    // Set by the first failed write, flush or sync: bytes may be lost (a buffered writer may
+    // have written part of them), so the stream never completes into a handle.
+    failed: bool,
 }
 
 impl FileCheckpointOutputStream {
@@ -47,6 +50,7 @@ impl FileCheckpointOutputStream {
             checksum: 0,
             durable: true,
             temp_exists: false,
+            failed: false,
         }
     }
 
@@ -79,16 +83,40 @@ impl FileCheckpointOutputStream {
     }
 }
 
+impl FileCheckpointOutputStream {
+    fn check_failed(&self) -> io::Result<()> {
+        if self.failed {
+            return Err(io::Error::other(format!(
+                "checkpoint file {} failed earlier; it cannot be completed",
+                self.temp_path.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs `op`, marking the stream failed if it fails.
+    fn guarded<R>(&mut self, op: impl FnOnce(&mut Self) -> io::Result<R>) -> io::Result<R> {
+        self.check_failed()?;
+        let result = op(self);
+        if result.is_err() {
+            self.failed = true;
+        }
+        result
+    }
+}
+
 impl CheckpointOutputStream for FileCheckpointOutputStream {
     fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        if self.file.is_none() && self.pending.len() + bytes.len() <= self.inline_threshold {
-            self.pending.extend_from_slice(bytes);
-        } else {
-            self.open_file()?.write_all(bytes)?;
-        }
-        self.position += bytes.len() as u64;
-        self.checksum = crc32c::crc32c_append(self.checksum, bytes);
-        Ok(())
+        self.guarded(|s| {
+            if s.file.is_none() && s.pending.len() + bytes.len() <= s.inline_threshold {
+                s.pending.extend_from_slice(bytes);
+            } else {
+                s.open_file()?.write_all(bytes)?;
+            }
+            s.position += bytes.len() as u64;
+            s.checksum = crc32c::crc32c_append(s.checksum, bytes);
+            Ok(())
+        })
     }
 
     fn position(&self) -> u64 {
@@ -96,26 +124,27 @@ impl CheckpointOutputStream for FileCheckpointOutputStream {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        match &mut self.file {
+        self.guarded(|s| match &mut s.file {
             Some(f) => f.flush(),
             None => Ok(()),
-        }
+        })
     }
 
     fn sync(&mut self) -> io::Result<()> {
-        match &mut self.file {
+        self.guarded(|s| match &mut s.file {
             Some(f) => {
                 f.flush()?;
-                if self.durable {
+                if s.durable {
                     f.get_ref().sync_data()?;
                 }
                 Ok(())
             }
             None => Ok(()),
-        }
+        })
     }
 
     fn close_and_get_handle(mut self: Box<Self>) -> io::Result<StreamStateHandle> {
+        self.check_failed()?;
         let Some(mut writer) = self.file.take() else {
             return Ok(StreamStateHandle::Inline { bytes: std::mem::take(&mut self.pending) });
         };
@@ -147,7 +176,12 @@ impl Drop for FileCheckpointOutputStream {
     fn drop(&mut self) {
         drop(self.file.take());
         if self.temp_exists {
-            if let Err(e) = fs::remove_file(&self.temp_path) {
+            // Already gone is fine: an aborted checkpoint's directory may have been deleted
+            // while this stream was still open.
+            if let Err(e) = fs::remove_file(&self.temp_path).or_else(|e| match e.kind() {
+                io::ErrorKind::NotFound => Ok(()),
+                _ => Err(e),
+            }) {
                 tracing::warn!(path = %self.temp_path.display(), error = %e, "could not remove discarded checkpoint file");
             }
         }
@@ -197,5 +231,32 @@ impl CheckpointStreamFactory for FileStreamFactory {
             StateScope::Shared => &self.shared_dir,
         };
         Ok(Box::new(FileCheckpointOutputStream::new(dir, self.inline_threshold)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write that fails may have put part of its bytes in the file: the stream must never
+    /// complete into a handle afterwards, even if later calls would succeed.
+    #[test]
+    fn a_stream_that_failed_never_completes_and_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Box::new(FileCheckpointOutputStream::new(dir.path(), 0));
+        s.write(b"abc").unwrap();
+        // Swap the writer for one over a read-only descriptor of the same file: the next
+        // flush to it fails like a full or broken disk would.
+        let read_only = File::open(&s.temp_path).unwrap();
+        s.file = Some(BufWriter::with_capacity(4, read_only));
+        assert!(s.write(&[7u8; 64]).is_err());
+        // Give it a working writer again: it still refuses to complete.
+        let writable = File::options().append(true).open(&s.temp_path).unwrap();
+        s.file = Some(BufWriter::new(writable));
+        assert!(s.write(b"more").is_err());
+        assert!(s.flush().is_err());
+        let e = s.close_and_get_handle().unwrap_err().to_string();
+        assert!(e.contains("failed earlier"), "{e}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "a partial file was left");
     }
 }
