@@ -356,15 +356,16 @@ impl CheckpointCoordinator {
 
     /// Aborts checkpoint `id`: discards every part written so far, primary and local. An
     /// abort of a completed checkpoint is ignored: a completed checkpoint is durable and
-    /// stays until it is subsumed.
-    pub fn abort(&self, id: u64, reason: AbortReason) {
+    /// stays until it is subsumed. Returns whether this call aborted a pending checkpoint (a
+    /// subtask whose snapshot was interrupted by an earlier abort gets `false`).
+    pub fn abort(&self, id: u64, reason: AbortReason) -> bool {
         let _commit = self.lock_commit();
         let pending = {
             let mut s = self.lock();
             if s.completed.contains(&id) {
                 drop(s);
                 tracing::debug!(checkpoint = id, %reason, "ignoring an abort of a completed checkpoint");
-                return;
+                return false;
             }
             if let Some(token) = s.cancel_tokens.remove(&id) {
                 // Interrupts plugin invocations still writing this checkpoint.
@@ -382,6 +383,7 @@ impl CheckpointCoordinator {
             }
             pending
         };
+        let was_pending = pending.is_some();
         let acked: Vec<SubtaskState> = match pending {
             Some(p) => {
                 let level_warn = matches!(reason, AbortReason::Failed(_));
@@ -395,18 +397,19 @@ impl CheckpointCoordinator {
             None => Vec::new(),
         };
         self.discard_everything(id, &acked);
+        was_pending
     }
 
     /// Cancels checkpoint `id`; an abort with [`AbortReason::Cancelled`].
     pub fn cancel(&self, id: u64) {
-        self.abort(id, AbortReason::Cancelled);
+        let _ = self.abort(id, AbortReason::Cancelled);
     }
 
     /// Aborts every pending checkpoint (the job is failing or stopping).
     pub fn abort_all(&self, reason: AbortReason) {
         let ids: Vec<u64> = self.lock().pending.keys().copied().collect();
         for id in ids {
-            self.abort(id, reason.clone());
+            let _ = self.abort(id, reason.clone());
         }
     }
 

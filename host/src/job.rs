@@ -314,7 +314,9 @@ impl JobRunner {
         format!("job={} keys={} events={}", self.spec.job_id, self.spec.keys, self.spec.events)
     }
 
-    fn open_local_stores(&self) -> Result<Vec<Arc<TaskLocalStateStore>>, JobError> {
+    /// Opens every subtask's local state store (loading local copies persisted by an earlier
+    /// process), as a starting job does.
+    pub fn open_local_stores(&self) -> Result<Vec<Arc<TaskLocalStateStore>>, JobError> {
         let local = &self.spec.config.local_recovery;
         (0..self.spec.parallelism)
             .map(|i| {
@@ -594,8 +596,9 @@ impl JobRunner {
         // Checkpoints still pending now can never complete.
         let reason = if failed_at.is_some() { AbortReason::TaskFailure } else { AbortReason::JobFinished };
         for id in coordinator.pending_ids() {
-            coordinator.abort(id, reason.clone());
-            let _ = events.send(JobEvent::Aborted { checkpoint_id: id, reason: reason.to_string() });
+            if coordinator.abort(id, reason.clone()) {
+                let _ = events.send(JobEvent::Aborted { checkpoint_id: id, reason: reason.to_string() });
+            }
         }
         if let Some(e) = thread_error.or(job_failure).or_else(too_many_failures) {
             return Err(e);
@@ -709,8 +712,11 @@ impl SubtaskContext {
             }
             Ok(None) => {}
             Err(reason) => {
-                self.coordinator.abort(id, AbortReason::Failed(reason.clone()));
-                let _ = self.events.send(JobEvent::Aborted { checkpoint_id: id, reason });
+                // Only the subtask that aborted the checkpoint reports it: the others' snapshots
+                // were merely interrupted by that abort.
+                if self.coordinator.abort(id, AbortReason::Failed(reason.clone())) {
+                    let _ = self.events.send(JobEvent::Aborted { checkpoint_id: id, reason });
+                }
             }
         }
     }

@@ -19,7 +19,8 @@ pub fn workspace_root() -> PathBuf {
 
 /// The plugin crates that tests load: the shipped strategies and the test fixtures under
 /// `tests/fixtures/` (misbehaving on purpose; never shipped).
-pub const PLUGINS: &[&str] = &["full-keyed", "fixture-misbehave", "fixture-uses-files", "fixture-uses-network"];
+pub const PLUGINS: &[&str] =
+    &["full-keyed", "fixture-misbehave", "fixture-uses-files", "fixture-uses-network", "fixture-hog"];
 
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
@@ -137,4 +138,23 @@ pub fn broken_plugin(bug: &str) -> PathBuf {
     std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
     std::fs::copy(&built, &copy).unwrap();
     copy
+}
+
+/// Runs attempts of `runner`'s job that each fail one event after a checkpoint was triggered,
+/// `n` times: each attempt completes exactly one checkpoint (a subtask finishes its snapshots
+/// before it handles the failure), whatever the machine's speed. Checkpoint counts in tests
+/// stay deterministic this way, where a free-running job takes as many as its timing allows.
+pub fn complete_checkpoints(runner: &mut snapshot_host::job::JobRunner, n: usize) {
+    use snapshot_host::job::{AttemptOptions, AttemptOutcome};
+    for _ in 0..n {
+        let before = runner.storage().completed_checkpoint_ids().unwrap();
+        let start = runner.storage().latest_completed().unwrap().map_or(0, |m| m.source_offset);
+        let interval = runner.spec().checkpoint_interval;
+        let fail_at = Some((start / interval + 1) * interval + 1);
+        let (tx, _rx) = std::sync::mpsc::channel();
+        let outcome = runner.run_attempt(AttemptOptions { fail_at }, &tx).unwrap();
+        assert!(matches!(outcome, AttemptOutcome::Failed { .. }), "the attempt did not fail at {fail_at:?}");
+        let after = runner.storage().completed_checkpoint_ids().unwrap();
+        assert!(after.last() > before.last(), "no checkpoint completed before the failure at {fail_at:?}");
+    }
 }

@@ -242,13 +242,13 @@ impl SegmentVerifier {
             let take = ((seg.end() - at) as usize).min(rest.len());
             let (chunk, tail) = rest.split_at(take);
             let next = match self.progress[i] {
-                Progress::Untouched if at == seg.start => {
-                    Progress::Sequential { read: take as u64, crc: crc32c::crc32c(chunk) }
-                }
+                Progress::Verified => Progress::Verified,
+                // Reading from its start (again, after a read-ahead stopped inside it):
+                // verify from here in one pass.
+                _ if at == seg.start => Progress::Sequential { read: take as u64, crc: crc32c::crc32c(chunk) },
                 Progress::Sequential { read, crc } if seg.start + read == at => {
                     Progress::Sequential { read: read + take as u64, crc: crc32c::crc32c_append(crc, chunk) }
                 }
-                Progress::Verified => Progress::Verified,
                 _ => Progress::Scattered,
             };
             self.progress[i] = match next {

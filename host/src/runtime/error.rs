@@ -116,7 +116,7 @@ pub enum PluginError {
     },
     /// The bytes being restored do not match the checksums recorded when they were written
     /// (or cannot be verified): the state is damaged, whatever the strategy made of it.
-    #[error("{operation}: {source}")]
+    #[error("{source}")]
     Corrupt {
         /// What was being restored.
         operation: String,

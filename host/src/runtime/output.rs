@@ -15,9 +15,7 @@ use super::keyed_state::EntryReaderResource;
 use super::store::{HostFailure, InvocationState};
 use std::sync::Arc;
 
-use crate::handles::{
-    DistributionMode, KeyGroupRangeOffsets, PartitionInfo, SegmentLabel, SegmentRecorder,
-};
+use crate::handles::{DistributionMode, KeyGroupRangeOffsets, PartitionInfo, SegmentLabel, SegmentRecorder};
 use crate::key_groups::KeyGroupRange;
 use crate::streams::CheckpointOutputStream;
 

@@ -1,0 +1,69 @@
+//! `job run` and `demo` as a user sees them: a run whose checkpoints all fail exits non-zero
+//! and says why (defect 8), failure tolerance is honoured (defect 6), normal leftovers after a
+//! kill are not warned about, and each cause of an error is printed once (defect 7).
+
+use std::path::Path;
+use std::process::Command;
+
+fn job_run(dir: &Path, plugin: &Path, extra: &[&str]) -> (bool, String, String) {
+    let out = Command::new(suite::host_binary())
+        .current_dir(dir)
+        .args(["job", "run", "--events", "30000", "--checkpoint-interval", "5000", "--plugin"])
+        .arg(plugin)
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_run_whose_checkpoints_all_fail_exits_non_zero_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    // This strategy has no operator-state support, so every checkpoint of the job fails.
+    let plugin = suite::plugin_path("fixture-misbehave");
+    let (ok, out, err) = job_run(dir.path(), &plugin, &[]);
+    assert!(!ok, "exit 0 although every checkpoint failed: {out}");
+    assert!(!out.contains("finished"), "{out}");
+    assert!(err.contains("tolerable-failed-checkpoints") && err.contains("does not support operator state"), "{err}");
+    // Each failed checkpoint is reported once, with its real cause (not as a cancellation of
+    // the other subtasks' snapshots).
+    let aborted: Vec<&str> = out.lines().filter(|l| l.starts_with("aborted checkpoint")).collect();
+    assert!(!aborted.is_empty() && aborted.iter().all(|l| l.contains("operator state")), "{out}");
+
+    // Tolerating failures, the job runs to its end, then fails because nothing is durable.
+    let (ok, out, err) = job_run(
+        dir.path(),
+        &plugin,
+        &["--job-id", "tolerant", "--set", "execution.checkpointing.tolerable-failed-checkpoints=100"],
+    );
+    assert!(!ok, "{out}");
+    assert!(err.contains("none of its") && err.contains("checkpoints completed"), "{err}");
+}
+
+#[test]
+fn a_clean_run_over_normal_leftovers_prints_no_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = suite::plugin_path("full-keyed");
+    // What a kill leaves: a local checkpoint directory whose copy was never stored.
+    let leftover = dir.path().join("local-state/localState/aid_local/jid_job/vtx_counter_sti_0/chk_3");
+    std::fs::create_dir_all(&leftover).unwrap();
+    std::fs::write(leftover.join("0a1b2c.inprogress"), b"half").unwrap();
+    let (ok, out, err) = job_run(dir.path(), &plugin, &[]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("completed checkpoint") && out.contains("finished"), "{out}");
+    assert!(!err.contains("WARN"), "a clean run warned: {err}");
+    assert!(!leftover.exists());
+}
+
+#[test]
+fn each_cause_of_an_error_is_printed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, _, err) = job_run(dir.path(), dir.path(), &[]);
+    assert!(!ok);
+    assert!(err.contains("Is a directory"), "{err}");
+    assert_eq!(err.matches("Is a directory").count(), 1, "{err}");
+}
