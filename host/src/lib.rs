@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod checksum;
 pub mod config;
 pub mod coordinator;
 pub mod directories;

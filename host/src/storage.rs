@@ -123,7 +123,7 @@ pub enum StorageError {
 /// Encodes `value` with the handle envelope and a CRC-32C trailer.
 pub fn encode_with_checksum<T: Serialize>(value: &T) -> Result<Vec<u8>, HandleError> {
     let mut bytes = StateHandleEnvelope::encode(value)?;
-    let crc = crc32c::crc32c(&bytes);
+    let crc = crate::checksum::crc32c(&bytes);
     bytes.extend_from_slice(&crc.to_le_bytes());
     Ok(bytes)
 }
@@ -135,7 +135,7 @@ pub fn decode_with_checksum<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Resul
     }
     let (body, trailer) = bytes.split_at(bytes.len() - 4);
     let expected = u32::from_le_bytes(trailer.try_into().expect("4 bytes"));
-    let actual = crc32c::crc32c(body);
+    let actual = crate::checksum::crc32c(body);
     if actual != expected {
         return Err(format!("checksum mismatch (content {actual:08x}, recorded {expected:08x})"));
     }

@@ -109,7 +109,7 @@ impl SegmentRecorder {
 
     /// Accounts for `bytes` appended to the stream.
     pub fn update(&mut self, bytes: &[u8]) {
-        self.crc = crc32c::crc32c_append(self.crc, bytes);
+        self.crc = crate::checksum::crc32c_append(self.crc, bytes);
         self.len += bytes.len() as u64;
     }
 
@@ -198,9 +198,15 @@ enum Progress {
 
 /// Checks every byte a restore reads against the segment checksums, in one pass in the usual
 /// case: bytes read in order from a segment's start extend a running CRC, compared as soon as
-/// the segment is read to its end. Segments read out of order or only in part are re-read by
-/// [`settle`](Self::settle), which a restore calls after each strategy call (and always for
-/// the segment that call was about), so no restored byte escapes verification.
+/// the segment is read to its end.
+///
+/// A restore calls [`settle`](Self::settle) after each strategy call, for the segment that
+/// call restored: it is verified even if the strategy skipped part of it. Other segments read
+/// only in part (a buffered reader reads ahead into the next key group) are left for later:
+/// the next call usually reads them again from their start and verifies them in passing.
+/// Before a restore succeeds, [`settle`](Self::settle) with `everything` re-reads whatever is
+/// still unverified, so no byte that was read escapes verification, and a failed strategy
+/// call does the same first, so that corrupt input is reported as such.
 #[derive(Debug)]
 pub struct SegmentVerifier {
     stream: String,
@@ -245,9 +251,9 @@ impl SegmentVerifier {
                 Progress::Verified => Progress::Verified,
                 // Reading from its start (again, after a read-ahead stopped inside it):
                 // verify from here in one pass.
-                _ if at == seg.start => Progress::Sequential { read: take as u64, crc: crc32c::crc32c(chunk) },
+                _ if at == seg.start => Progress::Sequential { read: take as u64, crc: crate::checksum::crc32c(chunk) },
                 Progress::Sequential { read, crc } if seg.start + read == at => {
-                    Progress::Sequential { read: read + take as u64, crc: crc32c::crc32c_append(crc, chunk) }
+                    Progress::Sequential { read: read + take as u64, crc: crate::checksum::crc32c_append(crc, chunk) }
                 }
                 _ => Progress::Scattered,
             };
@@ -269,9 +275,15 @@ impl SegmentVerifier {
         }
     }
 
-    /// Verifies, by re-reading them from `input`, the segment starting at `required` (if
-    /// given) and every segment read but not yet verified. The input's position is restored.
-    pub fn settle<R: Read + Seek + ?Sized>(&mut self, input: &mut R, required: Option<u64>) -> Result<(), VerifyError> {
+    /// Verifies, by re-reading it from `input` if needed, the segment starting at `required`
+    /// (if given), and with `everything` also every segment read but not yet verified. The
+    /// input's position is restored.
+    pub fn settle<R: Read + Seek + ?Sized>(
+        &mut self,
+        input: &mut R,
+        required: Option<u64>,
+        everything: bool,
+    ) -> Result<(), VerifyError> {
         if let Some(m) = &self.first_mismatch {
             return Err(m.clone().into());
         }
@@ -280,7 +292,7 @@ impl SegmentVerifier {
         let pending: Vec<usize> = (0..self.progress.len())
             .filter(|&i| {
                 let touched = !matches!(self.progress[i], Progress::Untouched | Progress::Verified);
-                touched || (Some(i) == required && self.progress[i] != Progress::Verified)
+                (everything && touched) || (Some(i) == required && self.progress[i] != Progress::Verified)
             })
             .collect();
         if pending.is_empty() {
@@ -295,7 +307,7 @@ impl SegmentVerifier {
             while left > 0 {
                 let want = (left as usize).min(buf.len());
                 input.read_exact(&mut buf[..want]).map_err(io_err)?;
-                crc = crc32c::crc32c_append(crc, &buf[..want]);
+                crc = crate::checksum::crc32c_append(crc, &buf[..want]);
                 left -= want as u64;
             }
             if crc != seg.crc32c {
@@ -352,7 +364,7 @@ mod tests {
         assert_eq!(c.covered(), bytes.len() as u64);
         let starts: Vec<_> = c.segments().iter().map(|s| (s.start, s.len)).collect();
         assert_eq!(starts, vec![(0, 3), (3, 4), (7, 0), (7, 2)]);
-        assert_eq!(c.segments()[1].crc32c, crc32c::crc32c(b"aaaa"));
+        assert_eq!(c.segments()[1].crc32c, crate::checksum::crc32c(b"aaaa"));
         // No header when the first mark is at 0.
         let (_, c) = record(&[(Some(SegmentLabel::KeyGroup(5)), b"x")]);
         assert_eq!(c.segments().len(), 1);
@@ -366,7 +378,7 @@ mod tests {
         v.observe(0, b"hel").unwrap();
         v.observe(3, b"lowo").unwrap();
         v.observe(7, b"rld").unwrap();
-        v.settle(&mut Cursor::new(&bytes), Some(5)).unwrap();
+        v.settle(&mut Cursor::new(&bytes), Some(5), true).unwrap();
         bytes[6] ^= 1;
         let mut v = SegmentVerifier::new("f".into(), c);
         let err = v.observe(5, &bytes[5..]).unwrap_err();
@@ -384,12 +396,14 @@ mod tests {
         v.observe(5, &bytes[5..7]).unwrap();
         let mut input = Cursor::new(&bytes);
         input.set_position(7);
-        assert!(matches!(v.settle(&mut input, None), Err(VerifyError::Mismatch(_))));
+        // Left for later by a per-call settle; found by the final one.
+        v.settle(&mut input, None, false).unwrap();
+        assert!(matches!(v.settle(&mut input, None, true), Err(VerifyError::Mismatch(_))));
         // Nothing read, but key group 1 was the one restored: verified anyway.
         let mut v = SegmentVerifier::new("f".into(), c.clone());
-        assert!(matches!(v.settle(&mut Cursor::new(&bytes), Some(5)), Err(VerifyError::Mismatch(_))));
+        assert!(matches!(v.settle(&mut Cursor::new(&bytes), Some(5), false), Err(VerifyError::Mismatch(_))));
         // A truncated stream cannot be verified: an error, never a pass.
         let mut v = SegmentVerifier::new("f".into(), c);
-        assert!(matches!(v.settle(&mut Cursor::new(&bytes[..8]), Some(5)), Err(VerifyError::Io { .. })));
+        assert!(matches!(v.settle(&mut Cursor::new(&bytes[..8]), Some(5), false), Err(VerifyError::Io { .. })));
     }
 }

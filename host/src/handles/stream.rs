@@ -72,7 +72,7 @@ impl StreamStateHandle {
             if n == 0 {
                 break;
             }
-            crc = crc32c::crc32c_append(crc, &buf[..n]);
+            crc = crate::checksum::crc32c_append(crc, &buf[..n]);
         }
         if crc != *expected {
             return Err(HandleError::Io {
@@ -108,7 +108,7 @@ impl StreamStateHandle {
                 crc32c: *crc32c,
             },
             StreamStateHandle::Inline { bytes } => {
-                StreamIdentity { name: None, size: bytes.len() as u64, crc32c: Some(crc32c::crc32c(bytes)) }
+                StreamIdentity { name: None, size: bytes.len() as u64, crc32c: Some(crate::checksum::crc32c(bytes)) }
             }
         }
     }
@@ -131,7 +131,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, b"abcdef").unwrap();
-        let h = StreamStateHandle::File { path: path.clone(), size: 6, crc32c: Some(crc32c::crc32c(b"abcdef")) };
+        let h =
+            StreamStateHandle::File { path: path.clone(), size: 6, crc32c: Some(crate::checksum::crc32c(b"abcdef")) };
         assert!(h.open().is_ok());
         h.verify().unwrap();
         std::fs::write(&path, b"abcdeF").unwrap();

@@ -103,7 +103,7 @@ fn file_in(dir: &Path, name: &str, bytes: &[u8]) -> StreamStateHandle {
     std::fs::create_dir_all(dir).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, bytes).unwrap();
-    StreamStateHandle::File { path, size: bytes.len() as u64, crc32c: Some(crc32c::crc32c(bytes)) }
+    StreamStateHandle::File { path, size: bytes.len() as u64, crc32c: Some(crate::checksum::crc32c(bytes)) }
 }
 
 fn keyed(stream: StreamStateHandle) -> KeyGroupsStateHandle {

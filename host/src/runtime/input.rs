@@ -34,10 +34,11 @@ impl InputStreamResource {
         InputStreamResource { stream, position: 0, verifier }
     }
 
-    /// Verifies every segment read so far that is not verified yet, and the segment starting
-    /// at `required` (the key group or partition just restored) even if it was not read.
-    pub fn settle(&mut self, required: Option<u64>) -> Result<(), VerifyError> {
-        self.verifier.settle(&mut *self.stream, required)
+    /// Verifies the segment starting at `required` (the key group or partition just
+    /// restored) even if it was not read, and with `everything` every segment read so far
+    /// that is not verified yet (see [`SegmentVerifier`]).
+    pub fn settle(&mut self, required: Option<u64>, everything: bool) -> Result<(), VerifyError> {
+        self.verifier.settle(&mut *self.stream, required, everything)
     }
 
     /// Moves the stream to `offset` (host side, before handing it to the guest).

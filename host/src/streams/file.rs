@@ -114,7 +114,7 @@ impl CheckpointOutputStream for FileCheckpointOutputStream {
                 s.open_file()?.write_all(bytes)?;
             }
             s.position += bytes.len() as u64;
-            s.checksum = crc32c::crc32c_append(s.checksum, bytes);
+            s.checksum = crate::checksum::crc32c_append(s.checksum, bytes);
             Ok(())
         })
     }
