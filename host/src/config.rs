@@ -16,8 +16,10 @@ use crate::runtime::PluginLimits;
 pub const LOCAL_RECOVERY: &str = "state.backend.local-recovery";
 /// Comma-separated directories for local copies; the subtask's copies rotate over them.
 pub const LOCAL_ROOT_DIRS: &str = "taskmanager.state.local.root-dirs";
-/// Directory of durable checkpoint storage.
+/// Directory of durable checkpoint storage: a path or a `file://` URI.
 pub const CHECKPOINT_DIR: &str = "state.checkpoints.dir";
+/// Flink 2.x's name for [`CHECKPOINT_DIR`]; both are accepted.
+pub const CHECKPOINT_DIR_2X: &str = "execution.checkpointing.dir";
 /// Number of completed checkpoints to retain.
 pub const RETAINED_CHECKPOINTS: &str = "state.checkpoints.num-retained";
 
@@ -48,6 +50,7 @@ const KNOWN: &[&str] = &[
     LOCAL_RECOVERY,
     LOCAL_ROOT_DIRS,
     CHECKPOINT_DIR,
+    CHECKPOINT_DIR_2X,
     RETAINED_CHECKPOINTS,
     PLUGIN_MEMORY,
     PLUGIN_TIMEOUT,
@@ -281,9 +284,11 @@ impl Config {
                 }
                 self.local_recovery.root_dirs = dirs.into_iter().map(PathBuf::from).collect();
             }
-            CHECKPOINT_DIR => match value {
-                toml::Value::String(s) if !s.trim().is_empty() => self.checkpoint_dir = PathBuf::from(s),
-                _ => return Err(invalid("expected a directory")),
+            CHECKPOINT_DIR | CHECKPOINT_DIR_2X => match value {
+                toml::Value::String(s) if !s.trim().is_empty() => {
+                    self.checkpoint_dir = parse_location(s.trim()).map_err(|why| invalid(&why))?
+                }
+                _ => return Err(invalid("expected a directory or a file:// URI")),
             },
             RETAINED_CHECKPOINTS => match value {
                 toml::Value::Integer(n) if *n >= 1 => self.retained_checkpoints = *n as usize,
@@ -314,6 +319,19 @@ impl Config {
             _ => return Err(ConfigError::UnknownKey { origin: origin.into(), key: key.into() }),
         }
         Ok(())
+    }
+}
+
+/// A checkpoint location: a path, or a URI. `file:///abs/path` is the local path; other schemes
+/// are refused by name rather than taken for a relative directory called `s3:`.
+fn parse_location(text: &str) -> Result<PathBuf, String> {
+    match text.split_once("://") {
+        None => Ok(PathBuf::from(text)),
+        Some(("file", rest)) if rest.starts_with('/') => Ok(PathBuf::from(rest)),
+        Some(("file", _)) => Err("expected file:///absolute/path (three slashes)".into()),
+        Some((scheme, _)) => {
+            Err(format!("{scheme}:// storage is not supported by this build; use a directory or a file:// URI"))
+        }
     }
 }
 
@@ -445,6 +463,18 @@ mod tests {
         let mut c = Config::default();
         c.apply_override("plugin.timeout=250ms").unwrap();
         assert_eq!(c.plugin_limits.timeout, std::time::Duration::from_millis(250));
+    }
+
+    #[test]
+    fn checkpoint_locations_are_paths_or_file_uris() {
+        let mut c = Config::default();
+        c.apply_override("state.checkpoints.dir=file:///data/ckpt").unwrap();
+        assert_eq!(c.checkpoint_dir, PathBuf::from("/data/ckpt"));
+        c.apply_override("execution.checkpointing.dir=relative/dir").unwrap();
+        assert_eq!(c.checkpoint_dir, PathBuf::from("relative/dir"));
+        let e = c.apply_override("state.checkpoints.dir=s3://bucket/prefix").unwrap_err().to_string();
+        assert!(e.contains("s3://") && e.contains("not supported"), "{e}");
+        assert!(c.apply_override("state.checkpoints.dir=file://relative").is_err());
     }
 
     #[test]

@@ -83,6 +83,15 @@ impl LocalSnapshot {
         same.then(|| local.clone())
     }
 
+    /// The same snapshot with every stream mapped by `f` (to relocate files).
+    fn map_streams(self, f: impl Fn(StreamStateHandle) -> StreamStateHandle) -> Self {
+        LocalSnapshot {
+            keyed: self.keyed.map(|h| h.map_stream(&f)),
+            operator: self.operator.map(|h| h.map_stream(&f)),
+            ..self
+        }
+    }
+
     /// Names of the files this snapshot references.
     fn file_names(&self) -> Vec<std::ffi::OsString> {
         let streams = self.keyed.iter().map(|h| h.stream()).chain(self.operator.iter().map(|h| h.stream()));
@@ -185,7 +194,10 @@ impl TaskLocalStateStore {
         let dir = self.checkpoint_dir(id);
         let persisted = (|| {
             std::fs::create_dir_all(&dir)?;
-            let bytes = encode_with_checksum(&snapshot).map_err(io::Error::other)?;
+            // Relative to the checkpoint's local directory: a local root moved elsewhere (a
+            // re-mounted disk) still reads its own files.
+            let relative = snapshot.clone().map_streams(|h| h.relative_to(&dir));
+            let bytes = encode_with_checksum(&relative).map_err(io::Error::other)?;
             crate::fsutil::write_atomic(&dir.join(LOCAL_METADATA_FILE), &bytes)
         })();
         if let Err(e) = persisted {
@@ -280,7 +292,8 @@ fn read_local_metadata(dir: &Path) -> Result<LocalSnapshot, LocalMetadataError> 
         io::ErrorKind::NotFound => LocalMetadataError::Missing,
         _ => LocalMetadataError::Unreadable(e),
     })?;
-    decode_with_checksum(&bytes).map_err(LocalMetadataError::Corrupt)
+    let snapshot: LocalSnapshot = decode_with_checksum(&bytes).map_err(LocalMetadataError::Corrupt)?;
+    Ok(snapshot.map_streams(|h| h.resolved_against(dir)))
 }
 
 /// Deletes the entries of `dir` other than the metadata and the files named in `keep`.

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::directories::validate_id;
-use crate::handles::{HandleError, KeyGroupsStateHandle, OperatorStateHandle, StateHandleEnvelope};
+use crate::handles::{HandleError, KeyGroupsStateHandle, OperatorStateHandle, StateHandleEnvelope, StreamStateHandle};
 use crate::runtime::PluginInfo;
 use crate::streams::FileStreamFactory;
 
@@ -47,6 +47,11 @@ impl SubtaskState {
 }
 
 impl SubtaskState {
+    /// The same state with every stream mapped by `f` (to relocate files).
+    pub fn map_streams(self, f: impl Fn(StreamStateHandle) -> StreamStateHandle) -> Self {
+        SubtaskState { keyed: self.keyed.map(|h| h.map_stream(&f)), operator: self.operator.map(|h| h.map_stream(&f)) }
+    }
+
     /// Deletes the referenced files except those `keep` also references: for a duplicate
     /// acknowledgement, whose state may be the very files a checkpoint already holds.
     pub fn discard_except(&self, keep: &SubtaskState) {
@@ -177,11 +182,17 @@ impl FileCheckpointStorage {
         FileStreamFactory::new(self.checkpoint_dir(id), self.root.join("shared"), self.inline_threshold)
     }
 
-    /// Completes a checkpoint by writing its metadata atomically.
+    /// Completes a checkpoint by writing its metadata atomically. State files are referred
+    /// to relative to the job's directory, so a copied or moved checkpoint directory restores
+    /// from its own files.
     pub fn write_metadata(&self, metadata: &CheckpointMetadata) -> Result<(), StorageError> {
         let dir = self.checkpoint_dir(metadata.checkpoint_id);
         let path = dir.join(METADATA_FILE);
-        let bytes = encode_with_checksum(metadata)
+        let relative = CheckpointMetadata {
+            subtasks: metadata.subtasks.iter().map(|s| s.clone().map_streams(|h| h.relative_to(&self.root))).collect(),
+            ..metadata.clone()
+        };
+        let bytes = encode_with_checksum(&relative)
             .map_err(|e| StorageError::Corrupted { path: path.clone(), reason: e.to_string() })?;
         std::fs::create_dir_all(&dir).map_err(|source| StorageError::Io { path: dir.clone(), source })?;
         crate::fsutil::write_atomic(&path, &bytes).map_err(|source| StorageError::Io { path, source })
@@ -191,7 +202,16 @@ impl FileCheckpointStorage {
     pub fn read_metadata(&self, id: u64) -> Result<CheckpointMetadata, StorageError> {
         let path = self.checkpoint_dir(id).join(METADATA_FILE);
         let bytes = std::fs::read(&path).map_err(|source| StorageError::Io { path: path.clone(), source })?;
-        decode_with_checksum(&bytes).map_err(|reason| StorageError::Corrupted { path, reason })
+        let metadata: CheckpointMetadata =
+            decode_with_checksum(&bytes).map_err(|reason| StorageError::Corrupted { path, reason })?;
+        Ok(CheckpointMetadata {
+            subtasks: metadata
+                .subtasks
+                .into_iter()
+                .map(|s| s.map_streams(|h| h.resolved_against(&self.root)))
+                .collect(),
+            ..metadata
+        })
     }
 
     /// Ids of the checkpoint directories, ascending, with whether each has a metadata file.

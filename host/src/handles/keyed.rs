@@ -107,6 +107,11 @@ impl KeyGroupsStateHandle {
         self.stream.size()
     }
 
+    /// The same handle over `f(stream)` (to relocate its file).
+    pub fn map_stream(self, f: impl FnOnce(StreamStateHandle) -> StreamStateHandle) -> Self {
+        KeyGroupsStateHandle { offsets: self.offsets, stream: f(self.stream) }
+    }
+
     /// The part of this snapshot that `range` needs (as after rescaling): the same stream with
     /// the offsets of the common key groups, or `None` when there are none.
     pub fn intersection(&self, range: &KeyGroupRange) -> Option<KeyGroupsStateHandle> {

@@ -72,6 +72,11 @@ impl OperatorStateHandle {
         self.stream.size()
     }
 
+    /// The same handle over `f(stream)` (to relocate its file).
+    pub fn map_stream(self, f: impl FnOnce(StreamStateHandle) -> StreamStateHandle) -> Self {
+        OperatorStateHandle { stream: f(self.stream), ..self }
+    }
+
     /// Deletes the stream.
     pub fn discard(&self) -> Result<(), HandleError> {
         self.stream.discard()

@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::{self, Cursor, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -110,6 +110,30 @@ impl StreamStateHandle {
             StreamStateHandle::Inline { bytes } => {
                 StreamIdentity { name: None, size: bytes.len() as u64, crc32c: Some(crate::checksum::crc32c(bytes)) }
             }
+        }
+    }
+
+    /// The same handle with a file path below `root` made relative to it: how handles are
+    /// persisted, so that a checkpoint directory copied or moved elsewhere reads its own
+    /// files, not the original's. A path outside `root` stays as it is.
+    pub fn relative_to(&self, root: &Path) -> StreamStateHandle {
+        match self {
+            StreamStateHandle::File { path, size, crc32c } => match path.strip_prefix(root) {
+                Ok(relative) => StreamStateHandle::File { path: relative.to_path_buf(), size: *size, crc32c: *crc32c },
+                Err(_) => self.clone(),
+            },
+            StreamStateHandle::Inline { .. } => self.clone(),
+        }
+    }
+
+    /// The inverse of [`relative_to`](Self::relative_to): a relative file path resolved
+    /// against `root` (where the checkpoint is now).
+    pub fn resolved_against(&self, root: &Path) -> StreamStateHandle {
+        match self {
+            StreamStateHandle::File { path, size, crc32c } if path.is_relative() => {
+                StreamStateHandle::File { path: root.join(path), size: *size, crc32c: *crc32c }
+            }
+            _ => self.clone(),
         }
     }
 
