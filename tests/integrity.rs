@@ -95,18 +95,6 @@ fn sources(restored: &RestoredJob) -> Vec<RestoreSource> {
         .collect()
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 fn files_below(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         if entry.path().is_dir() {
@@ -163,7 +151,7 @@ fn bit_flips_and_truncations_anywhere_never_restore_wrong_state() {
         let kind = kinds[trial % kinds.len()];
         let with_local = matches!(kind, Kind::LocalState | Kind::LocalMetadata) || trial % 8 < 4;
         let work = base.path().join(format!("trial-{trial}"));
-        copy_tree(&pristine, &work);
+        suite::copy_tree(&pristine, &work);
         if !with_local {
             std::fs::remove_dir_all(work.join("local")).unwrap();
         }

@@ -227,18 +227,6 @@ fn a_checkpoint_of_another_format_is_refused() {
     assert_eq!(storage.completed_checkpoint_ids().unwrap(), ids);
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// Metadata refers to state relative to the checkpoint's location: a checkpoint directory
 /// copied elsewhere restores from its own files (the original is deleted to prove it), and
 /// so does a local root moved to another path.
@@ -249,7 +237,7 @@ fn copied_checkpoints_and_moved_local_roots_restore_from_their_own_files() {
     let mut runner = JobRunner::new(spec(&original, 2, true), plugin()).unwrap();
     suite::complete_checkpoints(&mut runner, 2);
     let moved = dir.path().join("moved");
-    copy_tree(&original.join("checkpoints"), &moved.join("checkpoints"));
+    suite::copy_tree(&original.join("checkpoints"), &moved.join("checkpoints"));
     std::fs::rename(original.join("local-a"), moved.join("local-a")).unwrap();
     if original.join("local-b").exists() {
         std::fs::rename(original.join("local-b"), moved.join("local-b")).unwrap();
@@ -261,7 +249,7 @@ fn copied_checkpoints_and_moved_local_roots_restore_from_their_own_files() {
     assert_eq!(sources, vec![(Local, 1, 2, Local); 2], "the moved local copies were not used");
     // Without local copies, the copied primary alone restores exactly too.
     let again = dir.path().join("again");
-    copy_tree(&moved.join("checkpoints"), &again.join("checkpoints"));
+    suite::copy_tree(&moved.join("checkpoints"), &again.join("checkpoints"));
     std::fs::remove_dir_all(&moved).unwrap();
     let mut runner = JobRunner::new(spec(&again, 2, false), plugin()).unwrap();
     let sources = finish_and_check(&mut runner);

@@ -398,12 +398,16 @@ impl JobRunner {
         let ids = self.storage.completed_checkpoint_ids().map_err(setup)?;
         let mut skipped: Vec<(u64, String)> = Vec::new();
         for &id in ids.iter().rev() {
-            let outcome = match self.storage.read_metadata(id) {
-                Ok(metadata) => self.restore(Some(&metadata), stores, cancel).map(|r| (metadata, r)),
-                Err(e) => Err(JobError::Setup(e.to_string())),
+            let metadata = match self.storage.read_metadata(id) {
+                Ok(metadata) => metadata,
+                Err(e) => {
+                    tracing::warn!(checkpoint = id, error = %e, "cannot restore checkpoint {id}; trying an older one");
+                    skipped.push((id, e.to_string()));
+                    continue;
+                }
             };
-            match outcome {
-                Ok((metadata, (subtasks, events))) => {
+            match self.restore(Some(&metadata), stores, cancel) {
+                Ok((subtasks, events)) => {
                     return Ok(RestoredJob { checkpoint: Some(metadata), subtasks, events, skipped });
                 }
                 Err(JobError::Restore { source: RestoreError::Cancelled { what }, subtask }) => {

@@ -158,3 +158,16 @@ pub fn complete_checkpoints(runner: &mut snapshot_host::job::JobRunner, n: usize
         assert!(after.last() > before.last(), "no checkpoint completed before the failure at {fail_at:?}");
     }
 }
+
+/// Copies the directory tree `from` to `to` (created if missing).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
