@@ -58,8 +58,10 @@ impl StreamStateHandle {
         }
     }
 
-    /// Reads the whole content and checks it against the recorded size and checksum. Used
-    /// before restoring from a local copy: a damaged copy must not be restored silently.
+    /// Reads the whole content and checks it against the recorded size and whole-stream
+    /// checksum: a check of a file at rest (tooling). Restores do not need it: they verify
+    /// every byte they read against the per-segment checksums (see
+    /// [`SegmentVerifier`](super::SegmentVerifier)), without a separate pass.
     pub fn verify(&self) -> Result<(), HandleError> {
         let StreamStateHandle::File { crc32c: Some(expected), .. } = self else {
             return self.open().map(|_| ());
