@@ -48,8 +48,9 @@ fn a_run_whose_checkpoints_all_fail_exits_non_zero_and_says_why() {
 fn a_clean_run_over_normal_leftovers_prints_no_warning() {
     let dir = tempfile::tempdir().unwrap();
     let plugin = suite::plugin_path("full-keyed");
-    // What a kill leaves: a local checkpoint directory whose copy was never stored.
-    let leftover = dir.path().join("local-state/localState/aid_local/jid_job/vtx_counter_sti_0/chk_3");
+    // What a kill leaves: a local checkpoint directory whose copy was never stored (an id this
+    // run does not reach, so that only the start-up cleanup can have removed it).
+    let leftover = dir.path().join("local-state/localState/aid_local/jid_job/vtx_counter_sti_0/chk_999");
     std::fs::create_dir_all(&leftover).unwrap();
     std::fs::write(leftover.join("0a1b2c.inprogress"), b"half").unwrap();
     let (ok, out, err) = job_run(dir.path(), &plugin, &[]);

@@ -108,9 +108,13 @@ pub fn host_binary() -> PathBuf {
     BUILT
         .get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            // Built the way the test run builds it (`host/tests/cli.rs` needs it too): with the
+            // workspace's test feature set this is a no-op after `cargo test --workspace`,
+            // where a plain `cargo build -p snapshot-host` resolves other features and
+            // recompiles the host and its dependencies (minutes on a fresh clone).
             let status = Command::new(cargo)
                 .current_dir(workspace_root())
-                .args(["build", "--quiet", "-p", "snapshot-host", "--bin", "snapshot-host"])
+                .args(["test", "--quiet", "--workspace", "--no-run"])
                 .status()
                 .map_err(|e| format!("cannot run cargo: {e}"))?;
             status.success().then_some(()).ok_or_else(|| format!("building snapshot-host failed ({status})"))
