@@ -28,7 +28,7 @@ use crate::coordinator::{AbortReason, CheckpointCoordinator, CompletedCheckpoint
 use crate::directories::LocalRecoveryDirectoryProvider;
 use crate::handles::{DistributionMode, OperatorStateHandle};
 use crate::key_groups::{key_group_for_key, operator_for_key_group, range_for_operator};
-use crate::local_store::{retain_allocations, LocalSnapshot, TaskLocalStateStore};
+use crate::local_store::{retain_allocations, TaskLocalStateStore};
 use crate::operator_backend::{OperatorSnapshot, OperatorStateBackend, OperatorStateError};
 use crate::restore::{restore_keyed, restore_operator, RestoreError, RestoreSource};
 use crate::result_provider::{primary_and_local, primary_only};
@@ -758,25 +758,9 @@ impl SubtaskContext {
             .map(|stream| OperatorStateHandle::new(partitions.clone(), stream).with_checksums(checksums.clone()))
             .into_parts();
         let primary = SubtaskState { keyed, operator };
-        // A local copy is only useful if it is complete: every part the primary has, or none.
-        let complete = primary.keyed.is_some() == keyed_local.is_some()
-            && primary.operator.is_some() == operator_local.is_some()
-            && (keyed_local.is_some() || operator_local.is_some());
-        if complete {
-            // Stored before acknowledging: once the checkpoint completes, its local copy must
-            // already be registered.
-            let local = LocalSnapshot::copy_of(&primary, keyed_local, operator_local);
-            if let Err(e) = self.store.store(id, local) {
-                tracing::warn!(checkpoint = id, error = %e, "could not store the local snapshot; continuing without it");
-            }
-        } else if self.store.is_enabled() {
-            // A partial copy (one part failed) is never used: delete what was written, and any
-            // earlier entry of this id, so nothing stale survives.
-            for part in keyed_local.iter().map(|h| h.stream()).chain(operator_local.iter().map(|h| h.stream())) {
-                let _ = part.discard();
-            }
-            self.store.abort(id);
-        }
+        // Stored (or, if partial, deleted) before acknowledging: once the checkpoint completes,
+        // its local copy must already be registered.
+        self.store.store_copy_of(id, &primary, keyed_local, operator_local);
         self.coordinator.acknowledge(id, self.index, primary).map_err(|e| e.to_string())
     }
 }

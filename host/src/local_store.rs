@@ -213,6 +213,39 @@ impl TaskLocalStateStore {
         Ok(())
     }
 
+    /// Keeps the local copy of checkpoint `id` if it is complete (every part `primary` has),
+    /// and otherwise deletes whatever of it was written, and any earlier entry of `id`, down
+    /// to its directory: a partial copy is never used, and a failed copy leaves nothing.
+    /// Called before the checkpoint is acknowledged. Returns whether a copy was stored.
+    pub fn store_copy_of(
+        &self,
+        id: u64,
+        primary: &SubtaskState,
+        keyed: Option<KeyGroupsStateHandle>,
+        operator: Option<OperatorStateHandle>,
+    ) -> bool {
+        if !self.enabled {
+            return false;
+        }
+        let complete = primary.keyed.is_some() == keyed.is_some()
+            && primary.operator.is_some() == operator.is_some()
+            && (keyed.is_some() || operator.is_some());
+        if complete {
+            match self.store(id, LocalSnapshot::copy_of(primary, keyed, operator)) {
+                Ok(()) => return true,
+                Err(e) => {
+                    tracing::warn!(checkpoint = id, error = %e, "could not store the local snapshot; continuing without it")
+                }
+            }
+        } else {
+            for part in keyed.iter().map(|h| h.stream()).chain(operator.iter().map(|h| h.stream())) {
+                let _ = part.discard();
+            }
+            self.abort(id);
+        }
+        false
+    }
+
     /// The local snapshot of checkpoint `id`, if kept.
     pub fn retrieve(&self, id: u64) -> Option<LocalSnapshot> {
         self.inner.lock().expect("local store lock").stored.get(&id).cloned()

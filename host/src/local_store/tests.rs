@@ -162,3 +162,35 @@ fn dispose_leaves_no_empty_directories() {
         .unwrap_or_default();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// Defect 6 (and 14's partial copy): a local copy that failed part-way left its checkpoint
+/// directory (empty, or with the part that was written) until the next start-up.
+#[test]
+fn a_partial_or_failed_local_copy_leaves_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let store = TaskLocalStateStore::open(provider(root.path()), true);
+    let primary_dir = root.path().join("primary");
+    let primary = SubtaskState {
+        keyed: Some(keyed(file_in(&primary_dir, "k", b"keyed"))),
+        operator: Some(crate::handles::OperatorStateHandle::new(
+            Default::default(),
+            file_in(&primary_dir, "o", b"operator"),
+        )),
+    };
+    // The keyed copy was written, the operator copy failed.
+    let dir = store.checkpoint_dir(4);
+    let keyed_copy = keyed(file_in(&dir, "k-copy", b"keyed"));
+    assert!(!store.store_copy_of(4, &primary, Some(keyed_copy), None));
+    assert!(!dir.exists(), "the partial copy's directory survived");
+    assert!(store.retrieve(4).is_none());
+    // Both failed after the directory was created: still nothing left.
+    std::fs::create_dir_all(&dir).unwrap();
+    assert!(!store.store_copy_of(4, &primary, None, None));
+    assert!(!dir.exists(), "an empty directory survived");
+    // A complete copy is stored, and replaces nothing but itself.
+    let keyed_copy = keyed(file_in(&dir, "k-copy", b"keyed"));
+    let operator_copy =
+        crate::handles::OperatorStateHandle::new(Default::default(), file_in(&dir, "o-copy", b"operator"));
+    assert!(store.store_copy_of(4, &primary, Some(keyed_copy), Some(operator_copy)));
+    assert!(store.retrieve(4).unwrap().keyed_copy_of(primary.keyed.as_ref().unwrap()).is_some());
+}
