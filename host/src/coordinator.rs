@@ -117,6 +117,17 @@ impl State {
     fn newest_completed(&self) -> Option<u64> {
         self.completed.last().copied()
     }
+
+    /// Checkpoint `id` ended without completing; `failure` says why if it counts as failed.
+    fn ended_without_completing(&mut self, id: u64, failure: Option<String>) {
+        self.aborted.push(id);
+        self.last_finished = Some(Instant::now());
+        if let Some(why) = failure {
+            self.stats.failed += 1;
+            self.stats.consecutive_failed += 1;
+            self.stats.last_failure = Some(format!("checkpoint {id}: {why}"));
+        }
+    }
 }
 
 /// Coordinates the checkpoints of one job. Thread-safe; acknowledgements arrive from the
@@ -278,20 +289,13 @@ impl CheckpointCoordinator {
             // Completed after a newer one: subsumed on arrival, never made durable.
             tracing::info!(checkpoint = id, newest = ?newest, "checkpoint completed after a newer one; discarding it");
             self.discard_everything(id, &metadata.subtasks);
-            let mut s = self.lock();
-            s.aborted.push(id);
-            s.last_finished = Some(Instant::now());
+            self.lock().ended_without_completing(id, None);
             return Ok(None);
         }
         if let Err(e) = self.storage.write_metadata(&metadata) {
             // Not durable, so not complete: discard it like any aborted checkpoint.
             self.discard_everything(id, &metadata.subtasks);
-            let mut s = self.lock();
-            s.aborted.push(id);
-            s.last_finished = Some(Instant::now());
-            s.stats.failed += 1;
-            s.stats.consecutive_failed += 1;
-            s.stats.last_failure = Some(format!("writing the metadata: {e}"));
+            self.lock().ended_without_completing(id, Some(format!("writing the metadata: {e}")));
             return Err(e);
         }
         let duration = pending.started.elapsed();
@@ -373,13 +377,11 @@ impl CheckpointCoordinator {
             }
             let pending = s.pending.remove(&id);
             if pending.is_some() {
-                s.aborted.push(id);
-                s.last_finished = Some(Instant::now());
-                if let AbortReason::Failed(why) = &reason {
-                    s.stats.failed += 1;
-                    s.stats.consecutive_failed += 1;
-                    s.stats.last_failure = Some(format!("checkpoint {id}: {why}"));
-                }
+                let failure = match &reason {
+                    AbortReason::Failed(why) => Some(why.clone()),
+                    _ => None,
+                };
+                s.ended_without_completing(id, failure);
             }
             pending
         };
