@@ -387,3 +387,23 @@ fn a_restore_is_cancellable() {
     let e = plugin.restore_keyed_cancellable(&handle, fresh(), &token).unwrap_err();
     assert!(matches!(e, PluginError::Cancelled { .. }), "{e:?}");
 }
+
+/// A handle that records no segment checksums (built by hand, or by an older host) cannot be
+/// verified, so it is refused rather than restored unchecked.
+#[test]
+fn a_handle_without_checksums_is_refused_as_unverifiable() {
+    let plugin = plugin();
+    let backend = suite::populated_backend(128, 1_000, 3);
+    let (stream, offsets) =
+        plugin.snapshot_keyed(backend.snapshot(), Box::new(MemoryCheckpointOutputStream::new())).unwrap();
+    let bare = snapshot_host::handles::KeyGroupRangeOffsets::new(
+        offsets.range(),
+        offsets.iter().map(|(_, offset)| offset).collect(),
+    )
+    .unwrap();
+    let handle = KeyGroupsStateHandle::new(Arc::new(bare), stream.close_and_get_handle().unwrap());
+    let e =
+        plugin.restore_keyed(&handle, KeyedStateBackend::new(128, KeyGroupRange::new(0, 127)).unwrap()).unwrap_err();
+    assert!(matches!(e, PluginError::Corrupt { .. }), "{e:?}");
+    assert!(e.to_string().contains("cannot be verified"), "{e}");
+}

@@ -119,19 +119,6 @@ fn join_failures(failures: &[AlternativeFailure]) -> String {
     parts.join("; ")
 }
 
-impl RestoreError {
-    /// Whether the restore failed because state on disk is damaged (every alternative tried
-    /// found corrupt bytes), as opposed to a plugin, configuration or storage problem.
-    pub fn is_corrupt(&self) -> bool {
-        match self {
-            RestoreError::AllAlternativesFailed { failures, .. } => {
-                !failures.is_empty() && failures.iter().all(|f| matches!(f.error, PluginError::Corrupt { .. }))
-            }
-            _ => false,
-        }
-    }
-}
-
 /// Refuses a checkpoint the configured plugin cannot read: another strategy name, another
 /// format, or a newer format version.
 pub fn check_plugin(metadata: &CheckpointMetadata, configured: &PluginInfo) -> Result<(), RestoreError> {

@@ -122,11 +122,6 @@ impl PluginRuntime {
         &self.engine
     }
 
-    /// The host-wide memory budget shared by every invocation.
-    pub fn memory_budget(&self) -> &Arc<budget::MemoryBudget> {
-        &self.memory
-    }
-
     /// The options the runtime was created with.
     pub fn options(&self) -> &RuntimeOptions {
         &self.options
