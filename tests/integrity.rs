@@ -28,7 +28,7 @@ use snapshot_host::key_groups::KeyGroupRange;
 use snapshot_host::local_store::LOCAL_METADATA_FILE;
 use snapshot_host::restore::RestoreSource;
 use snapshot_host::runtime::{CancelToken, Plugin, PluginError, PluginLimits, PluginRuntime};
-use snapshot_host::storage::METADATA_FILE;
+use snapshot_host::storage::{StorageLocation, METADATA_FILE};
 use snapshot_host::streams::MemoryCheckpointOutputStream;
 
 const EVENTS: u64 = 30_000;
@@ -40,7 +40,7 @@ fn plugin() -> Arc<Plugin> {
 }
 
 fn spec(dir: &Path, local: bool, interval: u64) -> JobSpec {
-    let mut config = Config { checkpoint_dir: dir.join("checkpoints"), ..Config::default() };
+    let mut config = Config { checkpoint_storage: StorageLocation::Directory(dir.join("checkpoints")), ..Config::default() };
     config.local_recovery.enabled = local;
     config.local_recovery.root_dirs = vec![dir.join("local")];
     config.retained_checkpoints = 2;
@@ -206,7 +206,7 @@ fn every_metadata_damaged_refuses_to_start_unless_told_to_start_empty() {
     let ids = storage.completed_checkpoint_ids().unwrap();
     assert_eq!(ids.len(), 2);
     for id in &ids {
-        let path = storage.checkpoint_dir(*id).join(METADATA_FILE);
+        let path = storage.checkpoint_dir(*id).unwrap().join(METADATA_FILE);
         let mut bytes = std::fs::read(&path).unwrap();
         let at = bytes.len() / 2;
         bytes[at] ^= 0x10;
@@ -229,7 +229,7 @@ fn every_metadata_damaged_refuses_to_start_unless_told_to_start_empty() {
     let AttemptOutcome::Finished { backends, .. } = outcome.unwrap() else { panic!("did not finish") };
     assert_eq!(counts_of(&backends), expected_counts(EVENTS, KEYS));
     for id in &ids {
-        assert!(storage.root().join(format!("chk-{id}.unrestorable")).exists(), "checkpoint {id} was not kept aside");
+        assert!(storage.local_root().unwrap().join(format!("chk-{id}.unrestorable")).exists(), "checkpoint {id} was not kept aside");
     }
 }
 
@@ -245,7 +245,7 @@ fn a_damaged_newest_checkpoint_falls_back_to_the_older_one() {
     let ids = storage.completed_checkpoint_ids().unwrap();
     let newest = *ids.last().unwrap();
     let mut state_files = Vec::new();
-    files_below(&storage.checkpoint_dir(newest), &mut state_files);
+    files_below(&storage.checkpoint_dir(newest).unwrap(), &mut state_files);
     state_files.retain(|f| kind_of(f) == Kind::PrimaryState);
     let victim = &state_files[0];
     let mut bytes = std::fs::read(victim).unwrap();
@@ -265,7 +265,7 @@ fn a_damaged_newest_checkpoint_falls_back_to_the_older_one() {
     let (outcome, _) = run(&mut runner, None);
     let AttemptOutcome::Finished { backends, .. } = outcome.unwrap() else { panic!("did not finish") };
     assert_eq!(counts_of(&backends), expected_counts(EVENTS, KEYS));
-    assert!(storage.root().join(format!("chk-{newest}.unrestorable")).exists());
+    assert!(storage.local_root().unwrap().join(format!("chk-{newest}.unrestorable")).exists());
 }
 
 /// Defect 2: a local copy left by an earlier incarnation (killed before its checkpoint's
@@ -280,7 +280,7 @@ fn a_stale_local_copy_never_wins_over_a_different_primary() {
     let storage = runner.storage().clone();
     let stale = *storage.completed_checkpoint_ids().unwrap().last().unwrap();
     // The kill: the newest checkpoint's metadata never made it.
-    std::fs::remove_file(storage.checkpoint_dir(stale).join(METADATA_FILE)).unwrap();
+    std::fs::remove_file(storage.checkpoint_dir(stale).unwrap().join(METADATA_FILE)).unwrap();
     // Incarnation 2, local recovery off, another interval: it restores `stale - 1` and fails
     // after exactly one new checkpoint, a different checkpoint `stale`.
     let mut runner = JobRunner::new(spec(dir.path(), false, 3_000), plugin()).unwrap();

@@ -14,6 +14,7 @@ use snapshot_host::job::{
 use snapshot_host::restore::RestoreSource;
 use snapshot_host::runtime::{Plugin, PluginLimits, PluginRuntime};
 use snapshot_host::storage::METADATA_FILE;
+use suite::Primary as P;
 
 const EVENTS: u64 = 60_000;
 const KEYS: u64 = 3_000;
@@ -24,8 +25,9 @@ fn plugin() -> Arc<Plugin> {
     Arc::new(runtime.load(&suite::plugin_path("full-keyed"), PluginLimits::default()).unwrap())
 }
 
-fn spec(dir: &Path, parallelism: u32, local: bool) -> JobSpec {
-    let mut config = Config { checkpoint_dir: dir.join("checkpoints"), ..Config::default() };
+fn spec(dir: &Path, parallelism: u32, local: bool, primary: P) -> JobSpec {
+    let mut config = Config::default();
+    primary.configure(&mut config, dir);
     config.local_recovery.enabled = local;
     config.local_recovery.root_dirs = vec![dir.join("local-a"), dir.join("local-b")];
     config.retained_checkpoints = 2;
@@ -101,6 +103,11 @@ fn files_below(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Where the primary's files of `dir`'s job are on disk.
+fn primary_files(dir: &Path, primary: P) -> PathBuf {
+    primary.configure(&mut Config::default(), dir).join("test")
+}
+
 fn local_data_files(dir: &Path) -> Vec<PathBuf> {
     let mut files = files_below(&dir.join("local-a"));
     files.extend(files_below(&dir.join("local-b")));
@@ -108,10 +115,9 @@ fn local_data_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-#[test]
-fn primary_only() {
+fn primary_only(primary: P) {
     let dir = tempfile::tempdir().unwrap();
-    let mut runner = JobRunner::new(spec(dir.path(), 3, false), plugin()).unwrap();
+    let mut runner = JobRunner::new(spec(dir.path(), 3, false, primary), plugin()).unwrap();
     fail_once(&mut runner);
     let sources = finish_and_check(&mut runner);
     assert_eq!(sources, vec![(Primary, 1, 1, Primary); 3]);
@@ -121,23 +127,21 @@ fn primary_only() {
     );
 }
 
-#[test]
-fn local_and_primary_prefers_local() {
+fn local_and_primary_prefers_local(primary: P) {
     let dir = tempfile::tempdir().unwrap();
-    let mut runner = JobRunner::new(spec(dir.path(), 3, true), plugin()).unwrap();
+    let mut runner = JobRunner::new(spec(dir.path(), 3, true, primary), plugin()).unwrap();
     fail_once(&mut runner);
     assert!(!local_data_files(dir.path()).is_empty());
     let sources = finish_and_check(&mut runner);
     assert_eq!(sources, vec![(Local, 1, 2, Local); 3]);
 }
 
-#[test]
-fn primary_data_lost_restores_from_local() {
+fn primary_data_lost_restores_from_local(primary: P) {
     let dir = tempfile::tempdir().unwrap();
-    let mut runner = JobRunner::new(spec(dir.path(), 3, true), plugin()).unwrap();
+    let mut runner = JobRunner::new(spec(dir.path(), 3, true, primary), plugin()).unwrap();
     fail_once(&mut runner);
     let latest = *runner.storage().completed_checkpoint_ids().unwrap().last().unwrap();
-    let data: Vec<PathBuf> = files_below(&runner.storage().checkpoint_dir(latest))
+    let data: Vec<PathBuf> = files_below(&primary_files(dir.path(), primary).join(format!("chk-{latest}")))
         .into_iter()
         .filter(|f| !f.ends_with(METADATA_FILE))
         .collect();
@@ -149,11 +153,10 @@ fn primary_data_lost_restores_from_local() {
     assert_eq!(sources, vec![(Local, 1, 2, Local); 3]);
 }
 
-#[test]
-fn local_lost_or_corrupted_falls_back_to_primary() {
+fn local_lost_or_corrupted_falls_back_to_primary(primary: P) {
     // Corrupted: the checksum catches it and the primary (alternative 2 of 2) is used.
     let dir = tempfile::tempdir().unwrap();
-    let mut runner = JobRunner::new(spec(dir.path(), 3, true), plugin()).unwrap();
+    let mut runner = JobRunner::new(spec(dir.path(), 3, true, primary), plugin()).unwrap();
     fail_once(&mut runner);
     for f in local_data_files(dir.path()) {
         let mut bytes = std::fs::read(&f).unwrap();
@@ -166,7 +169,7 @@ fn local_lost_or_corrupted_falls_back_to_primary() {
 
     // Deleted: only the primary is offered.
     let dir = tempfile::tempdir().unwrap();
-    let mut runner = JobRunner::new(spec(dir.path(), 3, true), plugin()).unwrap();
+    let mut runner = JobRunner::new(spec(dir.path(), 3, true, primary), plugin()).unwrap();
     fail_once(&mut runner);
     assert!(!local_data_files(dir.path()).is_empty());
     // Checkpoint ids rotate over the two roots; with one checkpoint only one root exists.
@@ -177,14 +180,13 @@ fn local_lost_or_corrupted_falls_back_to_primary() {
     assert_eq!(sources, vec![(Primary, 1, 1, Primary); 3]);
 }
 
-#[test]
-fn rescaling_from_four_to_three_and_six_uses_the_primary() {
+fn rescaling_from_four_to_three_and_six_uses_the_primary(primary: P) {
     for new_parallelism in [3, 6] {
         let dir = tempfile::tempdir().unwrap();
         let plugin = plugin();
-        let mut runner = JobRunner::new(spec(dir.path(), 4, true), plugin.clone()).unwrap();
+        let mut runner = JobRunner::new(spec(dir.path(), 4, true, primary), plugin.clone()).unwrap();
         fail_once(&mut runner);
-        let mut rescaled = JobRunner::new(spec(dir.path(), new_parallelism, true), plugin).unwrap();
+        let mut rescaled = JobRunner::new(spec(dir.path(), new_parallelism, true, primary), plugin).unwrap();
         let sources = finish_and_check(&mut rescaled);
         assert_eq!(sources.len(), new_parallelism as usize);
         assert!(
@@ -201,15 +203,14 @@ fn local_state_of_unknown_allocations_is_deleted_at_start_up() {
     std::fs::create_dir_all(orphan.join("jid_x/vtx_y_sti_0/chk_1")).unwrap();
     let own = snapshot_host::directories::allocation_base_dir(&dir.path().join("local-a"), "alloc");
     std::fs::create_dir_all(&own).unwrap();
-    JobRunner::new(spec(dir.path(), 2, true), plugin()).unwrap();
+    JobRunner::new(spec(dir.path(), 2, true, P::Directory), plugin()).unwrap();
     assert!(!orphan.exists(), "an unknown allocation's local state survived start-up");
     assert!(own.exists());
 }
 
-#[test]
-fn a_checkpoint_of_another_format_is_refused() {
+fn a_checkpoint_of_another_format_is_refused(primary: P) {
     let dir = tempfile::tempdir().unwrap();
-    let mut runner = JobRunner::new(spec(dir.path(), 2, false), plugin()).unwrap();
+    let mut runner = JobRunner::new(spec(dir.path(), 2, false, primary), plugin()).unwrap();
     suite::complete_checkpoints(&mut runner, 3);
     // Rewrite every retained checkpoint's metadata as if another strategy had written it.
     let storage = runner.storage().clone();
@@ -218,7 +219,10 @@ fn a_checkpoint_of_another_format_is_refused() {
     for id in &ids {
         let mut meta = storage.read_metadata(*id).unwrap();
         meta.plugin.format = "someone-elses-format".into();
+        // Metadata is written once (put-if-absent): replace it behind the storage's back.
+        std::fs::remove_file(primary_files(dir.path(), primary).join(format!("chk-{id}")).join(METADATA_FILE)).unwrap();
         storage.write_metadata(&meta).unwrap();
+        assert!(storage.write_metadata(&meta).is_err(), "metadata must never be replaced");
     }
     let (tx, _rx) = channel();
     let e = runner.run_attempt(AttemptOptions::default(), &tx).unwrap_err().to_string();
@@ -233,28 +237,40 @@ fn a_checkpoint_of_another_format_is_refused() {
 /// Metadata refers to state relative to the checkpoint's location: a checkpoint directory
 /// copied elsewhere restores from its own files (the original is deleted to prove it), and
 /// so does a local root moved to another path.
-#[test]
-fn copied_checkpoints_and_moved_local_roots_restore_from_their_own_files() {
+fn copied_checkpoints_and_moved_local_roots_restore_from_their_own_files(primary: P) {
     let dir = tempfile::tempdir().unwrap();
     let original = dir.path().join("original");
-    let mut runner = JobRunner::new(spec(&original, 2, true), plugin()).unwrap();
+    let mut runner = JobRunner::new(spec(&original, 2, true, primary), plugin()).unwrap();
     suite::complete_checkpoints(&mut runner, 2);
     let moved = dir.path().join("moved");
-    suite::copy_tree(&original.join("checkpoints"), &moved.join("checkpoints"));
+    suite::copy_tree(&primary_files(&original, primary), &primary_files(&moved, primary));
+    std::fs::create_dir_all(&moved).unwrap();
     std::fs::rename(original.join("local-a"), moved.join("local-a")).unwrap();
     if original.join("local-b").exists() {
         std::fs::rename(original.join("local-b"), moved.join("local-b")).unwrap();
     }
     std::fs::remove_dir_all(&original).unwrap();
+    let _ = std::fs::remove_dir_all(primary_files(&original, primary));
 
-    let mut runner = JobRunner::new(spec(&moved, 2, true), plugin()).unwrap();
+    let mut runner = JobRunner::new(spec(&moved, 2, true, primary), plugin()).unwrap();
     let sources = finish_and_check(&mut runner);
     assert_eq!(sources, vec![(Local, 1, 2, Local); 2], "the moved local copies were not used");
     // Without local copies, the copied primary alone restores exactly too.
     let again = dir.path().join("again");
-    suite::copy_tree(&moved.join("checkpoints"), &again.join("checkpoints"));
+    suite::copy_tree(&primary_files(&moved, primary), &primary_files(&again, primary));
     std::fs::remove_dir_all(&moved).unwrap();
-    let mut runner = JobRunner::new(spec(&again, 2, false), plugin()).unwrap();
+    let _ = std::fs::remove_dir_all(primary_files(&moved, primary));
+    let mut runner = JobRunner::new(spec(&again, 2, false, primary), plugin()).unwrap();
     let sources = finish_and_check(&mut runner);
     assert_eq!(sources, vec![(Primary, 1, 1, Primary); 2]);
 }
+
+suite::both_primaries!(
+    primary_only,
+    local_and_primary_prefers_local,
+    primary_data_lost_restores_from_local,
+    local_lost_or_corrupted_falls_back_to_primary,
+    rescaling_from_four_to_three_and_six_uses_the_primary,
+    a_checkpoint_of_another_format_is_refused,
+    copied_checkpoints_and_moved_local_roots_restore_from_their_own_files,
+);

@@ -9,12 +9,13 @@ use std::sync::Arc;
 use snapshot_host::config::Config;
 use snapshot_host::job::{counts_of, expected_counts, AttemptOptions, AttemptOutcome, JobEvent, JobRunner, JobSpec};
 use snapshot_host::runtime::{PluginLimits, PluginRuntime};
+use snapshot_host::storage::StorageLocation;
 
 const EVENTS: u64 = 40_000;
 const KEYS: u64 = 2_000;
 
 fn spec(dir: &Path, tolerable_failed: u64) -> JobSpec {
-    let mut config = Config { checkpoint_dir: dir.join("checkpoints"), ..Config::default() };
+    let mut config = Config { checkpoint_storage: StorageLocation::Directory(dir.join("checkpoints")), ..Config::default() };
     config.checkpointing.tolerable_failed = tolerable_failed;
     config.local_recovery.enabled = true;
     config.local_recovery.root_dirs = vec![dir.join("local")];
@@ -101,7 +102,7 @@ fn a_limited_plugin_fails_its_checkpoints_and_the_job_carries_on() {
 
     // Nothing of the failed checkpoints is left; the good checkpoint is intact.
     assert_eq!(storage.completed_checkpoint_ids().unwrap(), good_checkpoints);
-    let dirs: Vec<_> = std::fs::read_dir(storage.root())
+    let dirs: Vec<_> = std::fs::read_dir(storage.local_root().unwrap())
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::runtime::PluginLimits;
+use crate::storage::{s3, S3Settings, StorageLocation};
 
 /// Enables keeping a local copy of every snapshot and restoring from it first.
 pub const LOCAL_RECOVERY: &str = "state.backend.local-recovery";
@@ -140,8 +141,10 @@ impl Default for CheckpointingConfig {
 pub struct Config {
     /// Local recovery.
     pub local_recovery: LocalRecoveryConfig,
-    /// Durable checkpoint storage directory.
-    pub checkpoint_dir: PathBuf,
+    /// Durable checkpoint storage: a directory, `s3://bucket/prefix` or `memory://name`.
+    pub checkpoint_storage: StorageLocation,
+    /// How to reach an S3-compatible store (the `s3.*` keys).
+    pub s3: S3Settings,
     /// Completed checkpoints to keep.
     pub retained_checkpoints: usize,
     /// Limits of every strategy invocation.
@@ -158,7 +161,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             local_recovery: LocalRecoveryConfig { enabled: false, root_dirs: vec![std::env::temp_dir()] },
-            checkpoint_dir: PathBuf::from("checkpoints"),
+            checkpoint_storage: StorageLocation::default(),
+            s3: S3Settings::default(),
             retained_checkpoints: 1,
             plugin_limits: PluginLimits::default(),
             plugin_memory_budget: crate::runtime::budget::DEFAULT_MEMORY_BUDGET,
@@ -209,7 +213,9 @@ impl Config {
             | PLUGIN_MAX_AMPLIFICATION
             | MAX_CONCURRENT_CHECKPOINTS
             | MIN_PAUSE
-            | TOLERABLE_FAILED_CHECKPOINTS => {
+            | TOLERABLE_FAILED_CHECKPOINTS
+            | s3::MAX_CONCURRENT_UPLOADS
+            | s3::MAX_RETRIES => {
                 value.parse::<i64>().map(toml::Value::Integer).unwrap_or_else(|_| toml::Value::String(value.into()))
             }
             _ => toml::Value::String(value.into()),
@@ -233,6 +239,7 @@ impl Config {
             toml::Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
             _ => None,
         };
+        let text = || value.as_str().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
         let whole = |min: i64| match value {
             toml::Value::Integer(n) if *n >= min => Some(*n as u64),
             toml::Value::String(s) => s.trim().parse::<u64>().ok().filter(|n| *n as i64 >= min),
@@ -285,11 +292,53 @@ impl Config {
                 self.local_recovery.root_dirs = dirs.into_iter().map(PathBuf::from).collect();
             }
             CHECKPOINT_DIR | CHECKPOINT_DIR_2X => match value {
-                toml::Value::String(s) if !s.trim().is_empty() => {
-                    self.checkpoint_dir = parse_location(s.trim()).map_err(|why| invalid(&why))?
-                }
-                _ => return Err(invalid("expected a directory or a file:// URI")),
+                toml::Value::String(s) => self.checkpoint_storage = StorageLocation::parse(s).map_err(|why| invalid(&why))?,
+                _ => return Err(invalid("expected a directory or a URI (file://, s3://, memory://)")),
             },
+            s3::ENDPOINT => {
+                let text = text().ok_or_else(|| invalid("expected a URL"))?;
+                if !(text.starts_with("http://") || text.starts_with("https://")) {
+                    return Err(invalid("expected an http:// or https:// URL"));
+                }
+                self.s3.endpoint = Some(text);
+            }
+            s3::ACCESS_KEY => self.s3.access_key = Some(text().ok_or_else(|| invalid("expected text"))?),
+            s3::SECRET_KEY => {
+                // The value is a secret: errors must not echo it.
+                let secret = value.as_str().filter(|s| !s.is_empty()).ok_or_else(|| ConfigError::InvalidValue {
+                    origin: origin.into(),
+                    key: key.into(),
+                    value: "***".into(),
+                    expected: "expected non-empty text".into(),
+                })?;
+                self.s3.secret_key = Some(s3::Secret(secret.to_string()));
+            }
+            s3::REGION => self.s3.region = Some(text().ok_or_else(|| invalid("expected a region name"))?),
+            s3::PATH_STYLE_ACCESS => {
+                self.s3.path_style_access = Some(boolean().ok_or_else(|| invalid("expected true or false"))?)
+            }
+            s3::PART_SIZE => {
+                let bytes = parse_size(value).ok_or_else(|| invalid("expected a size in bytes, e.g. \"8MiB\""))?;
+                if bytes < s3::MIN_PART_SIZE as u64 || bytes > (5u64 << 30) {
+                    return Err(invalid("expected a part size between 5MiB and 5GiB (S3's limits)"));
+                }
+                self.s3.part_size = bytes as usize;
+            }
+            s3::MAX_CONCURRENT_UPLOADS => {
+                self.s3.max_concurrent_uploads =
+                    whole(1).ok_or_else(|| invalid("expected a whole number of at least 1"))? as usize;
+            }
+            s3::REQUEST_TIMEOUT => {
+                self.s3.request_timeout =
+                    parse_duration(value).ok_or_else(|| invalid("expected a duration, e.g. \"30s\""))?;
+            }
+            s3::MAX_RETRIES => {
+                self.s3.max_retries = whole(0).ok_or_else(|| invalid("expected a whole number"))? as usize;
+            }
+            s3::RETRY_TIMEOUT => {
+                self.s3.retry_timeout =
+                    parse_duration(value).ok_or_else(|| invalid("expected a duration, e.g. \"60s\""))?;
+            }
             RETAINED_CHECKPOINTS => match value {
                 toml::Value::Integer(n) if *n >= 1 => self.retained_checkpoints = *n as usize,
                 _ => return Err(invalid("expected a whole number of at least 1")),
@@ -319,19 +368,6 @@ impl Config {
             _ => return Err(ConfigError::UnknownKey { origin: origin.into(), key: key.into() }),
         }
         Ok(())
-    }
-}
-
-/// A checkpoint location: a path, or a URI. `file:///abs/path` is the local path; other schemes
-/// are refused by name rather than taken for a relative directory called `s3:`.
-fn parse_location(text: &str) -> Result<PathBuf, String> {
-    match text.split_once("://") {
-        None => Ok(PathBuf::from(text)),
-        Some(("file", rest)) if rest.starts_with('/') => Ok(PathBuf::from(rest)),
-        Some(("file", _)) => Err("expected file:///absolute/path (three slashes)".into()),
-        Some((scheme, _)) => {
-            Err(format!("{scheme}:// storage is not supported by this build; use a directory or a file:// URI"))
-        }
     }
 }
 
@@ -466,15 +502,57 @@ mod tests {
     }
 
     #[test]
-    fn checkpoint_locations_are_paths_or_file_uris() {
+    fn checkpoint_locations_are_paths_or_uris() {
         let mut c = Config::default();
         c.apply_override("state.checkpoints.dir=file:///data/ckpt").unwrap();
-        assert_eq!(c.checkpoint_dir, PathBuf::from("/data/ckpt"));
+        assert_eq!(c.checkpoint_storage, StorageLocation::Directory("/data/ckpt".into()));
         c.apply_override("execution.checkpointing.dir=relative/dir").unwrap();
-        assert_eq!(c.checkpoint_dir, PathBuf::from("relative/dir"));
-        let e = c.apply_override("state.checkpoints.dir=s3://bucket/prefix").unwrap_err().to_string();
-        assert!(e.contains("s3://") && e.contains("not supported"), "{e}");
+        assert_eq!(c.checkpoint_storage, StorageLocation::Directory("relative/dir".into()));
+        c.apply_override("state.checkpoints.dir=s3://bucket/prefix").unwrap();
+        assert_eq!(c.checkpoint_storage, StorageLocation::S3 { bucket: "bucket".into(), prefix: "prefix".into() });
+        let e = c.apply_override("state.checkpoints.dir=hdfs://nn/x").unwrap_err().to_string();
+        assert!(e.contains("hdfs://") && e.contains("state.checkpoints.dir"), "{e}");
         assert!(c.apply_override("state.checkpoints.dir=file://relative").is_err());
+    }
+
+    #[test]
+    fn s3_keys_with_defaults_clear_errors_and_no_echoed_secret() {
+        let mut c = Config::default();
+        assert_eq!(c.s3, S3Settings::default());
+        c.apply_toml(
+            r#"
+            s3.endpoint = "http://127.0.0.1:9000"
+            s3.access-key = "AK"
+            s3.secret-key = "topsecret"
+            s3.region = "eu-west-1"
+            s3.path.style.access = true
+            s3.upload.part-size = "16MiB"
+            s3.upload.max-concurrent-uploads = 2
+            s3.request-timeout = "5s"
+            s3.retry.max-retries = 1
+            s3.retry.timeout = "10s"
+            "#,
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(c.s3.part_size, 16 << 20);
+        assert_eq!(c.s3.max_concurrent_uploads, 2);
+        assert_eq!(c.s3.request_timeout, std::time::Duration::from_secs(5));
+        assert_eq!((c.s3.max_retries, c.s3.path_style_access), (1, Some(true)));
+        assert!(!format!("{c:?}").contains("topsecret"));
+        for (bad, why) in [
+            ("s3.endpoint=127.0.0.1:9000", "http://"),
+            ("s3.upload.part-size=1MiB", "5MiB"),
+            ("s3.upload.max-concurrent-uploads=0", "at least 1"),
+            ("s3.request-timeout=soon", "duration"),
+            ("s3.path.style.access=maybe", "true or false"),
+        ] {
+            let e = c.apply_override(bad).unwrap_err().to_string();
+            assert!(e.contains(bad.split('=').next().unwrap()) && e.contains(why), "{bad}: {e}");
+        }
+        let e = c.apply_override("s3.secret-key=").unwrap_err().to_string();
+        assert!(e.contains("***"), "{e}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use crate::local_store::TaskLocalStateStore;
 use crate::runtime::CancelToken;
 use crate::runtime::PluginInfo;
-use crate::storage::{CheckpointMetadata, FileCheckpointStorage, StorageError, SubtaskState};
+use crate::storage::{CheckpointMetadata, CheckpointStorage, StorageError, SubtaskState};
 
 /// What the coordinator needs to know about the job.
 #[derive(Debug, Clone)]
@@ -135,7 +135,7 @@ impl State {
 #[derive(Debug)]
 pub struct CheckpointCoordinator {
     config: CoordinatorConfig,
-    storage: FileCheckpointStorage,
+    storage: CheckpointStorage,
     local_stores: Vec<Arc<TaskLocalStateStore>>,
     state: Mutex<State>,
     // Held while a checkpoint is committed (metadata written, older ones retired) or aborted,
@@ -150,7 +150,7 @@ impl CheckpointCoordinator {
     /// towards retention (usually the restored one and those older than it).
     pub fn new(
         config: CoordinatorConfig,
-        storage: FileCheckpointStorage,
+        storage: CheckpointStorage,
         local_stores: Vec<Arc<TaskLocalStateStore>>,
         completed: impl IntoIterator<Item = u64>,
     ) -> Self {
@@ -167,7 +167,7 @@ impl CheckpointCoordinator {
     }
 
     /// The storage.
-    pub fn storage(&self) -> &FileCheckpointStorage {
+    pub fn storage(&self) -> &CheckpointStorage {
         &self.storage
     }
 
@@ -456,8 +456,8 @@ mod tests {
         }
     }
 
-    fn state_file(storage: &FileCheckpointStorage, id: u64, subtask: u32) -> SubtaskState {
-        let dir = storage.checkpoint_dir(id);
+    fn state_file(storage: &CheckpointStorage, id: u64, subtask: u32) -> SubtaskState {
+        let dir = storage.checkpoint_dir(id).unwrap();
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(format!("state-{subtask}-{}", uuid::Uuid::new_v4()));
         std::fs::write(&path, b"xyz").unwrap();
@@ -474,7 +474,7 @@ mod tests {
     }
 
     fn setup(root: &Path, retained: usize) -> (CheckpointCoordinator, Arc<TaskLocalStateStore>) {
-        let storage = FileCheckpointStorage::new(&root.join("ckpt"), "job", 0).unwrap();
+        let storage = CheckpointStorage::new(&root.join("ckpt"), "job", 0).unwrap();
         let provider = LocalRecoveryDirectoryProvider::new(&[root.join("local")], "a", "job", "v", 0).unwrap();
         let store = Arc::new(TaskLocalStateStore::open(provider, true));
         let config = CoordinatorConfig {
@@ -508,7 +508,7 @@ mod tests {
         }
         // Retaining one: checkpoint 1 and its files are gone; the local store kept only 2.
         assert_eq!(c.storage().completed_checkpoint_ids().unwrap(), vec![2]);
-        assert!(!c.storage().checkpoint_dir(1).exists());
+        assert!(!c.storage().checkpoint_dir(1).unwrap().exists());
         assert_eq!(store.stored_ids(), vec![2]);
         assert_eq!(c.stats().completed, 2);
     }
@@ -524,7 +524,7 @@ mod tests {
         c.cancel(5);
         assert!(c.pending_ids().is_empty());
         assert_eq!(c.aborted_ids(), vec![5]);
-        assert!(!c.storage().checkpoint_dir(5).exists(), "primary files of the cancelled checkpoint remain");
+        assert!(!c.storage().checkpoint_dir(5).unwrap().exists(), "primary files of the cancelled checkpoint remain");
         assert!(store.retrieve(5).is_none());
         // A subtask that finishes after the cancellation: its state is discarded, nothing completes.
         let late = state_file(c.storage(), 5, 1);
@@ -544,7 +544,7 @@ mod tests {
         c.trigger(2, 10);
         complete(&c, 2).expect("complete");
         assert!(c.pending_ids().is_empty());
-        assert!(!c.storage().checkpoint_dir(1).exists());
+        assert!(!c.storage().checkpoint_dir(1).unwrap().exists());
     }
 
     /// Defect 3: retention went by order of completion, so an older checkpoint completing
@@ -586,7 +586,7 @@ mod tests {
         let _commit = c.lock_commit();
         assert!(c.commit(7, pending).unwrap().is_none());
         assert_eq!(c.storage().completed_checkpoint_ids().unwrap(), vec![8]);
-        assert!(!c.storage().checkpoint_dir(7).exists());
+        assert!(!c.storage().checkpoint_dir(7).unwrap().exists());
     }
 
     /// Defect 11: an abort or cancel of an already completed checkpoint deleted its metadata
@@ -633,7 +633,7 @@ mod tests {
     #[test]
     fn concurrency_and_min_pause_gate_triggers_and_failures_are_counted() {
         let root = tempfile::tempdir().unwrap();
-        let storage = FileCheckpointStorage::new(&root.path().join("ckpt"), "job", 0).unwrap();
+        let storage = CheckpointStorage::new(&root.path().join("ckpt"), "job", 0).unwrap();
         let config = CoordinatorConfig {
             job_id: "job".into(),
             parallelism: 2,

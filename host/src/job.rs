@@ -33,7 +33,7 @@ use crate::operator_backend::{OperatorSnapshot, OperatorStateBackend, OperatorSt
 use crate::restore::{restore_keyed, restore_operator, RestoreError, RestoreSource};
 use crate::result_provider::{primary_and_local, primary_only};
 use crate::runtime::{CancelToken, Plugin};
-use crate::storage::{CheckpointMetadata, FileCheckpointStorage, SubtaskState};
+use crate::storage::{CheckpointMetadata, CheckpointStorage, SubtaskState};
 use crate::streams::{FileStreamFactory, StateScope};
 
 /// The name of the counting state.
@@ -266,7 +266,7 @@ pub type SubtaskBackends = (KeyedStateBackend, OperatorStateBackend);
 pub struct JobRunner {
     spec: JobSpec,
     plugin: Arc<Plugin>,
-    storage: FileCheckpointStorage,
+    storage: CheckpointStorage,
     next_checkpoint: u64,
 }
 
@@ -277,8 +277,9 @@ impl JobRunner {
         if spec.checkpoint_interval == 0 {
             return Err(setup("the checkpoint interval must be at least 1 event"));
         }
-        let storage = FileCheckpointStorage::new(
-            &spec.config.checkpoint_dir,
+        let storage = CheckpointStorage::open(
+            &spec.config.checkpoint_storage,
+            &spec.config.s3,
             &spec.job_id,
             FileStreamFactory::DEFAULT_INLINE_THRESHOLD,
         )
@@ -300,7 +301,7 @@ impl JobRunner {
     }
 
     /// The job's storage.
-    pub fn storage(&self) -> &FileCheckpointStorage {
+    pub fn storage(&self) -> &CheckpointStorage {
         &self.storage
     }
 
@@ -422,7 +423,7 @@ impl JobRunner {
         }
         if !skipped.is_empty() && !self.spec.config.start_empty_if_unrestorable {
             return Err(JobError::NoRestorableCheckpoint {
-                dir: self.storage.root().display().to_string(),
+                dir: self.storage.url().to_string(),
                 key: crate::config::START_EMPTY_IF_UNRESTORABLE,
                 failures: skipped,
             });
@@ -456,7 +457,7 @@ impl JobRunner {
     fn quarantine(&self, skipped: &[(u64, String)]) {
         for (id, _) in skipped {
             match self.storage.quarantine(*id) {
-                Ok(to) => tracing::warn!(checkpoint = id, to = %to.display(), "moved an unrestorable checkpoint aside"),
+                Ok(to) => tracing::warn!(checkpoint = id, to = %to, "moved an unrestorable checkpoint aside"),
                 Err(e) => {
                     tracing::warn!(checkpoint = id, error = %e, "could not move an unrestorable checkpoint aside")
                 }
@@ -648,7 +649,7 @@ fn fold_processed(operators: &mut OperatorStateBackend, pending: &mut u64) -> Re
 struct SubtaskContext {
     index: u32,
     plugin: Arc<Plugin>,
-    storage: FileCheckpointStorage,
+    storage: CheckpointStorage,
     store: Arc<TaskLocalStateStore>,
     coordinator: Arc<CheckpointCoordinator>,
     events: Sender<JobEvent>,
@@ -734,9 +735,9 @@ impl SubtaskContext {
         let factory = self.storage.stream_factory(id).map_err(|e| e.to_string())?;
         let new_stream = || {
             if self.store.is_enabled() {
-                primary_and_local(&factory, StateScope::Exclusive, &self.store.checkpoint_dir(id))
+                primary_and_local(factory.as_ref(), StateScope::Exclusive, &self.store.checkpoint_dir(id))
             } else {
-                primary_only(&factory, StateScope::Exclusive)
+                primary_only(factory.as_ref(), StateScope::Exclusive)
             }
             .map_err(|e| e.to_string())
         };

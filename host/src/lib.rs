@@ -21,5 +21,6 @@ pub mod result;
 pub mod result_provider;
 pub mod runtime;
 pub mod snapshot_directory;
+pub mod embedded_s3;
 pub mod storage;
 pub mod streams;

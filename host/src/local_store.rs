@@ -98,7 +98,7 @@ impl LocalSnapshot {
         streams
             .filter_map(|s| match s {
                 StreamStateHandle::File { path, .. } => path.file_name().map(|n| n.to_os_string()),
-                StreamStateHandle::Inline { .. } => None,
+                StreamStateHandle::Object { .. } | StreamStateHandle::Inline { .. } => None,
             })
             .collect()
     }

@@ -175,3 +175,77 @@ pub fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The S3-compatible server the tests of one test binary share: in-process (`s3s` over
+/// `s3s-fs`), on 127.0.0.1 and a free port, unshaped; each test uses buckets of its own.
+pub fn s3_server() -> &'static snapshot_host::embedded_s3::EmbeddedS3 {
+    static SERVER: OnceLock<snapshot_host::embedded_s3::EmbeddedS3> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        snapshot_host::embedded_s3::EmbeddedS3::start(snapshot_host::embedded_s3::Shaping::NONE)
+            .expect("cannot start the embedded S3 server")
+    })
+}
+
+/// A bucket name no other test of this process uses.
+pub fn unique_bucket() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst))
+}
+
+/// Where a recovery test keeps its primary: every recovery scenario runs against each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Primary {
+    /// A local directory.
+    Directory,
+    /// A bucket of the shared embedded S3 server.
+    S3,
+}
+
+impl Primary {
+    /// Points `config` at a fresh location of this kind (below `dir` for a directory) and
+    /// returns the directory on disk where the location's objects are, so that tests can
+    /// damage or delete primary state directly (the embedded server keeps one file per object).
+    pub fn configure(self, config: &mut snapshot_host::config::Config, dir: &Path) -> PathBuf {
+        use snapshot_host::storage::StorageLocation;
+        match self {
+            Primary::Directory => {
+                config.checkpoint_storage = StorageLocation::Directory(dir.join("checkpoints"));
+                dir.join("checkpoints")
+            }
+            Primary::S3 => {
+                let server = s3_server();
+                // The same directory maps to the same bucket: a test that opens a job twice
+                // over one directory sees one primary.
+                use std::hash::{Hash, Hasher};
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                dir.hash(&mut hasher);
+                let bucket = format!("t-{:016x}", hasher.finish());
+                server.create_bucket(&bucket).expect("creating a bucket");
+                for o in server.config_overrides() {
+                    config.apply_override(&o).expect("valid s3 settings");
+                }
+                config.checkpoint_storage = StorageLocation::S3 { bucket: bucket.clone(), prefix: "ckpt".into() };
+                server.root().join(bucket).join("ckpt")
+            }
+        }
+    }
+}
+
+/// Runs a recovery scenario against every primary: `both_primaries!(scenario)` defines a module
+/// `scenario` with one test per primary, each calling `scenario(Primary::…)`.
+#[macro_export]
+macro_rules! both_primaries {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn directory() {
+                super::$name(suite::Primary::Directory)
+            }
+            #[test]
+            fn s3() {
+                super::$name(suite::Primary::S3)
+            }
+        }
+    )*};
+}

@@ -549,7 +549,7 @@ fn run_in(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
 
 fn job_rate(plugin: &Arc<Plugin>, dir: &Path, parallelism: u32, run: usize, events: u64) -> anyhow::Result<f64> {
     let mut config = snapshot_host::config::Config {
-        checkpoint_dir: dir.join(format!("job-{parallelism}-{run}")),
+        checkpoint_storage: snapshot_host::storage::StorageLocation::Directory(dir.join(format!("job-{parallelism}-{run}"))),
         ..Default::default()
     };
     config.local_recovery.enabled = false;

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::mpsc::channel;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -14,7 +14,9 @@ use snapshot_host::job::{
     counts_of, expected_counts, processed_total, AttemptOptions, AttemptOutcome, JobEvent, JobRunner, JobSpec,
     JOB_STATE,
 };
+use snapshot_host::embedded_s3::{EmbeddedS3, Shaping};
 use snapshot_host::key_groups::default_max_parallelism;
+use snapshot_host::storage::{CheckpointStorage, StorageLocation};
 use snapshot_host::restore::RestoreSource;
 
 use super::ConfigArgs;
@@ -38,12 +40,49 @@ pub struct DemoArgs {
     /// Events between checkpoints.
     #[arg(long, default_value_t = 25_000)]
     checkpoint_interval: u64,
+    /// The durable primary: `embedded-s3` (an S3-compatible server the demo starts in this
+    /// process, shaped like a remote store), a directory, or a URI (`s3://bucket/prefix` with
+    /// the `s3.*` keys, `file:///dir`). Default: `state.checkpoints.dir` when configured,
+    /// else `embedded-s3`.
+    #[arg(long)]
+    primary: Option<String>,
+    /// First-byte latency of the embedded S3 server, in milliseconds.
+    #[arg(long, default_value_t = 10)]
+    s3_latency_ms: u64,
+    /// Bandwidth per connection of the embedded S3 server, in MiB/s (0: unlimited).
+    #[arg(long, default_value_t = 200)]
+    s3_bandwidth_mib: u64,
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let config = args.config.load_with_demo_defaults()?;
+    let mut config = args.config.load_with_demo_defaults()?;
     if args.keys == 0 || args.events < 10 {
         bail!("--keys must be at least 1 and --events at least 10");
+    }
+    let primary = match &args.primary {
+        Some(p) => p.clone(),
+        None if config.checkpoint_storage != StorageLocation::default() => config.checkpoint_storage.to_string(),
+        None => "embedded-s3".into(),
+    };
+    // Kept alive until the demo ends.
+    let mut _server = None;
+    let mut primary_note = String::new();
+    if primary == "embedded-s3" {
+        let shaping = Shaping {
+            first_byte_latency: Duration::from_millis(args.s3_latency_ms),
+            bandwidth: (args.s3_bandwidth_mib > 0).then(|| args.s3_bandwidth_mib << 20),
+        };
+        let server = EmbeddedS3::start(shaping).context("starting the embedded S3 server")?;
+        server.create_bucket("checkpoints").context("creating the demo bucket")?;
+        for o in server.config_overrides() {
+            config.apply_override(&o)?;
+        }
+        config.checkpoint_storage = StorageLocation::parse("s3://checkpoints/demo").map_err(anyhow::Error::msg)?;
+        primary_note = format!(" (embedded S3-compatible server at {}, {shaping})", server.endpoint());
+        _server = Some(server);
+    } else {
+        config.checkpoint_storage =
+            StorageLocation::parse(&primary).map_err(|e| anyhow::anyhow!("--primary {primary}: {e}"))?;
     }
     let runtime = super::runtime(&config)?;
     let plugin = runtime
@@ -65,7 +104,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         "job:        {} events over {} keys, parallelism {}, {} key groups, a checkpoint every {} events",
         spec.events, spec.keys, spec.parallelism, spec.max_parallelism, spec.checkpoint_interval
     );
-    println!("primary:    {}", config.checkpoint_dir.display());
+    println!("primary:    {}{primary_note}", config.checkpoint_storage);
     println!(
         "local:      {} ({})",
         config.local_recovery.root_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
@@ -73,10 +112,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
 
     // Start from nothing, so that every run of the demo shows the same story.
-    let job_dir = config.checkpoint_dir.join(&spec.job_id);
-    if job_dir.exists() {
-        std::fs::remove_dir_all(&job_dir).with_context(|| format!("clearing {}", job_dir.display()))?;
-    }
+    CheckpointStorage::open(&config.checkpoint_storage, &config.s3, &spec.job_id, 0)
+        .and_then(|s| s.clear())
+        .with_context(|| format!("clearing earlier checkpoints in {}", config.checkpoint_storage))?;
     let mut runner = JobRunner::new(spec.clone(), Arc::new(plugin))?;
     runner.delete_local_state().context("clearing earlier local state")?;
 
@@ -87,11 +125,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let fail_1 = spec.events * 2 / 5;
     let fail_2 = spec.events * 7 / 10;
     println!("attempt 1:  run, with a task failure injected at event {fail_1}");
-    let (outcome, _) = attempt(&mut runner, Some(fail_1))?;
+    let (outcome, _, _) = attempt(&mut runner, Some(fail_1))?;
     expect_failure(&outcome)?;
 
     println!("attempt 2:  recover (local copies present), with a task failure injected at event {fail_2}");
-    let (outcome, sources) = attempt(&mut runner, Some(fail_2))?;
+    let (outcome, sources, local_restore) = attempt(&mut runner, Some(fail_2))?;
     expect_failure(&outcome)?;
     if config.local_recovery.enabled && sources.iter().any(|s| *s != RestoreSource::Local) {
         bail!("local recovery is on, but attempt 2 did not restore every subtask from its local copy: {sources:?}");
@@ -100,9 +138,16 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     runner.delete_local_state().context("deleting local state")?;
     println!("            local state deleted (as if the machine holding it was lost)");
     println!("attempt 3:  recover (no local copies), run to the end");
-    let (outcome, sources) = attempt(&mut runner, None)?;
+    let (outcome, sources, primary_restore) = attempt(&mut runner, None)?;
     if sources.iter().any(|s| *s != RestoreSource::Primary) {
         bail!("with local state deleted, attempt 3 must restore from the primary: {sources:?}");
+    }
+    if config.local_recovery.enabled {
+        println!(
+            "restore:    slowest subtask {local_restore:.1?} from its local copy vs {primary_restore:.1?} from the primary ({}): {:.1}x faster locally",
+            config.checkpoint_storage,
+            primary_restore.as_secs_f64() / local_restore.as_secs_f64().max(1e-9)
+        );
     }
     let AttemptOutcome::Finished { backends, operators, checkpoints } = outcome else {
         bail!("attempt 3 did not finish")
@@ -155,7 +200,11 @@ fn expect_failure(outcome: &AttemptOutcome) -> anyhow::Result<()> {
 
 /// Runs one attempt, printing its events; returns the outcome and where each subtask was
 /// restored from.
-fn attempt(runner: &mut JobRunner, fail_at: Option<u64>) -> anyhow::Result<(AttemptOutcome, Vec<RestoreSource>)> {
+/// Restore time is that of the slowest subtask (they restore in parallel).
+fn attempt(
+    runner: &mut JobRunner,
+    fail_at: Option<u64>,
+) -> anyhow::Result<(AttemptOutcome, Vec<RestoreSource>, Duration)> {
     let events_total = runner.spec().events;
     let bar = ProgressBar::new(events_total);
     bar.set_style(
@@ -165,12 +214,14 @@ fn attempt(runner: &mut JobRunner, fail_at: Option<u64>) -> anyhow::Result<(Atte
     );
     let (tx, rx) = channel();
     let mut sources = Vec::new();
+    let mut slowest = Duration::ZERO;
     let outcome = std::thread::scope(|scope| {
         let job = scope.spawn(move || runner.run_attempt(AttemptOptions { fail_at }, &tx));
         for event in rx {
             match event {
                 JobEvent::Restored { subtask, source, alternative, alternatives, operator_source, duration } => {
                     sources.push(source);
+                    slowest = slowest.max(duration);
                     say(&bar, format!("            subtask {subtask}: keyed state from alternative {alternative}/{alternatives} ({source}), operator state from {operator_source}, in {duration:.1?}"));
                 }
                 JobEvent::Completed { checkpoint_id, size, duration, max_sync_pause } => {
@@ -185,5 +236,5 @@ fn attempt(runner: &mut JobRunner, fail_at: Option<u64>) -> anyhow::Result<(Atte
         job.join().expect("the job thread panicked")
     });
     bar.finish_and_clear();
-    Ok((outcome?, sources))
+    Ok((outcome?, sources, slowest))
 }

@@ -22,6 +22,19 @@ pub enum StreamStateHandle {
         /// is trusted.
         crc32c: Option<u32>,
     },
+    /// An object in an object store (S3-compatible or in-memory).
+    Object {
+        /// The store: the URL of the job's storage root (`s3://bucket/prefix/job`), which the
+        /// storage registered (see [`crate::storage::backend`]). Rewritten to the current
+        /// location whenever metadata is read, so a copied checkpoint reads its own objects.
+        store: String,
+        /// The key below the job root, e.g. `chk-3/<uuid>`.
+        path: String,
+        /// Its size in bytes.
+        size: u64,
+        /// CRC-32C of the content, computed while uploading.
+        crc32c: Option<u32>,
+    },
     /// Bytes small enough to travel inside the metadata itself.
     Inline {
         /// The bytes.
@@ -33,7 +46,7 @@ impl StreamStateHandle {
     /// Size of the referenced bytes.
     pub fn size(&self) -> u64 {
         match self {
-            StreamStateHandle::File { size, .. } => *size,
+            StreamStateHandle::File { size, .. } | StreamStateHandle::Object { size, .. } => *size,
             StreamStateHandle::Inline { bytes } => bytes.len() as u64,
         }
     }
@@ -54,8 +67,25 @@ impl StreamStateHandle {
                 }
                 Ok(Box::new(io::BufReader::with_capacity(256 * 1024, file)))
             }
+            StreamStateHandle::Object { path, size, .. } => {
+                let stream = crate::streams::ObjectInputStream::open(self.backend()?, path, *size)
+                    .map_err(|source| HandleError::Io { handle: self.describe(), source })?;
+                Ok(Box::new(stream))
+            }
             StreamStateHandle::Inline { bytes } => Ok(Box::new(Cursor::new(bytes.clone()))),
         }
+    }
+
+    /// The registered store of an object handle.
+    fn backend(&self) -> Result<std::sync::Arc<crate::storage::backend::ObjectBackend>, HandleError> {
+        let StreamStateHandle::Object { store, .. } = self else { unreachable!("only object handles have a store") };
+        crate::storage::backend::lookup(store).ok_or_else(|| HandleError::Io {
+            handle: self.describe(),
+            source: io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no checkpoint storage is open for {store}; open it before reading its state"),
+            ),
+        })
     }
 
     /// Reads the whole content and checks it against the recorded size and whole-stream
@@ -63,7 +93,9 @@ impl StreamStateHandle {
     /// every byte they read against the per-segment checksums (see
     /// [`SegmentVerifier`](super::SegmentVerifier)), without a separate pass.
     pub fn verify(&self) -> Result<(), HandleError> {
-        let StreamStateHandle::File { crc32c: Some(expected), .. } = self else {
+        let (StreamStateHandle::File { crc32c: Some(expected), .. } | StreamStateHandle::Object { crc32c: Some(expected), .. }) =
+            self
+        else {
             return self.open().map(|_| ());
         };
         let mut input = self.open()?;
@@ -96,6 +128,8 @@ impl StreamStateHandle {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
                 Err(source) => Err(HandleError::Io { handle: self.describe(), source }),
             },
+            StreamStateHandle::Object { path, .. } => crate::streams::delete_object(self.backend()?.as_ref(), path)
+                .map_err(|source| HandleError::Io { handle: self.describe(), source }),
             StreamStateHandle::Inline { .. } => Ok(()),
         }
     }
@@ -106,6 +140,11 @@ impl StreamStateHandle {
         match self {
             StreamStateHandle::File { path, size, crc32c } => StreamIdentity {
                 name: path.file_name().map(|n| n.to_string_lossy().into_owned()),
+                size: *size,
+                crc32c: *crc32c,
+            },
+            StreamStateHandle::Object { path, size, crc32c, .. } => StreamIdentity {
+                name: path.rsplit('/').next().map(str::to_string),
                 size: *size,
                 crc32c: *crc32c,
             },
@@ -124,7 +163,17 @@ impl StreamStateHandle {
                 Ok(relative) => StreamStateHandle::File { path: relative.to_path_buf(), size: *size, crc32c: *crc32c },
                 Err(_) => self.clone(),
             },
-            StreamStateHandle::Inline { .. } => self.clone(),
+            StreamStateHandle::Object { .. } | StreamStateHandle::Inline { .. } => self.clone(),
+        }
+    }
+
+    /// The same handle read from storage now at `url`: an object handle names that store.
+    pub fn rebased(self, url: &str) -> StreamStateHandle {
+        match self {
+            StreamStateHandle::Object { path, size, crc32c, .. } => {
+                StreamStateHandle::Object { store: url.to_string(), path, size, crc32c }
+            }
+            other => other,
         }
     }
 
@@ -143,6 +192,7 @@ impl StreamStateHandle {
     pub fn describe(&self) -> String {
         match self {
             StreamStateHandle::File { path, .. } => path.display().to_string(),
+            StreamStateHandle::Object { store, path, .. } => format!("{store}/{path}"),
             StreamStateHandle::Inline { bytes } => format!("<inline, {} bytes>", bytes.len()),
         }
     }

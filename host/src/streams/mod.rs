@@ -8,12 +8,14 @@
 mod fault;
 mod file;
 mod memory;
+mod object;
 
 use std::io::{self, Read, Seek};
 
 pub use fault::FaultInjectingStream;
 pub use file::{FileCheckpointOutputStream, FileStreamFactory, IN_PROGRESS_SUFFIX};
 pub use memory::{MemoryCheckpointOutputStream, MemoryStreamFactory};
+pub use object::{delete_object, ObjectCheckpointOutputStream, ObjectInputStream, ObjectStreamFactory};
 
 use crate::handles::StreamStateHandle;
 use crate::result::SnapshotResult;

@@ -1,0 +1,111 @@
+//! What a completed checkpoint records: per subtask the handles of its primary state, and
+//! the job-level facts a restore checks against. Encoded with a checksum trailer: metadata that
+//! does not verify is not a checkpoint.
+
+use serde::{Deserialize, Serialize};
+
+use crate::handles::{HandleError, KeyGroupsStateHandle, OperatorStateHandle, StateHandleEnvelope, StreamStateHandle};
+use crate::runtime::PluginInfo;
+
+/// The state one subtask acknowledged for a checkpoint (primary parts only).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubtaskState {
+    /// Keyed state.
+    pub keyed: Option<KeyGroupsStateHandle>,
+    /// Operator (non-keyed) state.
+    pub operator: Option<OperatorStateHandle>,
+}
+
+impl SubtaskState {
+    /// Deletes the referenced files, logging (not failing on) errors: used when a checkpoint is
+    /// aborted or subsumed.
+    pub fn discard(&self) {
+        if let Some(h) = &self.keyed {
+            if let Err(e) = h.discard() {
+                tracing::warn!(error = %e, "could not discard keyed state");
+            }
+        }
+        if let Some(h) = &self.operator {
+            if let Err(e) = h.discard() {
+                tracing::warn!(error = %e, "could not discard operator state");
+            }
+        }
+    }
+}
+
+impl SubtaskState {
+    /// The same state with every stream mapped by `f` (to relocate files).
+    pub fn map_streams(self, f: impl Fn(StreamStateHandle) -> StreamStateHandle) -> Self {
+        SubtaskState { keyed: self.keyed.map(|h| h.map_stream(&f)), operator: self.operator.map(|h| h.map_stream(&f)) }
+    }
+
+    /// Deletes the referenced files except those `keep` also references: for a duplicate
+    /// acknowledgement, whose state may be the very files a checkpoint already holds.
+    pub fn discard_except(&self, keep: &SubtaskState) {
+        let kept = |s: &crate::handles::StreamStateHandle| {
+            [keep.keyed.as_ref().map(|h| h.stream()), keep.operator.as_ref().map(|h| h.stream())].contains(&Some(s))
+        };
+        if let Some(h) = self.keyed.as_ref().filter(|h| !kept(h.stream())) {
+            if let Err(e) = h.discard() {
+                tracing::warn!(error = %e, "could not discard keyed state");
+            }
+        }
+        if let Some(h) = self.operator.as_ref().filter(|h| !kept(h.stream())) {
+            if let Err(e) = h.discard() {
+                tracing::warn!(error = %e, "could not discard operator state");
+            }
+        }
+    }
+}
+
+/// Everything needed to restore a job from one checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointMetadata {
+    /// The checkpoint id.
+    pub checkpoint_id: u64,
+    /// The job.
+    pub job_id: String,
+    /// The plugin that wrote the state (restores with another format are refused).
+    pub plugin: PluginInfo,
+    /// Parallelism when the checkpoint was taken.
+    pub parallelism: u32,
+    /// Number of key groups.
+    pub max_parallelism: u32,
+    /// Position of the job's source at the checkpoint (records consumed before the barrier).
+    pub source_offset: u64,
+    /// Per subtask, by index.
+    pub subtasks: Vec<SubtaskState>,
+}
+
+impl CheckpointMetadata {
+    /// Total bytes of primary state.
+    pub fn state_size(&self) -> u64 {
+        self.subtasks
+            .iter()
+            .map(|s| s.keyed.as_ref().map_or(0, |h| h.state_size()) + s.operator.as_ref().map_or(0, |h| h.state_size()))
+            .sum()
+    }
+}
+
+/// Encodes `value` with the handle envelope and a CRC-32C trailer.
+pub fn encode_with_checksum<T: Serialize>(value: &T) -> Result<Vec<u8>, HandleError> {
+    let mut bytes = StateHandleEnvelope::encode(value)?;
+    let crc = crate::checksum::crc32c(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    Ok(bytes)
+}
+
+/// Decodes what [`encode_with_checksum`] wrote, refusing damaged bytes.
+pub fn decode_with_checksum<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
+    if bytes.len() < 4 {
+        return Err(format!("only {} bytes", bytes.len()));
+    }
+    let (body, trailer) = bytes.split_at(bytes.len() - 4);
+    let expected = u32::from_le_bytes(trailer.try_into().expect("4 bytes"));
+    let actual = crate::checksum::crc32c(body);
+    if actual != expected {
+        return Err(format!("checksum mismatch (content {actual:08x}, recorded {expected:08x})"));
+    }
+    StateHandleEnvelope::decode(body).map_err(|e| e.to_string())
+}
+
