@@ -14,14 +14,12 @@ const KILLS: usize = 50;
 /// that verifying (which replays the source from event 0) stays cheap.
 const KILLS_PER_JOB: usize = 10;
 
-fn job_args(dir: &Path, plugin: &Path, job: &str) -> Vec<String> {
-    vec![
+fn job_args(dir: &Path, plugin: &Path, job: &str, primary: suite::Primary) -> Vec<String> {
+    let mut args: Vec<String> = vec![
         "--plugin".into(),
         plugin.display().to_string(),
         "--job-id".into(),
         job.into(),
-        "--set".into(),
-        format!("state.checkpoints.dir={}", dir.join("checkpoints").display()),
         "--set".into(),
         format!("taskmanager.state.local.root-dirs={}", dir.join("local").display()),
         "--events".into(),
@@ -32,11 +30,26 @@ fn job_args(dir: &Path, plugin: &Path, job: &str) -> Vec<String> {
         "2000".into(),
         "--parallelism".into(),
         "2".into(),
-    ]
+    ];
+    for o in primary.overrides(dir).0 {
+        args.extend(["--set".into(), o]);
+    }
+    args
 }
 
 #[test]
-fn killed_at_random_points_restores_exactly_the_last_completed_checkpoint() {
+fn killed_at_random_points_restores_exactly_the_last_completed_checkpoint_directory() {
+    crash_test(suite::Primary::Directory, KILLS);
+}
+
+/// The same on S3: the server (in this process) outlives the killed job, like a real store;
+/// the metadata object appears atomically or not at all.
+#[test]
+fn killed_at_random_points_restores_exactly_the_last_completed_checkpoint_s3() {
+    crash_test(suite::Primary::S3, KILLS / 2);
+}
+
+fn crash_test(primary: suite::Primary, kills: usize) {
     let binary = suite::host_binary();
     let plugin = suite::plugin_path("full-keyed");
     let dir = tempfile::tempdir().unwrap();
@@ -44,13 +57,13 @@ fn killed_at_random_points_restores_exactly_the_last_completed_checkpoint() {
     let mut last_verified = 0u64;
     let mut distinct = std::collections::BTreeSet::new();
 
-    for round in 0..KILLS {
+    for round in 0..kills {
         let job = format!("crash{}", round / KILLS_PER_JOB);
         if round % KILLS_PER_JOB == 0 {
             last_verified = 0;
         }
-        let args = job_args(dir.path(), &plugin, &job);
-        let metadata_dirs = dir.path().join("checkpoints").join(&job);
+        let args = job_args(dir.path(), &plugin, &job, primary);
+        let metadata_dirs = primary.overrides(dir.path()).1.join(&job);
         let mut child = Command::new(&binary)
             .arg("job")
             .arg("run")
@@ -105,9 +118,9 @@ fn killed_at_random_points_restores_exactly_the_last_completed_checkpoint() {
         last_verified = verified;
         distinct.insert((job.clone(), verified));
     }
-    assert!(!distinct.is_empty(), "no checkpoint ever completed in {KILLS} rounds");
+    assert!(!distinct.is_empty(), "no checkpoint ever completed in {kills} rounds");
     // Every restart resumed from its predecessor's progress: checkpoints kept completing
     // across kills rather than the job starting over.
-    assert!(distinct.len() >= KILLS / 2, "only {} distinct checkpoints verified over {KILLS} kills", distinct.len());
-    eprintln!("{KILLS} kills, {} distinct checkpoints verified", distinct.len());
+    assert!(distinct.len() >= kills / 2, "only {} distinct checkpoints verified over {kills} kills", distinct.len());
+    eprintln!("{primary:?}: {kills} kills, {} distinct checkpoints verified", distinct.len());
 }

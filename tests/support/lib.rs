@@ -203,15 +203,25 @@ pub enum Primary {
 }
 
 impl Primary {
-    /// Points `config` at a fresh location of this kind (below `dir` for a directory) and
-    /// returns the directory on disk where the location's objects are, so that tests can
-    /// damage or delete primary state directly (the embedded server keeps one file per object).
+    /// Points `config` at a location of this kind for `dir` (below it for a directory; a
+    /// bucket named after it on S3) and returns the directory on disk where the location's
+    /// objects are, so that tests can damage or delete primary state directly (the embedded
+    /// server keeps one file per object).
     pub fn configure(self, config: &mut snapshot_host::config::Config, dir: &Path) -> PathBuf {
-        use snapshot_host::storage::StorageLocation;
+        let (overrides, root) = self.overrides(dir);
+        for o in overrides {
+            config.apply_override(&o).expect("valid storage settings");
+        }
+        root
+    }
+
+    /// The `--set key=value` overrides that select this primary for `dir`, and where its
+    /// objects are on disk (see [`configure`](Self::configure)).
+    pub fn overrides(self, dir: &Path) -> (Vec<String>, PathBuf) {
         match self {
             Primary::Directory => {
-                config.checkpoint_storage = StorageLocation::Directory(dir.join("checkpoints"));
-                dir.join("checkpoints")
+                let root = dir.join("checkpoints");
+                (vec![format!("state.checkpoints.dir={}", root.display())], root)
             }
             Primary::S3 => {
                 let server = s3_server();
@@ -222,11 +232,9 @@ impl Primary {
                 dir.hash(&mut hasher);
                 let bucket = format!("t-{:016x}", hasher.finish());
                 server.create_bucket(&bucket).expect("creating a bucket");
-                for o in server.config_overrides() {
-                    config.apply_override(&o).expect("valid s3 settings");
-                }
-                config.checkpoint_storage = StorageLocation::S3 { bucket: bucket.clone(), prefix: "ckpt".into() };
-                server.root().join(bucket).join("ckpt")
+                let mut overrides = server.config_overrides();
+                overrides.push(format!("state.checkpoints.dir=s3://{bucket}/ckpt"));
+                (overrides, server.root().join(bucket).join("ckpt"))
             }
         }
     }

@@ -11,7 +11,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use object_store::path::Path as ObjectPath;
-use object_store::ObjectStore;
+use object_store::{MultipartUpload, ObjectStore};
+use std::time::Duration;
 
 /// A configured store and the key prefix of one job's checkpoints in it.
 #[derive(Debug)]
@@ -26,9 +27,35 @@ pub struct ObjectBackend {
     pub part_size: usize,
     /// Parts of one stream in flight.
     pub max_concurrent_uploads: usize,
+    /// Multipart uploads whose abort failed (the store was unreachable): retried until the
+    /// store takes them, so that no upload's parts stay behind on the server.
+    pub pending_aborts: Mutex<Vec<(ObjectPath, Box<dyn MultipartUpload>)>>,
 }
 
 impl ObjectBackend {
+    /// Remembers an upload to abort once the store answers again.
+    pub fn abort_later(&self, key: ObjectPath, upload: Box<dyn MultipartUpload>) {
+        self.pending_aborts.lock().unwrap_or_else(|e| e.into_inner()).push((key, upload));
+    }
+
+    /// Retries the aborts that failed earlier; returns how many uploads are still open.
+    pub fn retry_aborts(&self) -> usize {
+        let pending = std::mem::take(&mut *self.pending_aborts.lock().unwrap_or_else(|e| e.into_inner()));
+        if pending.is_empty() {
+            return 0;
+        }
+        let mut still = Vec::new();
+        for (key, mut upload) in pending {
+            match block_on(async { tokio::time::timeout(Duration::from_secs(10), upload.abort()).await }) {
+                Ok(Ok(())) => tracing::info!(object = %key, "aborted a multipart upload left by a failed stream"),
+                _ => still.push((key, upload)),
+            }
+        }
+        let left = still.len();
+        self.pending_aborts.lock().unwrap_or_else(|e| e.into_inner()).extend(still);
+        left
+    }
+
     /// The key of `relative` (slash-separated, below the job root).
     pub fn key(&self, relative: &str) -> ObjectPath {
         relative.split('/').filter(|s| !s.is_empty()).fold(self.base.clone(), |p, s| p.join(s))

@@ -131,7 +131,14 @@ impl CheckpointStorage {
                     (backend::memory_store(name), ObjectPath::from(job_id), url, None)
                 }
             };
-        let backend = Arc::new(ObjectBackend { store, base, url, part_size, max_concurrent_uploads });
+        let backend = Arc::new(ObjectBackend {
+            store,
+            base,
+            url,
+            part_size,
+            max_concurrent_uploads,
+            pending_aborts: Default::default(),
+        });
         let storage = CheckpointStorage { location: location.clone(), backend, local_root, inline_threshold };
         if location.is_object_store() {
             block_on(storage.backend.store.list_with_delimiter(Some(&storage.backend.base)))
@@ -160,6 +167,12 @@ impl CheckpointStorage {
     /// look at the files); `None` on object stores.
     pub fn checkpoint_dir(&self, id: u64) -> Option<PathBuf> {
         self.local_root.as_ref().map(|root| root.join(format!("chk-{id}")))
+    }
+
+    /// Multipart uploads of failed streams whose abort the store has not taken yet (it was
+    /// unreachable); retries them first.
+    pub fn pending_aborts(&self) -> usize {
+        self.backend.retry_aborts()
     }
 
     /// The object store and the key of `relative` below the job root: for tools that look at
@@ -384,6 +397,7 @@ impl CheckpointStorage {
     /// Removes checkpoints that never completed. Call only when no checkpoint is in flight
     /// (at start-up).
     pub fn remove_incomplete(&self) -> Result<Vec<u64>, StorageError> {
+        self.backend.retry_aborts();
         let mut removed = Vec::new();
         for (id, done) in self.checkpoint_dirs()? {
             if !done {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{MultipartUpload, ObjectStoreExt, PutPayload};
 
 use super::{CheckpointOutputStream, CheckpointStreamFactory, StateScope};
 use crate::handles::StreamStateHandle;
@@ -26,8 +26,10 @@ pub struct ObjectStreamFactory {
 }
 
 impl ObjectStreamFactory {
-    /// A factory for checkpoint directory `exclusive` (relative to the job root).
+    /// A factory for checkpoint directory `exclusive` (relative to the job root). Retries the
+    /// aborts of earlier uploads the store could not take at the time.
     pub fn new(backend: Arc<ObjectBackend>, exclusive: String, inline_threshold: usize) -> Self {
+        backend.retry_aborts();
         ObjectStreamFactory { backend, exclusive, shared: "shared".into(), inline_threshold }
     }
 }
@@ -49,18 +51,48 @@ impl CheckpointStreamFactory for ObjectStreamFactory {
 /// single PUT at close; beyond that a multipart upload starts and every full part is sent in
 /// the background, at most `max_concurrent_uploads` at once (a write waits for a free slot:
 /// back-pressure instead of unbounded buffering). The object exists only once the stream
-/// completes: an upload that failed or was dropped is aborted, so no part stays behind.
+/// completes: an upload that failed or was dropped is aborted, and an abort the store could
+/// not take (it was unreachable) is retried later by the backend, so no parts stay behind.
 #[derive(Debug)]
 pub struct ObjectCheckpointOutputStream {
     backend: Arc<ObjectBackend>,
     relative: String,
     key: ObjectPath,
-    pending: Vec<u8>,
-    upload: Option<WriteMultipart>,
+    buffer: Vec<u8>,
+    upload: Option<Upload>,
     inline_threshold: usize,
     position: u64,
     checksum: u32,
     failed: bool,
+}
+
+/// A multipart upload in progress: its parts in flight.
+#[derive(Debug)]
+struct Upload {
+    upload: Box<dyn MultipartUpload>,
+    parts: tokio::task::JoinSet<object_store::Result<()>>,
+}
+
+impl Upload {
+    fn send(&mut self, part: Vec<u8>) {
+        let request = self.upload.put_part(PutPayload::from(Bytes::from(part)));
+        let _guard = runtime().enter();
+        self.parts.spawn(request);
+    }
+
+    /// Waits until fewer than `max` parts are in flight; the first failed part fails it.
+    fn wait_below(&mut self, max: usize) -> object_store::Result<()> {
+        while !self.parts.is_empty() && self.parts.len() >= max {
+            match block_on(self.parts.join_next()) {
+                Some(Ok(result)) => result?,
+                Some(Err(e)) => {
+                    return Err(object_store::Error::Generic { store: "upload", source: Box::new(e) });
+                }
+                None => break,
+            }
+        }
+        Ok(())
+    }
 }
 
 impl ObjectCheckpointOutputStream {
@@ -71,7 +103,7 @@ impl ObjectCheckpointOutputStream {
             backend,
             relative,
             key,
-            pending: Vec::new(),
+            buffer: Vec::new(),
             upload: None,
             inline_threshold,
             position: 0,
@@ -84,40 +116,43 @@ impl ObjectCheckpointOutputStream {
         io::Error::other(format!("{what} {}/{}: {e}", self.backend.url, self.relative))
     }
 
-    /// Sends `bytes` as parts, waiting for a free upload slot before each part.
-    fn upload_parts(&mut self, mut bytes: &[u8]) -> io::Result<()> {
-        let part = self.backend.part_size;
-        let max = self.backend.max_concurrent_uploads;
-        while !bytes.is_empty() {
-            let upload = self.upload.as_mut().expect("multipart upload started");
-            if let Err(e) = block_on(upload.wait_for_capacity(max)) {
-                return Err(self.error("uploading a part of", e));
-            }
-            let upload = self.upload.as_mut().expect("multipart upload started");
-            let n = bytes.len().min(part);
-            // `write` spawns a part's upload once a part is full: it needs the runtime.
-            let _guard = runtime().enter();
-            upload.write(&bytes[..n]);
-            bytes = &bytes[n..];
-        }
-        Ok(())
-    }
-
     fn start_upload(&mut self) -> io::Result<()> {
         let upload = block_on(self.backend.store.put_multipart(&self.key))
             .map_err(|e| self.error("starting the multipart upload of", e))?;
-        self.upload = Some(WriteMultipart::new_with_chunk_size(upload, self.backend.part_size));
-        let pending = std::mem::take(&mut self.pending);
-        self.upload_parts(&pending)
+        self.upload = Some(Upload { upload, parts: tokio::task::JoinSet::new() });
+        Ok(())
+    }
+
+    /// Sends the buffer as the next part once a slot is free.
+    fn send_part(&mut self) -> io::Result<()> {
+        let max = self.backend.max_concurrent_uploads;
+        let part = std::mem::replace(&mut self.buffer, Vec::with_capacity(self.backend.part_size));
+        let upload = self.upload.as_mut().expect("multipart upload started");
+        let waited = upload.wait_below(max);
+        if let Err(e) = waited {
+            return Err(self.error("uploading a part of", e));
+        }
+        self.upload.as_mut().expect("multipart upload started").send(part);
+        Ok(())
     }
 
     fn abort_upload(&mut self) {
-        if let Some(upload) = self.upload.take() {
-            let result = block_on(async { tokio::time::timeout(ABORT_DEADLINE, upload.abort()).await });
-            match result {
+        if let Some(mut upload) = self.upload.take() {
+            upload.parts.abort_all();
+            let aborted = block_on(async {
+                while upload.parts.join_next().await.is_some() {}
+                tokio::time::timeout(ABORT_DEADLINE, upload.upload.abort()).await
+            });
+            match aborted {
                 Ok(Ok(())) => tracing::debug!(object = %self.key, "multipart upload aborted"),
-                Ok(Err(e)) => tracing::warn!(object = %self.key, error = %e, "could not abort a multipart upload"),
-                Err(_) => tracing::warn!(object = %self.key, "aborting a multipart upload timed out"),
+                Ok(Err(e)) => {
+                    tracing::warn!(object = %self.key, error = %e, "could not abort a multipart upload; will retry");
+                    self.backend.abort_later(self.key.clone(), upload.upload);
+                }
+                Err(_) => {
+                    tracing::warn!(object = %self.key, "aborting a multipart upload timed out; will retry");
+                    self.backend.abort_later(self.key.clone(), upload.upload);
+                }
             }
         }
     }
@@ -129,6 +164,7 @@ impl ObjectCheckpointOutputStream {
         let result = op(self);
         if result.is_err() {
             self.failed = true;
+            self.buffer = Vec::new();
             self.abort_upload();
         }
         result
@@ -136,18 +172,26 @@ impl ObjectCheckpointOutputStream {
 }
 
 impl CheckpointOutputStream for ObjectCheckpointOutputStream {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+    fn write(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        let len = bytes.len();
+        let checksum = crate::checksum::crc32c_append(self.checksum, bytes);
         self.guarded(|s| {
-            if s.upload.is_some() {
-                s.upload_parts(bytes)?;
-            } else {
-                s.pending.extend_from_slice(bytes);
-                if s.pending.len() > s.backend.part_size.max(s.inline_threshold) {
-                    s.start_upload()?;
+            let part = s.backend.part_size;
+            while !bytes.is_empty() {
+                // A full part goes out only once more bytes follow: an object of one part is
+                // cheaper as a single PUT at close than as a multipart upload.
+                if s.buffer.len() >= part {
+                    if s.upload.is_none() {
+                        s.start_upload()?;
+                    }
+                    s.send_part()?;
                 }
+                let n = bytes.len().min(part - s.buffer.len());
+                s.buffer.extend_from_slice(&bytes[..n]);
+                bytes = &bytes[n..];
             }
-            s.position += bytes.len() as u64;
-            s.checksum = crate::checksum::crc32c_append(s.checksum, bytes);
+            s.position += len as u64;
+            s.checksum = checksum;
             Ok(())
         })
     }
@@ -169,18 +213,19 @@ impl CheckpointOutputStream for ObjectCheckpointOutputStream {
         self.guarded(|s| {
             let size = s.position;
             let crc32c = Some(s.checksum);
-            match s.upload.take() {
-                Some(upload) => {
-                    // `finish` aborts the upload itself when a part or the completion fails.
-                    block_on(upload.finish()).map_err(|e| s.error("completing the upload of", e))?;
+            if s.upload.is_some() {
+                if !s.buffer.is_empty() {
+                    s.send_part()?;
                 }
-                None if s.pending.len() <= s.inline_threshold => {
-                    return Ok(StreamStateHandle::Inline { bytes: std::mem::take(&mut s.pending) });
-                }
-                None => {
-                    let payload = PutPayload::from(Bytes::from(std::mem::take(&mut s.pending)));
-                    block_on(s.backend.store.put(&s.key, payload)).map_err(|e| s.error("uploading", e))?;
-                }
+                let upload = s.upload.as_mut().expect("multipart upload started");
+                let completed = upload.wait_below(1).and_then(|()| block_on(upload.upload.complete()));
+                completed.map_err(|e| s.error("completing the upload of", e))?;
+                s.upload = None;
+            } else if s.buffer.len() <= s.inline_threshold {
+                return Ok(StreamStateHandle::Inline { bytes: std::mem::take(&mut s.buffer) });
+            } else {
+                let payload = PutPayload::from(Bytes::from(std::mem::take(&mut s.buffer)));
+                block_on(s.backend.store.put(&s.key, payload)).map_err(|e| s.error("uploading", e))?;
             }
             Ok(StreamStateHandle::Object { store: s.backend.url.clone(), path: s.relative.clone(), size, crc32c })
         })
