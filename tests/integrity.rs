@@ -40,7 +40,8 @@ fn plugin() -> Arc<Plugin> {
 }
 
 fn spec(dir: &Path, local: bool, interval: u64) -> JobSpec {
-    let mut config = Config { checkpoint_storage: StorageLocation::Directory(dir.join("checkpoints")), ..Config::default() };
+    let mut config =
+        Config { checkpoint_storage: StorageLocation::Directory(dir.join("checkpoints")), ..Config::default() };
     config.local_recovery.enabled = local;
     config.local_recovery.root_dirs = vec![dir.join("local")];
     config.retained_checkpoints = 2;
@@ -229,7 +230,10 @@ fn every_metadata_damaged_refuses_to_start_unless_told_to_start_empty() {
     let AttemptOutcome::Finished { backends, .. } = outcome.unwrap() else { panic!("did not finish") };
     assert_eq!(counts_of(&backends), expected_counts(EVENTS, KEYS));
     for id in &ids {
-        assert!(storage.local_root().unwrap().join(format!("chk-{id}.unrestorable")).exists(), "checkpoint {id} was not kept aside");
+        assert!(
+            storage.local_root().unwrap().join(format!("chk-{id}.unrestorable")).exists(),
+            "checkpoint {id} was not kept aside"
+        );
     }
 }
 

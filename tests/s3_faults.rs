@@ -89,7 +89,10 @@ fn attempt_with_fault(runner: &mut JobRunner, fault: impl FnOnce()) -> (Vec<u64>
         }
         job.join().unwrap()
     });
-    assert!(matches!(outcome.unwrap(), AttemptOutcome::Failed { .. }), "the job did not keep running to the injected failure");
+    assert!(
+        matches!(outcome.unwrap(), AttemptOutcome::Failed { .. }),
+        "the job did not keep running to the injected failure"
+    );
     (before, aborted)
 }
 
@@ -98,7 +101,8 @@ fn recovers_exactly(server: &EmbeddedS3, expected_latest: u64) {
     let mut runner = runner(server);
     assert_eq!(runner.storage().completed_checkpoint_ids().unwrap().last(), Some(&expected_latest));
     let (tx, _rx) = channel();
-    let AttemptOutcome::Finished { backends, operators, .. } = runner.run_attempt(AttemptOptions::default(), &tx).unwrap()
+    let AttemptOutcome::Finished { backends, operators, .. } =
+        runner.run_attempt(AttemptOptions::default(), &tx).unwrap()
     else {
         panic!("did not finish")
     };

@@ -15,7 +15,8 @@ const EVENTS: u64 = 40_000;
 const KEYS: u64 = 2_000;
 
 fn spec(dir: &Path, tolerable_failed: u64) -> JobSpec {
-    let mut config = Config { checkpoint_storage: StorageLocation::Directory(dir.join("checkpoints")), ..Config::default() };
+    let mut config =
+        Config { checkpoint_storage: StorageLocation::Directory(dir.join("checkpoints")), ..Config::default() };
     config.checkpointing.tolerable_failed = tolerable_failed;
     config.local_recovery.enabled = true;
     config.local_recovery.root_dirs = vec![dir.join("local")];

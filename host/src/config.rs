@@ -292,7 +292,9 @@ impl Config {
                 self.local_recovery.root_dirs = dirs.into_iter().map(PathBuf::from).collect();
             }
             CHECKPOINT_DIR | CHECKPOINT_DIR_2X => match value {
-                toml::Value::String(s) => self.checkpoint_storage = StorageLocation::parse(s).map_err(|why| invalid(&why))?,
+                toml::Value::String(s) => {
+                    self.checkpoint_storage = StorageLocation::parse(s).map_err(|why| invalid(&why))?
+                }
                 _ => return Err(invalid("expected a directory or a URI (file://, s3://, memory://)")),
             },
             s3::ENDPOINT => {

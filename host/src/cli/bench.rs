@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use snapshot_host::backend::{KeyedSnapshot, KeyedStateBackend, StateKind};
+use snapshot_host::embedded_s3::{EmbeddedS3, Shaping};
 use snapshot_host::handles::{
     KeyGroupRangeOffsets, KeyGroupsStateHandle, SegmentLabel, SegmentRecorder, StreamStateHandle,
 };
@@ -17,6 +18,7 @@ use snapshot_host::job::{AttemptOptions, AttemptOutcome, JobRunner, JobSpec};
 use snapshot_host::key_groups::KeyGroupRange;
 use snapshot_host::result_provider::{primary_and_local, primary_only};
 use snapshot_host::runtime::{CompiledCache, Plugin, PluginLimits, PluginRuntime, RuntimeOptions};
+use snapshot_host::storage::{CheckpointStorage, S3Settings, StorageLocation};
 use snapshot_host::streams::{CheckpointOutputStream, FileStreamFactory, StateScope};
 
 #[derive(Debug, Args)]
@@ -414,10 +416,10 @@ fn run_in(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
         name: "4. restore from local / from primary (time, both verified)".into(),
         stats: Stats(ratio),
         unit: "x",
-        target: "< 1 with remote primary".into(),
+        target: "-".into(),
         met: None,
         detail: format!(
-            "{:.2} s local, {:.2} s primary; both on this disk, so no network to save (S3 primary: roadmap)",
+            "{:.2} s local, {:.2} s primary; both on this disk, so no network to save (S3 primary: row 9a)",
             Stats(local_t).median(),
             Stats(primary_t).median()
         ),
@@ -437,6 +439,12 @@ fn run_in(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
             Stats(unverified_t).median()
         ),
     });
+
+    // 9. The same against an S3 primary (the embedded server), shaped like a remote store and
+    // unshaped.
+    for shaping in [Shaping::SAME_REGION, Shaping::NONE] {
+        s3_rows(args, dir, &plugin, &state, shaping)?;
+    }
 
     // 5. Synchronous-phase pause by state size.
     for (label, backend) in [("16 MiB", Some(build_state(16)?)), ("256 MiB", Some(build_state(256)?)), ("full", None)] {
@@ -549,7 +557,9 @@ fn run_in(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
 
 fn job_rate(plugin: &Arc<Plugin>, dir: &Path, parallelism: u32, run: usize, events: u64) -> anyhow::Result<f64> {
     let mut config = snapshot_host::config::Config {
-        checkpoint_storage: snapshot_host::storage::StorageLocation::Directory(dir.join(format!("job-{parallelism}-{run}"))),
+        checkpoint_storage: snapshot_host::storage::StorageLocation::Directory(
+            dir.join(format!("job-{parallelism}-{run}")),
+        ),
         ..Default::default()
     };
     config.local_recovery.enabled = false;
@@ -572,6 +582,148 @@ fn job_rate(plugin: &Arc<Plugin>, dir: &Path, parallelism: u32, run: usize, even
         bail!("scaling run did not finish");
     }
     Ok(events as f64 / secs(elapsed))
+}
+
+/// Rows 9a-9d: snapshot to S3 against a raw upload of the same bytes, duplicating against S3
+/// only, restore from the local copy against restore from S3, and peak memory while uploading.
+fn s3_rows(
+    args: &BenchArgs,
+    dir: &Path,
+    plugin: &Plugin,
+    state: &KeyedStateBackend,
+    shaping: Shaping,
+) -> anyhow::Result<()> {
+    let server = EmbeddedS3::start_in(&dir.join("s3"), shaping).context("starting the embedded S3 server")?;
+    server.create_bucket("bench")?;
+    let settings = server.settings();
+    let location = StorageLocation::S3 { bucket: "bench".into(), prefix: "rows".into() };
+    let storage = CheckpointStorage::open(&location, &settings, "bench", 0)?;
+    let (mut through, mut dup, mut restore, mut memory) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut snap_t, mut raw_t, mut local_t, mut remote_t) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let restore_from = |h: &KeyGroupsStateHandle| -> anyhow::Result<Duration> {
+        let t = Instant::now();
+        let b = plugin.restore_keyed(h, KeyedStateBackend::new(128, KeyGroupRange::new(0, 127))?)?;
+        std::hint::black_box(b.entry_count());
+        Ok(t.elapsed())
+    };
+    for run in 0..args.runs as u64 {
+        // Snapshot to S3 only, with peak RSS reset just before.
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        let before = vm_status("VmRSS:").context("reading VmRSS")?;
+        let factory = storage.stream_factory(run)?;
+        let t = Instant::now();
+        let (stream, _) =
+            plugin.snapshot_keyed(state.snapshot(), primary_only(factory.as_ref(), StateScope::Exclusive)?)?;
+        let only = stream.close_and_finalize()?;
+        let snap = t.elapsed();
+        let peak = vm_status("VmHWM:").context("reading VmHWM")?;
+        memory.push(peak.saturating_sub(before) as f64 / 1048576.0);
+        let size = only.primary().map_or(0, |h| h.size());
+        only.discard().ok();
+        let raw = raw_upload(&storage, &settings, &format!("raw-{run}"), size)?;
+        through.push(secs(raw) / secs(snap));
+        snap_t.push(size as f64 / 1048576.0 / secs(snap));
+        raw_t.push(size as f64 / 1048576.0 / secs(raw));
+
+        // Duplicating: S3 primary and a local copy.
+        let t = Instant::now();
+        let out = primary_and_local(factory.as_ref(), StateScope::Exclusive, &dir.join(format!("s3-local-{run}")))?;
+        let (stream, offsets) = plugin.snapshot_keyed(state.snapshot(), out)?;
+        let both = stream.close_and_finalize()?.into_keyed(offsets);
+        dup.push(secs(t.elapsed()) / secs(snap));
+
+        // Restore: local copy against S3 (both verified as read).
+        let (primary, local) = (both.primary().context("primary")?, both.local().context("local copy")?);
+        let (l, r) = if run % 2 == 0 {
+            (restore_from(local)?, restore_from(primary)?)
+        } else {
+            let r = restore_from(primary)?;
+            (restore_from(local)?, r)
+        };
+        restore.push(secs(r) / secs(l));
+        local_t.push(secs(l));
+        remote_t.push(secs(r));
+        both.discard().ok();
+    }
+    let shaped = shaping != Shaping::NONE;
+    let s = Stats(restore);
+    let met = s.median() >= 5.0;
+    print_row(&Row {
+        name: format!("9a. S3 ({shaping}): restore from S3 / from local copy (time)"),
+        stats: s,
+        unit: "x",
+        target: if shaped { ">= 5".into() } else { "-".into() },
+        met: shaped.then_some(met),
+        detail: format!("{:.2} s from S3, {:.2} s local", Stats(remote_t).median(), Stats(local_t).median()),
+    });
+    let s = Stats(dup);
+    let met = s.median() <= 1.15;
+    print_row(&Row {
+        name: format!("9b. S3 ({shaping}): duplicating (S3 + local) / S3 only (time)"),
+        stats: s,
+        unit: "x",
+        target: "<= 1.15".into(),
+        met: Some(met),
+        detail: "local copy written while parts upload".into(),
+    });
+    let s = Stats(through);
+    let met = s.median() >= 0.8;
+    print_row(&Row {
+        name: format!("9c. S3 ({shaping}): snapshot throughput / raw upload of the same bytes"),
+        stats: s,
+        unit: "",
+        target: ">= 0.8".into(),
+        met: Some(met),
+        detail: format!(
+            "{:.0} MiB/s snapshot, {:.0} MiB/s raw multipart upload ({} MiB parts, {} in flight)",
+            Stats(snap_t).median(),
+            Stats(raw_t).median(),
+            settings.part_size >> 20,
+            settings.max_concurrent_uploads
+        ),
+    });
+    let s = Stats(memory);
+    let met = s.median() <= 64.0;
+    print_row(&Row {
+        name: format!("9d. S3 ({shaping}): peak memory above live state while uploading"),
+        stats: s,
+        unit: "MiB",
+        target: "<= 64 MiB".into(),
+        met: Some(met),
+        detail: format!("live state RSS {} MiB", vm_status("VmRSS:").unwrap_or(0) >> 20),
+    });
+    drop(storage);
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir.join("s3"));
+    Ok(())
+}
+
+/// Uploads `size` bytes to `relative` with object_store's own multipart writer, the same part
+/// size and parts in flight as the snapshot streams: the baseline of row 9c.
+fn raw_upload(
+    storage: &CheckpointStorage,
+    settings: &S3Settings,
+    relative: &str,
+    size: u64,
+) -> anyhow::Result<Duration> {
+    use snapshot_host::storage::backend::{block_on, runtime};
+    use snapshot_host::storage::object_store::{ObjectStoreExt, WriteMultipart};
+    let (store, key) = storage.raw(relative);
+    let chunk = bytes::Bytes::from(vec![0x5a_u8; settings.part_size]);
+    let t = Instant::now();
+    let mut upload = WriteMultipart::new_with_chunk_size(block_on(store.put_multipart(&key))?, settings.part_size);
+    let mut left = size;
+    while left > 0 {
+        block_on(upload.wait_for_capacity(settings.max_concurrent_uploads))?;
+        let n = left.min(chunk.len() as u64) as usize;
+        let _guard = runtime().enter();
+        upload.put(chunk.slice(..n));
+        left -= n as u64;
+    }
+    block_on(upload.finish())?;
+    let elapsed = t.elapsed();
+    block_on(store.delete(&key))?;
+    Ok(elapsed)
 }
 
 fn num_cpus() -> usize {

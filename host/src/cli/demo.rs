@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use snapshot_host::embedded_s3::{EmbeddedS3, Shaping};
 use snapshot_host::job::{
     counts_of, expected_counts, processed_total, AttemptOptions, AttemptOutcome, JobEvent, JobRunner, JobSpec,
     JOB_STATE,
 };
-use snapshot_host::embedded_s3::{EmbeddedS3, Shaping};
 use snapshot_host::key_groups::default_max_parallelism;
-use snapshot_host::storage::{CheckpointStorage, StorageLocation};
 use snapshot_host::restore::RestoreSource;
+use snapshot_host::storage::{CheckpointStorage, StorageLocation};
 
 use super::ConfigArgs;
 
@@ -70,7 +70,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     if primary == "embedded-s3" {
         let shaping = Shaping {
             first_byte_latency: Duration::from_millis(args.s3_latency_ms),
-            bandwidth: (args.s3_bandwidth_mib > 0).then(|| args.s3_bandwidth_mib << 20),
+            bandwidth: (args.s3_bandwidth_mib > 0).then_some(args.s3_bandwidth_mib << 20),
         };
         let server = EmbeddedS3::start(shaping).context("starting the embedded S3 server")?;
         server.create_bucket("checkpoints").context("creating the demo bucket")?;

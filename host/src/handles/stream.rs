@@ -93,8 +93,8 @@ impl StreamStateHandle {
     /// every byte they read against the per-segment checksums (see
     /// [`SegmentVerifier`](super::SegmentVerifier)), without a separate pass.
     pub fn verify(&self) -> Result<(), HandleError> {
-        let (StreamStateHandle::File { crc32c: Some(expected), .. } | StreamStateHandle::Object { crc32c: Some(expected), .. }) =
-            self
+        let (StreamStateHandle::File { crc32c: Some(expected), .. }
+        | StreamStateHandle::Object { crc32c: Some(expected), .. }) = self
         else {
             return self.open().map(|_| ());
         };
@@ -143,11 +143,9 @@ impl StreamStateHandle {
                 size: *size,
                 crc32c: *crc32c,
             },
-            StreamStateHandle::Object { path, size, crc32c, .. } => StreamIdentity {
-                name: path.rsplit('/').next().map(str::to_string),
-                size: *size,
-                crc32c: *crc32c,
-            },
+            StreamStateHandle::Object { path, size, crc32c, .. } => {
+                StreamIdentity { name: path.rsplit('/').next().map(str::to_string), size: *size, crc32c: *crc32c }
+            }
             StreamStateHandle::Inline { bytes } => {
                 StreamIdentity { name: None, size: bytes.len() as u64, crc32c: Some(crate::checksum::crc32c(bytes)) }
             }

@@ -108,4 +108,3 @@ pub fn decode_with_checksum<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Resul
     }
     StateHandleEnvelope::decode(body).map_err(|e| e.to_string())
 }
-

@@ -106,31 +106,31 @@ impl CheckpointStorage {
             _ => s3.part_size.max(1),
         };
         let max_concurrent_uploads = s3.max_concurrent_uploads.max(1);
-        let (store, base, url, local_root): (Arc<dyn ObjectStore>, ObjectPath, String, Option<PathBuf>) =
-            match location {
-                StorageLocation::Directory(dir) => {
-                    let io_err = |source| StorageError::Io { path: dir.clone(), source };
-                    std::fs::create_dir_all(dir).map_err(io_err)?;
-                    let root = dir.canonicalize().map_err(io_err)?.join(job_id);
-                    std::fs::create_dir_all(root.join("shared"))
-                        .map_err(|source| StorageError::Io { path: root.clone(), source })?;
-                    let store = object_store::local::LocalFileSystem::new_with_prefix(&root)
-                        .map_err(|source| StorageError::Store { location: root.display().to_string(), source })?
-                        .with_fsync(true)
-                        .with_automatic_cleanup(true);
-                    (Arc::new(store), ObjectPath::default(), format!("file://{}", root.display()), Some(root))
-                }
-                StorageLocation::S3 { bucket, prefix } => {
-                    let url = format!("{location}/{job_id}");
-                    let store = s3.build(bucket).map_err(|source| StorageError::Store { location: url.clone(), source })?;
-                    let base = prefix.split('/').filter(|s| !s.is_empty()).fold(ObjectPath::default(), |p, s| p.join(s));
-                    (store, base.join(job_id), url, None)
-                }
-                StorageLocation::Memory { name } => {
-                    let url = format!("{location}/{job_id}");
-                    (backend::memory_store(name), ObjectPath::from(job_id), url, None)
-                }
-            };
+        let (store, base, url, local_root): (Arc<dyn ObjectStore>, ObjectPath, String, Option<PathBuf>) = match location
+        {
+            StorageLocation::Directory(dir) => {
+                let io_err = |source| StorageError::Io { path: dir.clone(), source };
+                std::fs::create_dir_all(dir).map_err(io_err)?;
+                let root = dir.canonicalize().map_err(io_err)?.join(job_id);
+                std::fs::create_dir_all(root.join("shared"))
+                    .map_err(|source| StorageError::Io { path: root.clone(), source })?;
+                let store = object_store::local::LocalFileSystem::new_with_prefix(&root)
+                    .map_err(|source| StorageError::Store { location: root.display().to_string(), source })?
+                    .with_fsync(true)
+                    .with_automatic_cleanup(true);
+                (Arc::new(store), ObjectPath::default(), format!("file://{}", root.display()), Some(root))
+            }
+            StorageLocation::S3 { bucket, prefix } => {
+                let url = format!("{location}/{job_id}");
+                let store = s3.build(bucket).map_err(|source| StorageError::Store { location: url.clone(), source })?;
+                let base = prefix.split('/').filter(|s| !s.is_empty()).fold(ObjectPath::default(), |p, s| p.join(s));
+                (store, base.join(job_id), url, None)
+            }
+            StorageLocation::Memory { name } => {
+                let url = format!("{location}/{job_id}");
+                (backend::memory_store(name), ObjectPath::from(job_id), url, None)
+            }
+        };
         let backend = Arc::new(ObjectBackend {
             store,
             base,
@@ -201,7 +201,9 @@ impl CheckpointStorage {
                 root.join("shared"),
                 self.inline_threshold,
             )?),
-            None => Box::new(ObjectStreamFactory::new(self.backend.clone(), format!("chk-{id}"), self.inline_threshold)),
+            None => {
+                Box::new(ObjectStreamFactory::new(self.backend.clone(), format!("chk-{id}"), self.inline_threshold))
+            }
         })
     }
 
