@@ -16,9 +16,11 @@ use snapshot_host::runtime::{PluginLimits, PluginRuntime};
 use snapshot_host::storage::{CheckpointStorage, StorageLocation};
 use snapshot_host::streams::StateScope;
 
-const EVENTS: u64 = 60_000;
-const KEYS: u64 = 3_000;
-const INTERVAL: u64 = 5_000;
+// One subtask with enough keys that its keyed snapshot exceeds S3's 5 MiB part: snapshots
+// upload in parts, so the faults also cut multipart uploads.
+const EVENTS: u64 = 1_000_000;
+const KEYS: u64 = 1_000_000;
+const INTERVAL: u64 = 200_000;
 
 fn server() -> EmbeddedS3 {
     let server = EmbeddedS3::start(Shaping::NONE).unwrap();
@@ -37,6 +39,7 @@ fn config(server: &EmbeddedS3) -> Config {
         "s3.request-timeout=1s",
         "s3.retry.max-retries=1",
         "s3.retry.timeout=2s",
+        "s3.upload.part-size=5MiB",
         "execution.checkpointing.tolerable-failed-checkpoints=1000",
     ] {
         config.apply_override(o).unwrap();
@@ -50,7 +53,7 @@ fn runner(server: &EmbeddedS3) -> JobRunner {
     let spec = JobSpec {
         job_id: "faulty".into(),
         allocation_id: "alloc".into(),
-        parallelism: 2,
+        parallelism: 1,
         max_parallelism: 128,
         events: EVENTS,
         keys: KEYS,
@@ -61,11 +64,11 @@ fn runner(server: &EmbeddedS3) -> JobRunner {
 }
 
 /// Runs an attempt that injects `fault` once its restore is done and the source runs, and
-/// fails the task four checkpoint intervals later. Returns the checkpoints that completed
+/// fails the task three checkpoint intervals later. Returns the checkpoints that completed
 /// before the fault, and how many aborted after it.
 fn attempt_with_fault(runner: &mut JobRunner, fault: impl FnOnce()) -> (Vec<u64>, usize) {
     let start = runner.storage().latest_completed().unwrap().map_or(0, |m| m.source_offset);
-    let fail_at = Some(start + 4 * INTERVAL + 1);
+    let fail_at = Some(start + 3 * INTERVAL + 1);
     let (tx, rx) = channel();
     let mut fault = Some(fault);
     let (mut before, mut aborted) = (Vec::new(), 0);
@@ -115,7 +118,8 @@ fn recovers_exactly(server: &EmbeddedS3, expected_latest: u64) {
 fn job_survives(fault: impl FnOnce(&mut EmbeddedS3), heal: impl FnOnce(&mut EmbeddedS3)) {
     let mut server = server();
     let mut runner = runner(&server);
-    suite::complete_checkpoints(&mut runner, 2);
+    suite::complete_checkpoints(&mut runner, 1);
+    assert!(server.faults().multipart_uploads_started() >= 1, "the job's snapshot did not upload in parts");
     let good = *runner.storage().completed_checkpoint_ids().unwrap().last().unwrap();
     let server_ref = &mut server;
     let (before, aborted) = attempt_with_fault(&mut runner, || fault(server_ref));

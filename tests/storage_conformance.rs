@@ -14,8 +14,8 @@ use snapshot_host::storage::{
 };
 use snapshot_host::streams::StateScope;
 
-/// Small parts so that multipart uploads are exercised by megabytes, not gigabytes; S3 keeps
-/// its 5 MiB minimum.
+/// Small parts so that multipart uploads are exercised by megabytes, not gigabytes (on S3 by
+/// the embedded server's default 8 MiB parts, as configured).
 const PART: usize = 256 * 1024;
 
 struct Backend {

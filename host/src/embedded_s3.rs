@@ -64,6 +64,7 @@ pub struct Faults {
     fail_after: AtomicU64,
     delay_ms: AtomicU64,
     requests: AtomicU64,
+    uploads_started: AtomicU64,
 }
 
 impl Faults {
@@ -87,6 +88,11 @@ impl Faults {
         self.fail_next.store(0, Ordering::SeqCst);
         self.fail_after.store(0, Ordering::SeqCst);
         self.delay_ms.store(0, Ordering::SeqCst);
+    }
+
+    /// Multipart uploads started so far (`POST ?uploads` requests).
+    pub fn multipart_uploads_started(&self) -> u64 {
+        self.uploads_started.load(Ordering::SeqCst)
     }
 
     /// Requests served so far.
@@ -174,6 +180,12 @@ impl EmbeddedS3 {
                 let handler = service_fn(move |request: http::Request<Incoming>| {
                     let (service, shaping, faults) = (service.clone(), shaping.clone(), faults.clone());
                     async move {
+                        let query = request.uri().query().unwrap_or("");
+                        if request.method() == http::Method::POST
+                            && query.split('&').any(|q| q == "uploads" || q == "uploads=")
+                        {
+                            faults.uploads_started.fetch_add(1, Ordering::SeqCst);
+                        }
                         if faults.should_fail() {
                             let response = http::Response::builder()
                                 .status(503)

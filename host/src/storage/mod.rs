@@ -100,7 +100,8 @@ impl CheckpointStorage {
         inline_threshold: usize,
     ) -> Result<Self, StorageError> {
         validate_id("job id", job_id)?;
-        // S3 refuses parts below 5 MiB; other stores take any size (tests use small parts).
+        // S3 refuses parts below 5 MiB (the configuration refuses them too); other stores take
+        // any size (tests use small parts).
         let part_size = match location {
             StorageLocation::S3 { .. } => s3.part_size.max(s3::MIN_PART_SIZE),
             _ => s3.part_size.max(1),
