@@ -28,7 +28,7 @@ use snapshot_host::key_groups::KeyGroupRange;
 use snapshot_host::local_store::LOCAL_METADATA_FILE;
 use snapshot_host::restore::RestoreSource;
 use snapshot_host::runtime::{CancelToken, Plugin, PluginError, PluginLimits, PluginRuntime};
-use snapshot_host::storage::{StorageLocation, METADATA_FILE};
+use snapshot_host::storage::METADATA_FILE;
 use snapshot_host::streams::MemoryCheckpointOutputStream;
 
 const EVENTS: u64 = 30_000;
@@ -40,8 +40,12 @@ fn plugin() -> Arc<Plugin> {
 }
 
 fn spec(dir: &Path, local: bool, interval: u64) -> JobSpec {
-    let mut config =
-        Config { checkpoint_storage: StorageLocation::Directory(dir.join("checkpoints")), ..Config::default() };
+    spec_on(dir, local, interval, suite::Primary::Directory)
+}
+
+fn spec_on(dir: &Path, local: bool, interval: u64, primary: suite::Primary) -> JobSpec {
+    let mut config = Config::default();
+    primary.configure(&mut config, dir);
     config.local_recovery.enabled = local;
     config.local_recovery.root_dirs = vec![dir.join("local")];
     config.retained_checkpoints = 2;
@@ -129,17 +133,24 @@ fn kind_of(path: &Path) -> Kind {
 /// or a truncation anywhere in any file the host wrote ends in exact state: the newest
 /// checkpoint from whichever copy is intact, or an older checkpoint when the newest has no
 /// intact copy left.
-#[test]
-fn bit_flips_and_truncations_anywhere_never_restore_wrong_state() {
+fn bit_flips_and_truncations_anywhere_never_restore_wrong_state(primary: suite::Primary) {
+    // Every file of a job: its local directories and its primary's objects (on S3: the files
+    // the embedded server keeps them in).
+    let files_of = |dir: &Path, out: &mut Vec<PathBuf>| {
+        files_below(dir, out);
+        if primary == suite::Primary::S3 {
+            files_below(&primary.overrides(dir).1, out);
+        }
+    };
     let base = tempfile::tempdir().unwrap();
     let pristine = base.path().join("pristine");
-    let mut runner = JobRunner::new(spec(&pristine, true, 4_000), plugin()).unwrap();
+    let mut runner = JobRunner::new(spec_on(&pristine, true, 4_000, primary), plugin()).unwrap();
     suite::complete_checkpoints(&mut runner, 3);
     let ids = runner.storage().completed_checkpoint_ids().unwrap();
     assert_eq!(ids.len(), 2, "two retained checkpoints");
     let newest = ids[1];
     let mut files = Vec::new();
-    files_below(&pristine, &mut files);
+    files_of(&pristine, &mut files);
     let kinds = [Kind::PrimaryState, Kind::PrimaryMetadata, Kind::LocalState, Kind::LocalMetadata];
     for kind in kinds {
         assert!(files.iter().any(|f| kind_of(f) == kind), "no file of kind {kind:?} in {files:?}");
@@ -153,11 +164,14 @@ fn bit_flips_and_truncations_anywhere_never_restore_wrong_state() {
         let with_local = matches!(kind, Kind::LocalState | Kind::LocalMetadata) || trial % 8 < 4;
         let work = base.path().join(format!("trial-{trial}"));
         suite::copy_tree(&pristine, &work);
+        if primary == suite::Primary::S3 {
+            suite::copy_tree(&primary.overrides(&pristine).1, &primary.overrides(&work).1);
+        }
         if !with_local {
             std::fs::remove_dir_all(work.join("local")).unwrap();
         }
         let mut candidates = Vec::new();
-        files_below(&work, &mut candidates);
+        files_of(&work, &mut candidates);
         candidates.retain(|f| kind_of(f) == kind);
         let victim = candidates[rng.below(candidates.len() as u64) as usize].clone();
         let mut bytes = std::fs::read(&victim).unwrap();
@@ -173,7 +187,7 @@ fn bit_flips_and_truncations_anywhere_never_restore_wrong_state() {
         std::fs::write(&victim, &bytes).unwrap();
         let context = format!("trial {trial}: {} {how} (local copies: {with_local})", victim.display());
 
-        let restored = restorable(spec(&work, true, 4_000)).unwrap_or_else(|e| panic!("{context}: {e}"));
+        let restored = restorable(spec_on(&work, true, 4_000, primary)).unwrap_or_else(|e| panic!("{context}: {e}"));
         let id = assert_exact(&restored, &context);
         let damaged_newest_primary = matches!(kind, Kind::PrimaryState | Kind::PrimaryMetadata)
             && victim.components().any(|c| c.as_os_str() == format!("chk-{newest}").as_str());
@@ -191,10 +205,15 @@ fn bit_flips_and_truncations_anywhere_never_restore_wrong_state() {
             from_primary += 1;
         }
         std::fs::remove_dir_all(&work).unwrap();
+        if primary == suite::Primary::S3 {
+            std::fs::remove_dir_all(primary.overrides(&work).1).unwrap();
+        }
     }
-    eprintln!("{trials} faults: {from_local} restored locally, {from_primary} from the primary, {fell_back} fell back");
+    eprintln!("{primary:?}: {trials} faults: {from_local} restored locally, {from_primary} from the primary, {fell_back} fell back");
     assert!(from_local > 0 && from_primary > 0 && fell_back > 0, "the trials did not cover every path");
 }
+
+suite::both_primaries!(bit_flips_and_truncations_anywhere_never_restore_wrong_state);
 
 /// Defect 4: with every retained metadata damaged the job started empty at offset 0. Now it
 /// refuses, naming each checkpoint and its cause; starting empty needs an explicit setting.
