@@ -68,3 +68,52 @@ fn each_cause_of_an_error_is_printed_once() {
     assert!(err.contains("Is a directory"), "{err}");
     assert_eq!(err.matches("Is a directory").count(), 1, "{err}");
 }
+
+/// Bad storage settings are named with the key or the location, before any work is done, and
+/// an S3 run against a reachable server completes; nothing panics.
+#[test]
+fn storage_settings_errors_name_the_input_and_an_s3_run_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = suite::plugin_path("full-keyed");
+    for (set, expected) in [
+        ("state.checkpoints.dir=hdfs://namenode/ckpt", "hdfs:// is not a supported checkpoint storage"),
+        ("state.checkpoints.dir=s3://Not_A_Bucket/x", "not a bucket name"),
+        ("s3.upload.part-size=1KiB", "s3.upload.part-size"),
+    ] {
+        let (ok, out, err) = job_run(dir.path(), &plugin, &["--set", set]);
+        assert!(!ok, "{set}: {out}");
+        assert!(err.contains(expected) && !err.contains("panicked"), "{set}: {err}");
+    }
+    // Nothing listens on port 9 (discard): the start fails naming the location.
+    let (ok, _, err) = job_run(
+        dir.path(),
+        &plugin,
+        &[
+            "--set",
+            "state.checkpoints.dir=s3://bucket/ckpt",
+            "--set",
+            "s3.endpoint=http://127.0.0.1:9",
+            "--set",
+            "s3.retry.max-retries=0",
+            "--set",
+            "s3.secret-key=do-not-print-me",
+            "--set",
+            "s3.access-key=a",
+        ],
+    );
+    assert!(!ok);
+    assert!(err.contains("s3://bucket/ckpt/job") && !err.contains("panicked"), "{err}");
+    assert!(!err.contains("do-not-print-me"), "the secret was printed: {err}");
+
+    let server = suite::s3_server();
+    server.create_bucket("cli-run").unwrap();
+    let mut args: Vec<String> = Vec::new();
+    for o in server.config_overrides() {
+        args.extend(["--set".into(), o]);
+    }
+    args.extend(["--set".into(), "state.checkpoints.dir=s3://cli-run/ckpt".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, out, err) = job_run(dir.path(), &plugin, &args);
+    assert!(ok && out.contains("completed checkpoint") && out.contains("finished"), "{out}{err}");
+    assert!(server.root().join("cli-run/ckpt/job").exists(), "no objects in the bucket");
+}
