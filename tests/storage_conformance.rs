@@ -284,3 +284,22 @@ proptest! {
         prop_assert_eq!(read_all(&h), expected);
     }
 }
+
+/// Two S3 services with the same bucket, prefix and job in one process: each handle reads the
+/// service that wrote it (the registry keys stores by endpoint too).
+#[test]
+fn same_bucket_names_behind_two_endpoints_never_mix() {
+    use snapshot_host::embedded_s3::{EmbeddedS3, Shaping};
+    let servers = [EmbeddedS3::start(Shaping::NONE).unwrap(), EmbeddedS3::start(Shaping::NONE).unwrap()];
+    let location = StorageLocation::S3 { bucket: "same".into(), prefix: "p".into() };
+    let mut handles = Vec::new();
+    for (i, server) in servers.iter().enumerate() {
+        server.create_bucket("same").unwrap();
+        let storage = CheckpointStorage::open(&location, &server.settings(), "job", 0).unwrap();
+        handles.push(write_stream(&storage, 1, &pattern(30_000, i as u8), 30_000));
+    }
+    for (i, h) in handles.iter().enumerate() {
+        assert_eq!(read_all(h), pattern(30_000, i as u8), "handle {i} read the other server");
+        assert!(h.describe().contains(&servers[i].endpoint()), "{}", h.describe());
+    }
+}

@@ -24,9 +24,10 @@ pub enum StreamStateHandle {
     },
     /// An object in an object store (S3-compatible or in-memory).
     Object {
-        /// The store: the URL of the job's storage root (`s3://bucket/prefix/job`), which the
-        /// storage registered (see [`crate::storage::backend`]). Rewritten to the current
-        /// location whenever metadata is read, so a copied checkpoint reads its own objects.
+        /// The store: the URL of the job's storage root (`s3://bucket/prefix/job`, qualified
+        /// with `?endpoint=…` for a configured endpoint), under which the storage registered
+        /// its client (see [`crate::storage::backend`]). Rewritten to the current location
+        /// whenever metadata is read, so a copied checkpoint reads its own objects.
         store: String,
         /// The key below the job root, e.g. `chk-3/<uuid>`.
         path: String,
@@ -190,7 +191,10 @@ impl StreamStateHandle {
     pub fn describe(&self) -> String {
         match self {
             StreamStateHandle::File { path, .. } => path.display().to_string(),
-            StreamStateHandle::Object { store, path, .. } => format!("{store}/{path}"),
+            StreamStateHandle::Object { store, path, .. } => match store.split_once("?endpoint=") {
+                Some((url, endpoint)) => format!("{url}/{path} (endpoint {endpoint})"),
+                None => format!("{store}/{path}"),
+            },
             StreamStateHandle::Inline { bytes } => format!("<inline, {} bytes>", bytes.len()),
         }
     }

@@ -21,8 +21,12 @@ pub struct ObjectBackend {
     pub store: Arc<dyn ObjectStore>,
     /// Keys of the job's checkpoints start with this.
     pub base: ObjectPath,
-    /// The job root as a URL (`s3://bucket/prefix/job`), how handles name this backend.
+    /// The job root as a URL (`s3://bucket/prefix/job`), for messages.
     pub url: String,
+    /// How handles name this backend in the registry: the URL, qualified with the endpoint
+    /// when one is configured (`s3://bucket/prefix/job?endpoint=http://host:port`), so that
+    /// two stores with the same bucket names behind different endpoints never mix.
+    pub id: String,
     /// Part size of multipart uploads.
     pub part_size: usize,
     /// Parts of one stream in flight.
@@ -87,14 +91,15 @@ fn registry() -> &'static Mutex<HashMap<String, Arc<ObjectBackend>>> {
     REGISTRY.get_or_init(Default::default)
 }
 
-/// Makes `backend` the one handles naming its URL use (the newest configuration wins).
+/// Makes `backend` the one handles naming its id use (the newest configuration of the same
+/// store wins).
 pub fn register(backend: Arc<ObjectBackend>) {
-    registry().lock().unwrap_or_else(|e| e.into_inner()).insert(backend.url.clone(), backend);
+    registry().lock().unwrap_or_else(|e| e.into_inner()).insert(backend.id.clone(), backend);
 }
 
-/// The backend registered for `url`.
-pub fn lookup(url: &str) -> Option<Arc<ObjectBackend>> {
-    registry().lock().unwrap_or_else(|e| e.into_inner()).get(url).cloned()
+/// The backend registered under `id`.
+pub fn lookup(id: &str) -> Option<Arc<ObjectBackend>> {
+    registry().lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
 }
 
 /// The in-memory store called `name`: one per name and process, so that a job and its

@@ -132,10 +132,15 @@ impl CheckpointStorage {
                 (backend::memory_store(name), ObjectPath::from(job_id), url, None)
             }
         };
+        let id = match (location, s3.endpoint.clone().or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())) {
+            (StorageLocation::S3 { .. }, Some(endpoint)) => format!("{url}?endpoint={endpoint}"),
+            _ => url.clone(),
+        };
         let backend = Arc::new(ObjectBackend {
             store,
             base,
             url,
+            id,
             part_size,
             max_concurrent_uploads,
             pending_aborts: Default::default(),
@@ -244,7 +249,7 @@ impl CheckpointStorage {
             .map_err(|reason| StorageError::Corrupted { location: self.url_of(&relative), reason })?;
         let resolve = |h: crate::handles::StreamStateHandle| match &self.local_root {
             Some(root) => h.resolved_against(root),
-            None => h.rebased(&self.backend.url),
+            None => h.rebased(&self.backend.id),
         };
         Ok(CheckpointMetadata {
             subtasks: metadata.subtasks.into_iter().map(|s| s.map_streams(resolve)).collect(),

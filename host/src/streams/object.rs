@@ -227,7 +227,7 @@ impl CheckpointOutputStream for ObjectCheckpointOutputStream {
                 let payload = PutPayload::from(Bytes::from(std::mem::take(&mut s.buffer)));
                 block_on(s.backend.store.put(&s.key, payload)).map_err(|e| s.error("uploading", e))?;
             }
-            Ok(StreamStateHandle::Object { store: s.backend.url.clone(), path: s.relative.clone(), size, crc32c })
+            Ok(StreamStateHandle::Object { store: s.backend.id.clone(), path: s.relative.clone(), size, crc32c })
         })
     }
 }
