@@ -117,3 +117,23 @@ fn storage_settings_errors_name_the_input_and_an_s3_run_completes() {
     assert!(ok && out.contains("completed checkpoint") && out.contains("finished"), "{out}{err}");
     assert!(server.root().join("cli-run/ckpt/job").exists(), "no objects in the bucket");
 }
+
+/// The demo as a newcomer runs it (here with fewer events): on its own embedded S3 server, it
+/// restores from local copies, then from S3, and prints the two restore times side by side.
+#[test]
+fn the_demo_restores_locally_then_from_s3_and_compares_the_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(suite::host_binary())
+        .current_dir(dir.path())
+        .args(["demo", "--events", "40000", "--keys", "2000", "--parallelism", "2", "--plugin"])
+        .arg(suite::plugin_path("full-keyed"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("primary:    s3://checkpoints/demo (embedded S3-compatible server"), "{stdout}");
+    assert!(stdout.contains("alternative 1/2 (local)") && stdout.contains("alternative 1/1 (primary)"), "{stdout}");
+    let line = stdout.lines().find(|l| l.starts_with("restore:")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.contains("from its local copy vs") && line.contains("faster locally"), "{line}");
+    assert!(stdout.contains("equal to a failure-free run"), "{stdout}");
+}

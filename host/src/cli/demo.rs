@@ -37,9 +37,10 @@ pub struct DemoArgs {
     /// Number of parallel subtasks.
     #[arg(long, default_value_t = 4)]
     parallelism: u32,
-    /// Events between checkpoints.
-    #[arg(long, default_value_t = 25_000)]
-    checkpoint_interval: u64,
+    /// Events between checkpoints (default: a sixteenth of --events, so that checkpoints
+    /// complete before each injected failure).
+    #[arg(long)]
+    checkpoint_interval: Option<u64>,
     /// The durable primary: `embedded-s3` (an S3-compatible server the demo starts in this
     /// process, shaped like a remote store), a directory, or a URI (`s3://bucket/prefix` with
     /// the `s3.*` keys, `file:///dir`). Default: `state.checkpoints.dir` when configured,
@@ -58,6 +59,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut config = args.config.load_with_demo_defaults()?;
     if args.keys == 0 || args.events < 10 {
         bail!("--keys must be at least 1 and --events at least 10");
+    }
+    let checkpoint_interval = args.checkpoint_interval.unwrap_or((args.events / 16).max(1));
+    // Failures are injected at 40% and 70% of the events: each must come after a checkpoint.
+    if checkpoint_interval == 0 || checkpoint_interval.saturating_mul(5) >= args.events * 2 {
+        bail!(
+            "--checkpoint-interval {checkpoint_interval} is too long for --events {}: the first failure (at 40% of the events) must come after a checkpoint; use at most {}",
+            args.events,
+            (args.events * 2 / 5).saturating_sub(1).max(1)
+        );
     }
     let primary = match &args.primary {
         Some(p) => p.clone(),
@@ -96,7 +106,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         max_parallelism: default_max_parallelism(args.parallelism),
         events: args.events,
         keys: args.keys,
-        checkpoint_interval: args.checkpoint_interval,
+        checkpoint_interval,
         config: config.clone(),
     };
     println!("strategy:   {} {} (format {} v{})", info.name, info.version, info.format, info.format_version);
@@ -142,7 +152,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     if sources.iter().any(|s| *s != RestoreSource::Primary) {
         bail!("with local state deleted, attempt 3 must restore from the primary: {sources:?}");
     }
-    if config.local_recovery.enabled {
+    if config.local_recovery.enabled && !local_restore.is_zero() && !primary_restore.is_zero() {
         println!(
             "restore:    slowest subtask {local_restore:.1?} from its local copy vs {primary_restore:.1?} from the primary ({}): {:.1}x faster locally",
             config.checkpoint_storage,
