@@ -323,17 +323,7 @@ impl CheckpointStorage {
                 _ => Ok(()),
             };
         }
-        let keys = self.objects_below(&dir)?;
-        let store = &self.backend.store;
-        let results: Vec<_> = block_on(
-            store.delete_stream(futures_util::stream::iter(keys.into_iter().map(Ok)).boxed()).collect::<Vec<_>>(),
-        );
-        for result in results {
-            match result {
-                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(source) => return Err(self.store_error(&dir, source)),
-            }
-        }
+        self.delete_below(&dir)?;
         Ok(())
     }
 
@@ -386,17 +376,18 @@ impl CheckpointStorage {
             }
             return Ok(());
         }
-        let keys = self.objects_below("")?;
-        let results: Vec<_> = block_on(
-            self.backend
-                .store
-                .delete_stream(futures_util::stream::iter(keys.into_iter().map(Ok)).boxed())
-                .collect::<Vec<_>>(),
-        );
+        self.delete_below("")
+    }
+
+    /// Deletes every object below `relative` (batched where the store can).
+    fn delete_below(&self, relative: &str) -> Result<(), StorageError> {
+        let keys = self.objects_below(relative)?;
+        let requests = futures_util::stream::iter(keys.into_iter().map(Ok)).boxed();
+        let results: Vec<_> = block_on(self.backend.store.delete_stream(requests).collect::<Vec<_>>());
         for result in results {
             match result {
                 Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(source) => return Err(self.store_error("", source)),
+                Err(source) => return Err(self.store_error(relative, source)),
             }
         }
         Ok(())
