@@ -132,7 +132,7 @@ impl CheckpointStorage {
                 (backend::memory_store(name), ObjectPath::from(job_id), url, None)
             }
         };
-        let id = match (location, s3.endpoint.clone().or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())) {
+        let id = match (location, s3.effective_endpoint()) {
             (StorageLocation::S3 { .. }, Some(endpoint)) => format!("{url}?endpoint={endpoint}"),
             _ => url.clone(),
         };

@@ -88,13 +88,18 @@ impl Default for S3Settings {
 pub const MIN_PART_SIZE: usize = 5 << 20;
 
 impl S3Settings {
+    /// The endpoint requests go to: `s3.endpoint`, else `AWS_ENDPOINT_URL`; `None` is AWS.
+    pub fn effective_endpoint(&self) -> Option<String> {
+        self.endpoint.clone().or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+    }
+
     /// The client for `bucket`.
     pub fn build(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
         let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
         let mut client = ClientOptions::new()
             .with_timeout(self.request_timeout)
             .with_connect_timeout(self.request_timeout.min(Duration::from_secs(10)));
-        let endpoint = self.endpoint.clone().or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+        let endpoint = self.effective_endpoint();
         if let Some(endpoint) = &endpoint {
             builder = builder.with_endpoint(endpoint);
             if endpoint.starts_with("http://") {
