@@ -37,6 +37,15 @@ pub const PLUGIN_MEMORY_BUDGET: &str = "plugin.memory-budget";
 /// Bytes an invocation may produce per byte it consumed (beyond a fixed 64 MiB allowance).
 pub const PLUGIN_MAX_AMPLIFICATION: &str = "plugin.max-amplification";
 
+/// Core instances one invocation may create (CPython components need 38).
+pub const PLUGIN_MAX_INSTANCES: &str = "plugin.max-instances";
+/// Tables one invocation may create.
+pub const PLUGIN_MAX_TABLES: &str = "plugin.max-tables";
+/// Linear memories one invocation may create.
+pub const PLUGIN_MAX_MEMORIES: &str = "plugin.max-memories";
+/// Bytes of guest stdout and of stderr kept per invocation for the log (the rest is dropped).
+pub const PLUGIN_MAX_LOG_BYTES: &str = "plugin.max-log-bytes";
+
 /// Checkpoints that may be in flight at once (Flink's key and default: 1).
 pub const MAX_CONCURRENT_CHECKPOINTS: &str = "execution.checkpointing.max-concurrent-checkpoints";
 /// Least time between the end of one checkpoint and the start of the next (default 0).
@@ -58,6 +67,10 @@ const KNOWN: &[&str] = &[
     PLUGIN_MAX_OUTPUT,
     PLUGIN_FUEL,
     PLUGIN_MEMORY_BUDGET,
+    PLUGIN_MAX_INSTANCES,
+    PLUGIN_MAX_TABLES,
+    PLUGIN_MAX_MEMORIES,
+    PLUGIN_MAX_LOG_BYTES,
     PLUGIN_MAX_AMPLIFICATION,
     MAX_CONCURRENT_CHECKPOINTS,
     MIN_PAUSE,
@@ -270,6 +283,20 @@ impl Config {
             PLUGIN_MEMORY_BUDGET => {
                 let bytes = parse_size(value).ok_or_else(|| invalid("expected a size in bytes, e.g. \"1GiB\""))?;
                 self.plugin_memory_budget = usize::try_from(bytes).map_err(|_| invalid("too large"))?;
+            }
+            PLUGIN_MAX_INSTANCES | PLUGIN_MAX_TABLES | PLUGIN_MAX_MEMORIES => {
+                let n = whole(1).ok_or_else(|| invalid("expected a whole number of at least 1"))?;
+                let n = usize::try_from(n).map_err(|_| invalid("too large"))?;
+                let limits = &mut self.plugin_limits;
+                *match key {
+                    PLUGIN_MAX_INSTANCES => &mut limits.instances,
+                    PLUGIN_MAX_TABLES => &mut limits.tables,
+                    _ => &mut limits.memories,
+                } = n;
+            }
+            PLUGIN_MAX_LOG_BYTES => {
+                let bytes = parse_size(value).ok_or_else(|| invalid("expected a size in bytes, e.g. \"1MiB\""))?;
+                self.plugin_limits.max_log_bytes = usize::try_from(bytes).map_err(|_| invalid("too large"))?;
             }
             PLUGIN_MAX_AMPLIFICATION => {
                 self.plugin_limits.max_amplification =

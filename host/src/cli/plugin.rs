@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use snapshot_host::runtime::{PluginLimits, PluginRuntime, WIT_PACKAGE, WIT_VERSION};
+use snapshot_host::runtime::{grant_of, PluginLimits, PluginRuntime, WIT_PACKAGE, WIT_VERSION};
 
 pub fn info(path: &Path, json: bool) -> anyhow::Result<()> {
     let runtime = super::runtime(&snapshot_host::config::Config::default())?;
@@ -15,6 +15,12 @@ pub fn info(path: &Path, json: bool) -> anyhow::Result<()> {
         .filter_map(|i| i.strip_prefix(WIT_PACKAGE)?.split_once('@').map(|(_, v)| v))
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
+        .collect();
+    let interfaces: Vec<(&str, &str)> = plugin
+        .imports()
+        .iter()
+        .filter(|i| i.contains(':'))
+        .map(|i| (i.as_str(), grant_of(i).map(|g| g.grants).unwrap_or("the strategy world")))
         .collect();
     let size = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.len();
     if json {
@@ -29,6 +35,10 @@ pub fn info(path: &Path, json: bool) -> anyhow::Result<()> {
             "sha256": info.content_hash,
             "wit": { "package": WIT_PACKAGE, "plugin_versions": built_against, "host_version": WIT_VERSION },
             "imports": plugin.imports(),
+            "grants": interfaces
+                .iter()
+                .map(|(import, granted)| serde_json::json!({ "import": import, "granted": granted }))
+                .collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
@@ -42,8 +52,9 @@ pub fn info(path: &Path, json: bool) -> anyhow::Result<()> {
     println!("WIT:            {WIT_PACKAGE}@{} (host implements @{WIT_VERSION})", built_against.join(", "));
     println!("imports:");
     // Plain names are the world's own `use`d types, not capabilities: list interfaces only.
-    for import in plugin.imports().iter().filter(|i| i.contains(':')) {
-        println!("  {import}");
+    let width = interfaces.iter().map(|(i, _)| i.len()).max().unwrap_or(0);
+    for (import, granted) in &interfaces {
+        println!("  {import:width$}  {granted}");
     }
     Ok(())
 }
@@ -59,35 +70,36 @@ pub fn compile(path: &Path, cache_dir: Option<std::path::PathBuf>) -> anyhow::Re
     plain.load_bytes(path, &bytes, PluginLimits::default())?;
 
     let started = Instant::now();
-    wasmtime::component::Component::new(plain.engine(), &bytes).map_err(|e| anyhow::anyhow!("compiling: {e:#}"))?;
+    plain.compile(&bytes).map_err(|e| anyhow::anyhow!("compiling: {e:#}"))?;
     let cold = started.elapsed();
 
     let runtime =
         PluginRuntime::with_options(RuntimeOptions { cache: Some(cache.clone()), ..RuntimeOptions::default() })?;
-    let (_, outcome) = cache
-        .load_or_compile(runtime.engine(), &bytes)
-        .map_err(|e| anyhow::anyhow!("compiling into the cache: {e:#}"))?;
+    let (_, outcome) = runtime.compile(&bytes).map_err(|e| anyhow::anyhow!("compiling into the cache: {e:#}"))?;
     let started = Instant::now();
-    let (_, again) = cache
-        .load_or_compile(runtime.engine(), &bytes)
-        .map_err(|e| anyhow::anyhow!("loading from the cache: {e:#}"))?;
+    let (_, again) = runtime.compile(&bytes).map_err(|e| anyhow::anyhow!("loading from the cache: {e:#}"))?;
     let cached = started.elapsed();
     if again != CacheOutcome::Hit {
-        anyhow::bail!("the cache entry just written could not be loaded back ({again:?})");
+        anyhow::bail!("the cache entry just written in {} could not be loaded back ({again:?})", dir.display());
     }
     let plugin = runtime.load_bytes(path, &bytes, PluginLimits::default())?;
-    const ROUNDS: u32 = 1000;
+    let rounds: u32 = if bytes.len() > 4 << 20 { 20 } else { 1000 };
     plugin.instantiate_once()?;
     let started = Instant::now();
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds {
         plugin.instantiate_once()?;
     }
-    let instantiate = started.elapsed() / ROUNDS;
+    let instantiate = started.elapsed() / rounds;
     println!("plugin:            {} {} ({} bytes)", plugin.info().name, plugin.info().version, bytes.len());
-    println!("cache entry:       {} ({outcome:?})", cache.entry_path(runtime.engine(), &bytes).display());
+    println!(
+        "cache:             {} ({}, limit {} MiB)",
+        dir.display(),
+        if outcome == CacheOutcome::Hit { "was already cached" } else { "compiled and stored" },
+        cache.size_limit() >> 20
+    );
     println!("cold compile:      {cold:.2?}");
     println!("cached load:       {cached:.2?}");
-    println!("instantiation:     {instantiate:.2?} per invocation (fresh store, mean of {ROUNDS})");
+    println!("instantiation:     {instantiate:.2?} per invocation (fresh store, mean of {rounds})");
     Ok(())
 }
 

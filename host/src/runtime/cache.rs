@@ -1,42 +1,37 @@
-//! On-disk cache of compiled components.
+//! The on-disk cache of compiled plugins: wasmtime's own.
 //!
-//! Compiling a component takes tens of milliseconds (seconds for large guests); loading a
-//! compiled artefact takes well under one. Entries are keyed by the SHA-256 of the component
-//! and the engine's compatibility hash (which changes with the wasmtime version and the
-//! settings that affect code generation), so an entry is only ever loaded into an engine that
-//! produced compatible code. Each entry starts with the SHA-256 of the rest: deserializing is
-//! `unsafe` because the bytes are trusted to be wasmtime's own output, so a truncated or
-//! corrupted entry must be detected before it reaches the deserializer. Such an entry is
-//! ignored and rebuilt.
+//! Compiling a Rust strategy takes tens of milliseconds, an 18 MB CPython or SpiderMonkey
+//! component seconds; loading compiled code takes milliseconds. wasmtime's cache keys an entry
+//! by a hash of the component bytes and of every engine setting that affects code generation
+//! (so an entry is never loaded into an engine that would have produced other code), stores it
+//! compressed, and runs a background worker that keeps the directory under a file-count and a
+//! size limit, deleting the least recently used entries first. An entry that fails to load
+//! (truncated, corrupted) is compiled again and replaced. A hand-written cache would have to
+//! redo all of that; this one grows without bound no more.
 
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-use wasmtime::component::Component;
-use wasmtime::Engine;
-
-/// What happened when a component was loaded through the cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheOutcome {
-    /// Loaded from a valid entry.
-    Hit,
-    /// No entry: compiled and stored.
-    Miss,
-    /// The entry was corrupt or incompatible: compiled again and replaced.
-    Rebuilt,
-}
-
-/// A directory of compiled components.
+/// Where compiled plugins are cached and how large the cache may grow.
 #[derive(Debug, Clone)]
 pub struct CompiledCache {
     dir: PathBuf,
+    max_bytes: u64,
 }
 
+/// The default size limit: room for a few dozen large (interpreter-based) plugins.
+pub const DEFAULT_CACHE_BYTES: u64 = 2 << 30;
+
 impl CompiledCache {
-    /// A cache in `dir` (created when the first entry is written).
+    /// A cache in `dir` (created on first use) with the default size limit.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        CompiledCache { dir: dir.into() }
+        CompiledCache { dir: dir.into(), max_bytes: DEFAULT_CACHE_BYTES }
+    }
+
+    /// The same cache with another soft limit on the total size of its entries; the worker
+    /// deletes least recently used entries once it is exceeded.
+    pub fn with_size_limit(mut self, bytes: u64) -> Self {
+        self.max_bytes = bytes;
+        self
     }
 
     /// The default location: `$XDG_CACHE_HOME/snapshot-host` or `~/.cache/snapshot-host`.
@@ -52,87 +47,79 @@ impl CompiledCache {
         &self.dir
     }
 
-    /// The entry for `component_bytes` in `engine`.
-    pub fn entry_path(&self, engine: &Engine, component_bytes: &[u8]) -> PathBuf {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        let content = hex(&Sha256::digest(component_bytes));
-        self.dir.join(format!("{content}-{:016x}.cwasm", hasher.finish()))
+    /// The soft size limit in bytes.
+    pub fn size_limit(&self) -> u64 {
+        self.max_bytes
     }
 
-    /// Loads the compiled component for `bytes`, compiling (and caching) it if needed.
-    /// Cache write failures are only logged: the cache is an optimisation.
-    pub fn load_or_compile(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<(Component, CacheOutcome)> {
-        let path = self.entry_path(engine, bytes);
-        let mut outcome = CacheOutcome::Miss;
-        if let Ok(entry) = std::fs::read(&path) {
-            match verified_payload(&entry).map(|payload| deserialize(engine, payload)) {
-                Some(Ok(component)) => return Ok((component, CacheOutcome::Hit)),
-                Some(Err(e)) => {
-                    tracing::warn!(entry = %path.display(), error = %e, "ignoring incompatible compiled-plugin cache entry")
-                }
-                None => tracing::warn!(entry = %path.display(), "ignoring corrupted compiled-plugin cache entry"),
-            }
-            outcome = CacheOutcome::Rebuilt;
-        }
-        let component = Component::new(engine, bytes)?;
-        if let Err(e) = self.store(&path, &component) {
-            tracing::warn!(entry = %path.display(), error = %e, "could not write the compiled-plugin cache entry");
-        }
-        Ok((component, outcome))
-    }
-
-    fn store(&self, path: &Path, component: &Component) -> anyhow::Result<()> {
-        let payload = component.serialize()?;
-        let mut entry = Sha256::digest(&payload).to_vec();
-        entry.extend_from_slice(&payload);
-        std::fs::create_dir_all(&self.dir)?;
-        crate::fsutil::write_atomic(path, &entry)?;
-        Ok(())
+    /// wasmtime's cache over this directory (which must be absolute for wasmtime).
+    pub(crate) fn open(&self) -> wasmtime::Result<wasmtime::Cache> {
+        let dir = std::path::absolute(&self.dir)?;
+        let mut config = wasmtime::CacheConfig::new();
+        config.with_directory(dir).with_files_total_size_soft_limit(self.max_bytes);
+        wasmtime::Cache::new(config)
     }
 }
 
-fn verified_payload(entry: &[u8]) -> Option<&[u8]> {
-    if entry.len() < 32 {
-        return None;
-    }
-    let (digest, payload) = entry.split_at(32);
-    (Sha256::digest(payload).as_slice() == digest).then_some(payload)
-}
-
-#[allow(unsafe_code)]
-fn deserialize(engine: &Engine, payload: &[u8]) -> wasmtime::Result<Component> {
-    // SAFETY: `payload` was produced by `Component::serialize` of an engine with the same
-    // compatibility hash (it is part of the entry's name) and its SHA-256 matched, so it is
-    // the unmodified output of wasmtime itself; wasmtime additionally checks its own header.
-    unsafe { Component::deserialize(engine, payload) }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// Whether a component came from the cache, counted by the runtime's cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// Loaded compiled code from an entry.
+    Hit,
+    /// Compiled (no entry, or one that failed to load) and stored.
+    Miss,
+    /// The runtime has no cache.
+    Uncached,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::{PluginRuntime, RuntimeOptions};
+
+    fn entries(dir: &Path) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        let mut pending = vec![dir.to_path_buf()];
+        while let Some(d) = pending.pop() {
+            for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    pending.push(path);
+                } else if !path.file_name().is_some_and(|n| n.to_string_lossy().ends_with(".stats")) {
+                    found.push(path);
+                }
+            }
+        }
+        found
+    }
 
     #[test]
-    fn miss_hit_and_rebuild_of_a_corrupted_entry() {
-        let engine = Engine::default();
+    fn a_second_runtime_loads_from_the_cache_and_a_corrupted_entry_is_recompiled() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = CompiledCache::new(dir.path());
+        let runtime = |d: &Path| {
+            PluginRuntime::with_options(RuntimeOptions {
+                cache: Some(CompiledCache::new(d)),
+                ..RuntimeOptions::default()
+            })
+            .unwrap()
+        };
         // The smallest valid component: just the header.
         let bytes = b"\0asm\x0d\0\x01\0";
-        assert_eq!(cache.load_or_compile(&engine, bytes).unwrap().1, CacheOutcome::Miss);
-        assert_eq!(cache.load_or_compile(&engine, bytes).unwrap().1, CacheOutcome::Hit);
-        let path = cache.entry_path(&engine, bytes);
-        let mut entry = std::fs::read(&path).unwrap();
-        let last = entry.len() - 1;
-        entry[last] ^= 0xff;
-        std::fs::write(&path, &entry).unwrap();
-        assert_eq!(cache.load_or_compile(&engine, bytes).unwrap().1, CacheOutcome::Rebuilt);
-        assert_eq!(cache.load_or_compile(&engine, bytes).unwrap().1, CacheOutcome::Hit);
-        std::fs::write(&path, b"short").unwrap();
-        assert_eq!(cache.load_or_compile(&engine, bytes).unwrap().1, CacheOutcome::Rebuilt);
+        assert_eq!(runtime(dir.path()).compile(bytes).unwrap().1, CacheOutcome::Miss);
+        assert_eq!(runtime(dir.path()).compile(bytes).unwrap().1, CacheOutcome::Hit, "a new process hits");
+        let written: Vec<_> = entries(dir.path()).into_iter().filter(|e| e.metadata().unwrap().len() > 0).collect();
+        assert!(!written.is_empty(), "no cache entry in {}", dir.path().display());
+        for entry in &written {
+            let mut data = std::fs::read(entry).unwrap();
+            let middle = data.len() / 2;
+            data[middle] ^= 0xff;
+            data.truncate(middle + 1);
+            std::fs::write(entry, &data).unwrap();
+        }
+        // A damaged entry is never loaded: compiled again (a miss), then hit again.
+        assert_eq!(runtime(dir.path()).compile(bytes).unwrap().1, CacheOutcome::Miss);
+        assert_eq!(runtime(dir.path()).compile(bytes).unwrap().1, CacheOutcome::Hit);
+        let plain = PluginRuntime::new().unwrap();
+        assert_eq!(plain.compile(bytes).unwrap().1, CacheOutcome::Uncached);
     }
 }

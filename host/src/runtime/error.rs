@@ -35,13 +35,14 @@ pub enum PluginError {
         /// What the validator found.
         reason: String,
     },
-    /// The component imports a capability strategies are not granted.
-    #[error("plugin {path}: imports {import}, which strategies are not granted (strategies get no files, network or environment)")]
+    /// The component imports interfaces the host does not provide: neither the strategy world
+    /// nor WASI 0.2 (whose capabilities are linked but grant nothing).
+    #[error("plugin {path}: imports {}, which this host does not provide (it links the strategy world and WASI 0.2 only)", imports.join(", "))]
     Capability {
         /// The file.
         path: PathBuf,
-        /// The offending import.
-        import: String,
+        /// Every import that cannot be satisfied.
+        imports: Vec<String>,
     },
     /// The component was built for another world or an incompatible version of this one.
     #[error("plugin {path}: incompatible with this host (which implements snapshot:strategy@{host_version}, world strategy): {reason}")]

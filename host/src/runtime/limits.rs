@@ -8,12 +8,19 @@ use std::time::Duration;
 pub struct PluginLimits {
     /// Maximum linear memory of the plugin, in bytes.
     pub memory_bytes: usize,
-    /// Maximum number of core instances (a Rust component uses a handful).
+    /// Maximum number of core instances per invocation. A Rust component uses a handful; a
+    /// CPython component (componentize-py) 38, one built on SpiderMonkey (componentize-js)
+    /// about a dozen: the default admits them with room, and still bounds what the host
+    /// allocates per store.
     pub instances: usize,
-    /// Maximum number of tables.
+    /// Maximum number of tables per invocation.
     pub tables: usize,
-    /// Maximum number of linear memories.
+    /// Maximum number of linear memories per invocation (each also counts against
+    /// [`memory_bytes`](Self::memory_bytes) and the host-wide budget).
     pub memories: usize,
+    /// Bytes of stdout and of stderr kept per invocation for the host's log; the rest is
+    /// dropped (and counted), so printing can neither fail a snapshot nor grow the host.
+    pub max_log_bytes: usize,
     /// Wall-clock time one invocation may run.
     pub timeout: Duration,
     /// Maximum bytes one snapshot may write, if limited.
@@ -30,9 +37,10 @@ impl Default for PluginLimits {
     fn default() -> Self {
         PluginLimits {
             memory_bytes: 256 << 20,
-            instances: 32,
-            tables: 32,
-            memories: 8,
+            instances: 256,
+            tables: 256,
+            memories: 16,
+            max_log_bytes: 1 << 20,
             timeout: Duration::from_secs(300),
             max_output_bytes: None,
             max_amplification: super::budget::DEFAULT_AMPLIFICATION,

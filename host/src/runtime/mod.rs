@@ -10,6 +10,7 @@ pub mod budget;
 mod cache;
 mod cancel;
 mod error;
+mod guest_log;
 pub mod input;
 pub mod keyed_state;
 mod limits;
@@ -27,12 +28,13 @@ use wasmtime::component::Linker;
 use wasmtime::{Config, Engine};
 
 pub use bindings::{WIT_PACKAGE, WIT_VERSION};
-pub use cache::{CacheOutcome, CompiledCache};
+pub use cache::{CacheOutcome, CompiledCache, DEFAULT_CACHE_BYTES};
 pub use cancel::CancelToken;
 pub use error::PluginError;
 pub use limits::PluginLimits;
 pub use plugin::{KeyedOutput, OperatorOutput, Plugin, PluginInfo};
 pub use store::InvocationState;
+pub use wasi::{grant_of, Grant, WASI_POLICY};
 
 /// How often the epoch ticker advances; the granularity of deadlines and cancellation.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -63,6 +65,7 @@ pub struct PluginRuntime {
     ticker_stop: Arc<AtomicBool>,
     options: RuntimeOptions,
     memory: Arc<budget::MemoryBudget>,
+    cache: Option<wasmtime::Cache>,
 }
 
 impl std::fmt::Debug for PluginRuntime {
@@ -86,6 +89,16 @@ impl PluginRuntime {
         // Deadlines and cancellation: cheap checks at loop back-edges and function entries,
         // driven by a ticker thread; they interrupt a guest spinning in a loop.
         config.epoch_interruption(true);
+        let cache = match &options.cache {
+            Some(cache) => Some(cache.open().map_err(|e| {
+                PluginError::Runtime(format!(
+                    "cannot open the compiled-plugin cache in {}: {e:#}",
+                    cache.dir().display()
+                ))
+            })?),
+            None => None,
+        };
+        config.cache(cache.clone());
         let engine =
             Engine::new(&config).map_err(|e| PluginError::Runtime(format!("cannot create the engine: {e}")))?;
         let mut linker = Linker::new(&engine);
@@ -102,7 +115,7 @@ impl PluginRuntime {
             })
             .map_err(|e| PluginError::Runtime(format!("cannot start the epoch ticker: {e}")))?;
         let memory = budget::MemoryBudget::new(options.memory_budget);
-        Ok(PluginRuntime { engine, linker, ticker_stop, options, memory })
+        Ok(PluginRuntime { engine, linker, ticker_stop, options, memory, cache })
     }
 
     fn link(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
@@ -120,6 +133,20 @@ impl PluginRuntime {
     /// The engine (for precompilation and compatibility checks).
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Compiles `bytes` into a component, through the compiled-plugin cache if the runtime has
+    /// one, and says whether the cache had it. (With compilations running concurrently on the
+    /// same runtime the outcome may be another's; the component is always right.)
+    pub fn compile(&self, bytes: &[u8]) -> wasmtime::Result<(wasmtime::component::Component, CacheOutcome)> {
+        let hits_before = self.cache.as_ref().map(|c| c.cache_hits());
+        let component = wasmtime::component::Component::new(&self.engine, bytes)?;
+        let outcome = match (&self.cache, hits_before) {
+            (Some(cache), Some(before)) if cache.cache_hits() > before => CacheOutcome::Hit,
+            (Some(_), _) => CacheOutcome::Miss,
+            (None, _) => CacheOutcome::Uncached,
+        };
+        Ok((component, outcome))
     }
 
     /// The options the runtime was created with.

@@ -18,7 +18,7 @@ use super::limits::PluginLimits;
 use super::operator_state::{to_wit_mode, OperatorSinkResource, OperatorStateViewResource};
 use super::output::OutputStreamResource;
 use super::store::{HostFailure, InvocationState};
-use super::wasi::GRANTED_WASI;
+use super::wasi::grant_of;
 use super::PluginRuntime;
 use crate::backend::{KeyedSnapshot, KeyedStateBackend};
 use crate::handles::{
@@ -106,13 +106,10 @@ impl PluginRuntime {
                 path.display()
             )));
         }
-        let compiled = match &self.options.cache {
-            Some(cache) => cache.load_or_compile(&self.engine, bytes).map(|(component, outcome)| {
-                tracing::debug!(plugin = %path.display(), ?outcome, "compiled-plugin cache");
-                component
-            }),
-            None => Component::new(&self.engine, bytes),
-        };
+        let compiled = self.compile(bytes).map(|(component, outcome)| {
+            tracing::debug!(plugin = %path.display(), ?outcome, "compiled-plugin cache");
+            component
+        });
         let component = compiled.map_err(|e| PluginError::Invalid { path: path.clone(), reason: format!("{e:#}") })?;
         let content_hash = sha256_hex(bytes);
         self.prepare(path, component, content_hash, limits)
@@ -128,10 +125,8 @@ impl PluginRuntime {
         let ty = component.component_type();
         let imports: Vec<String> = ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect();
         // Plain names are the world's own type imports (`use` in the world); interfaces carry
-        // a package name. Linking checks the former, the capability rules the latter.
-        for import in imports.iter().filter(|i| i.contains(':')) {
-            check_import(&path, import)?;
-        }
+        // a package name. Linking checks the former, the WASI policy the latter.
+        check_imports(&path, imports.iter().filter(|i| i.contains(':')))?;
         let incompatible =
             |reason: String| PluginError::Incompatible { path: path.clone(), host_version: WIT_VERSION, reason };
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| incompatible(format!("{e:#}")))?;
@@ -176,33 +171,31 @@ impl PluginRuntime {
     }
 }
 
-/// Refuses imports outside the strategy world and the granted WASI interfaces, and strategy
-/// interfaces of an incompatible version, with an error that says which.
-fn check_import(path: &Path, import: &str) -> Result<(), PluginError> {
-    if let Some(rest) = import.strip_prefix(WIT_PACKAGE).and_then(|r| r.strip_prefix('/')) {
-        let version = rest.split_once('@').map(|(_, v)| v).unwrap_or("");
-        let host_minor = WIT_VERSION.rsplit_once('.').map(|(mm, _)| mm).unwrap_or(WIT_VERSION);
-        if !version.starts_with(&format!("{host_minor}.")) {
-            let built = if version.is_empty() { "<unversioned>" } else { version };
-            return Err(PluginError::Incompatible {
-                path: path.to_path_buf(),
-                host_version: WIT_VERSION,
-                reason: format!("it was built against {WIT_PACKAGE}@{built} (import {import})"),
-            });
+/// Refuses strategy interfaces of an incompatible version, and interfaces the host does not
+/// link (neither the strategy world nor WASI 0.2), with an error that names every one.
+fn check_imports<'a>(path: &Path, imports: impl Iterator<Item = &'a String>) -> Result<(), PluginError> {
+    let mut unlinked = Vec::new();
+    for import in imports {
+        if let Some(rest) = import.strip_prefix(WIT_PACKAGE).and_then(|r| r.strip_prefix('/')) {
+            let version = rest.split_once('@').map(|(_, v)| v).unwrap_or("");
+            let host_minor = WIT_VERSION.rsplit_once('.').map(|(mm, _)| mm).unwrap_or(WIT_VERSION);
+            if !version.starts_with(&format!("{host_minor}.")) {
+                let built = if version.is_empty() { "<unversioned>" } else { version };
+                return Err(PluginError::Incompatible {
+                    path: path.to_path_buf(),
+                    host_version: WIT_VERSION,
+                    reason: format!("it was built against {WIT_PACKAGE}@{built} (import {import})"),
+                });
+            }
+        } else if grant_of(import).is_none() {
+            unlinked.push(import.clone());
         }
-        return Ok(());
     }
-    if GRANTED_WASI.iter().any(|p| import.starts_with(p)) {
-        return Ok(());
+    if unlinked.is_empty() {
+        Ok(())
+    } else {
+        Err(PluginError::Capability { path: path.to_path_buf(), imports: unlinked })
     }
-    if import.starts_with("wasi:") {
-        return Err(PluginError::Capability { path: path.to_path_buf(), import: import.to_string() });
-    }
-    Err(PluginError::Incompatible {
-        path: path.to_path_buf(),
-        host_version: WIT_VERSION,
-        reason: format!("it imports {import}, which is not part of the strategy world"),
-    })
 }
 
 fn display_name(path: &Path) -> String {
@@ -330,7 +323,7 @@ impl Plugin {
             }
             _ => {}
         }
-        let guest_output = String::from_utf8_lossy(&store.data().stderr.contents()).into_owned();
+        let guest_output = String::from_utf8_lossy(&store.data().stderr.contents().0).into_owned();
         // A guest whose allocation failed aborts with this message on stderr.
         if guest_output.contains("memory allocation of") {
             let message = format!(
@@ -676,9 +669,17 @@ impl Plugin {
 
 fn forward_guest_output(plugin: &str, store: &Store<InvocationState>) {
     for (stream, pipe) in [("stdout", &store.data().stdout), ("stderr", &store.data().stderr)] {
-        let bytes = pipe.contents();
+        let (bytes, dropped) = pipe.contents();
         for line in String::from_utf8_lossy(&bytes).lines().filter(|l| !l.trim().is_empty()) {
             tracing::info!(target: "snapshot_host::plugin", plugin, stream, "{line}");
+        }
+        if dropped > 0 {
+            tracing::warn!(
+                target: "snapshot_host::plugin",
+                plugin,
+                stream,
+                "{dropped} more bytes of guest output were dropped (plugin.max-log-bytes)"
+            );
         }
     }
 }

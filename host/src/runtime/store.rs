@@ -2,12 +2,13 @@
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::{ErrorKind, HostError};
 use super::budget::{Amplification, MemoryBudget};
 use super::cancel::CancelToken;
+use super::guest_log::GuestLog;
 use super::limits::PluginLimits;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -46,18 +47,16 @@ impl std::fmt::Display for HostFailure {
 pub struct InvocationState {
     pub(crate) table: ResourceTable,
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    http_hooks: super::wasi::DenyHttp,
     pub(crate) limits: PeakLimiter,
     pub(crate) first_failure: Option<HostFailure>,
-    pub(crate) stdout: MemoryOutputPipe,
-    pub(crate) stderr: MemoryOutputPipe,
+    pub(crate) stdout: GuestLog,
+    pub(crate) stderr: GuestLog,
     pub(crate) cancel: CancelToken,
     pub(crate) deadline: Instant,
     pub(crate) amplification: Amplification,
 }
-
-/// How much guest stdout and stderr one invocation may produce. Beyond it writes trap: a
-/// strategy cannot fill the host's memory through its logs.
-const GUEST_OUTPUT_CAPACITY: usize = 1 << 20;
 
 impl InvocationState {
     pub(crate) fn new(
@@ -66,8 +65,8 @@ impl InvocationState {
         peak_report: Arc<AtomicUsize>,
         budget: Arc<MemoryBudget>,
     ) -> Self {
-        let stdout = MemoryOutputPipe::new(GUEST_OUTPUT_CAPACITY);
-        let stderr = MemoryOutputPipe::new(GUEST_OUTPUT_CAPACITY);
+        let stdout = GuestLog::new(limits.max_log_bytes);
+        let stderr = GuestLog::new(limits.max_log_bytes);
         let wasi = super::wasi::context(stdout.clone(), stderr.clone());
         let inner = StoreLimitsBuilder::new()
             .memory_size(limits.memory_bytes)
@@ -80,6 +79,8 @@ impl InvocationState {
         InvocationState {
             table: ResourceTable::new(),
             wasi,
+            http: super::wasi::http_context(),
+            http_hooks: super::wasi::DenyHttp,
             limits: store_limits,
             first_failure: None,
             stdout,
@@ -129,6 +130,12 @@ impl std::fmt::Debug for InvocationState {
 impl WasiView for InvocationState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for InvocationState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.http_hooks }
     }
 }
 

@@ -1,61 +1,99 @@
-//! The WASI imports a strategy gets: only what Rust's standard library needs to start.
+//! The WASI policy: every interface a language runtime imports is linked, and the context
+//! behind them grants nothing.
 //!
-//! Rust's `wasm32-wasip2` std imports `wasi:io` (streams behind stdout/stderr), `wasi:cli`
-//! (environment, exit, stdio, terminals) and, when the code uses them, `wasi:clocks` and
-//! `wasi:random` (a default `HashMap` seeds itself from it). Without these a plugin cannot even
-//! be instantiated. They are linked with an empty context:
-//! - no environment variables, no arguments, empty stdin;
-//! - stdout and stderr captured per invocation and forwarded to `tracing` (stderr also carries
-//!   a panicking guest's message into the error);
-//! - clocks and randomness granted on purpose, but deterministic: the wall clock reads the Unix
-//!   epoch, the monotonic clock never advances, and randomness is a fixed seeded sequence.
-//!   Rust's std needs them to start (a default `HashMap` seeds itself), while real time and
-//!   entropy would make snapshots irreproducible and leak facts about the host.
+//! A sandbox that refuses every plugin whose standard library imports an interface is a
+//! language filter, not a policy: CPython (componentize-py) imports `wasi:filesystem` and
+//! `wasi:sockets` whether or not a strategy uses them, and SpiderMonkey (componentize-js)
+//! imports `wasi:http` by default. So the host links all of WASI 0.2 and decides what each
+//! interface *does*, the way wasmtime's own CLI and Spin do:
+//! - no preopened directories: `wasi:filesystem/preopens` returns an empty list, so there is
+//!   no descriptor to open any file through;
+//! - no network: TCP, UDP and name lookups are disallowed and every socket address is
+//!   refused, so every socket operation fails with `access-denied`/`not-supported`;
+//!   `wasi:http/outgoing-handler` refuses every request with `HTTP-request-denied` (the host
+//!   has no HTTP client built in at all);
+//! - no environment variables, no arguments, an empty stdin, no terminal;
+//! - stdout and stderr captured per invocation into the host's log, capped
+//!   ([`GuestLog`](super::guest_log::GuestLog));
+//! - clocks and randomness granted but deterministic: the wall clock reads the Unix epoch, the
+//!   monotonic clock never advances, randomness is a fixed seeded sequence. Runtimes need them
+//!   to start (a default `HashMap` seeds itself), while real time and entropy would make
+//!   snapshots irreproducible and leak facts about the host.
 //!
-//! `wasi:filesystem` and `wasi:sockets` are not linked at all: a strategy that uses files or the
-//! network fails to load, with an error naming the import.
+//! A denied attempt fails inside the guest with the WASI error, where the strategy can handle
+//! it; nothing on the host is touched. Interfaces outside WASI 0.2's proposals (say
+//! `wasi:keyvalue`) are not linked and such a plugin is refused at load, naming every one.
 
-use wasmtime::component::{HasData, Linker, ResourceTable};
-use wasmtime_wasi::cli::WasiCli;
-use wasmtime_wasi::clocks::WasiClocks;
-use wasmtime_wasi::p2::bindings::{cli, clocks, random, sync};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::random::WasiRandom;
+use wasmtime::component::Linker;
+use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpHooks};
 
+use super::guest_log::GuestLog;
 use super::store::InvocationState;
 
-/// Interface name prefixes a strategy may import besides the strategy world itself.
-pub const GRANTED_WASI: &[&str] = &["wasi:io/", "wasi:cli/", "wasi:clocks/", "wasi:random/"];
-
-struct Table;
-impl HasData for Table {
-    type Data<'a> = &'a mut ResourceTable;
+/// What one WASI interface gives a strategy, for `plugin info` and the docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    /// The interface name without package version, e.g. `wasi:filesystem/preopens`.
+    pub interface: &'static str,
+    /// What a call through it can achieve here.
+    pub grants: &'static str,
 }
 
-pub(crate) fn add_to_linker(l: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
-    sync::io::error::add_to_linker::<InvocationState, Table>(l, |t| &mut t.table)?;
-    sync::io::poll::add_to_linker::<InvocationState, Table>(l, |t| &mut t.table)?;
-    sync::io::streams::add_to_linker::<InvocationState, Table>(l, |t| &mut t.table)?;
-    cli::exit::add_to_linker::<_, WasiCli>(l, InvocationState::cli)?;
-    cli::environment::add_to_linker::<_, WasiCli>(l, InvocationState::cli)?;
-    cli::stdin::add_to_linker::<_, WasiCli>(l, InvocationState::cli)?;
-    cli::stdout::add_to_linker::<_, WasiCli>(l, InvocationState::cli)?;
-    cli::stderr::add_to_linker::<_, WasiCli>(l, InvocationState::cli)?;
-    cli::terminal_input::add_to_linker::<_, WasiCli>(l, InvocationState::cli)?;
-    cli::terminal_output::add_to_linker::<_, WasiCli>(l, InvocationState::cli)?;
-    cli::terminal_stdin::add_to_linker::<_, WasiCli>(l, InvocationState::cli)?;
-    cli::terminal_stdout::add_to_linker::<_, WasiCli>(l, InvocationState::cli)?;
-    cli::terminal_stderr::add_to_linker::<_, WasiCli>(l, InvocationState::cli)?;
-    clocks::wall_clock::add_to_linker::<_, WasiClocks>(l, InvocationState::clocks)?;
-    clocks::monotonic_clock::add_to_linker::<_, WasiClocks>(l, InvocationState::clocks)?;
-    random::random::add_to_linker::<_, WasiRandom>(l, InvocationState::random)?;
-    random::insecure::add_to_linker::<_, WasiRandom>(l, InvocationState::random)?;
-    random::insecure_seed::add_to_linker::<_, WasiRandom>(l, InvocationState::random)?;
+/// Every WASI interface the host links, and what it grants. An import of a `wasi:` interface
+/// not listed here is refused at load.
+pub const WASI_POLICY: &[Grant] = &[
+    Grant { interface: "wasi:io/error", grants: "granted: errors of the streams below" },
+    Grant { interface: "wasi:io/poll", grants: "granted: polling of the streams below" },
+    Grant { interface: "wasi:io/streams", grants: "granted: only the streams listed here" },
+    Grant { interface: "wasi:cli/environment", grants: "empty: no variables, no arguments, no working directory" },
+    Grant { interface: "wasi:cli/exit", grants: "granted: ends the invocation, which then fails" },
+    Grant { interface: "wasi:cli/stdin", grants: "empty: end of stream" },
+    Grant { interface: "wasi:cli/stdout", grants: "captured into the host's log (capped per invocation)" },
+    Grant { interface: "wasi:cli/stderr", grants: "captured into the host's log (capped per invocation)" },
+    Grant { interface: "wasi:cli/terminal-input", grants: "none: there is no terminal" },
+    Grant { interface: "wasi:cli/terminal-output", grants: "none: there is no terminal" },
+    Grant { interface: "wasi:cli/terminal-stdin", grants: "none: there is no terminal" },
+    Grant { interface: "wasi:cli/terminal-stdout", grants: "none: there is no terminal" },
+    Grant { interface: "wasi:cli/terminal-stderr", grants: "none: there is no terminal" },
+    Grant { interface: "wasi:clocks/wall-clock", grants: "deterministic: always the Unix epoch" },
+    Grant { interface: "wasi:clocks/monotonic-clock", grants: "deterministic: never advances" },
+    Grant { interface: "wasi:random/random", grants: "deterministic: a fixed seeded sequence" },
+    Grant { interface: "wasi:random/insecure", grants: "deterministic: a fixed seeded sequence" },
+    Grant { interface: "wasi:random/insecure-seed", grants: "deterministic: a fixed seed" },
+    Grant { interface: "wasi:filesystem/preopens", grants: "none: no directory is preopened" },
+    Grant { interface: "wasi:filesystem/types", grants: "none: there is no descriptor to use it on" },
+    Grant { interface: "wasi:sockets/instance-network", grants: "denied: every socket operation fails" },
+    Grant { interface: "wasi:sockets/network", grants: "denied: every socket operation fails" },
+    Grant { interface: "wasi:sockets/tcp", grants: "denied: every socket operation fails" },
+    Grant { interface: "wasi:sockets/tcp-create-socket", grants: "denied: every socket operation fails" },
+    Grant { interface: "wasi:sockets/udp", grants: "denied: every socket operation fails" },
+    Grant { interface: "wasi:sockets/udp-create-socket", grants: "denied: every socket operation fails" },
+    Grant { interface: "wasi:sockets/ip-name-lookup", grants: "denied: every lookup fails" },
+    Grant { interface: "wasi:http/types", grants: "types only: no request can be sent" },
+    Grant { interface: "wasi:http/outgoing-handler", grants: "denied: every request fails (HTTP-request-denied)" },
+];
+
+/// The grant of an import such as `wasi:filesystem/types@0.2.9`, or `None` if the host does not
+/// link that interface. Only WASI 0.2 is linked; another major line is not the same interface.
+pub fn grant_of(import: &str) -> Option<&'static Grant> {
+    let (interface, version) = import.split_once('@').unwrap_or((import, ""));
+    if !(version.is_empty() || version.starts_with("0.2.")) {
+        return None;
+    }
+    WASI_POLICY.iter().find(|g| g.interface == interface)
+}
+
+pub(crate) fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_sync(linker)?;
     Ok(())
 }
 
-pub(crate) fn context(stdout: MemoryOutputPipe, stderr: MemoryOutputPipe) -> WasiCtx {
+/// The WASI context of one invocation: nothing granted but captured output and
+/// deterministic clocks and randomness.
+pub(crate) fn context(stdout: GuestLog, stderr: GuestLog) -> WasiCtx {
     const SEED: &[u8] = b"snapshot-host deterministic randomness";
     WasiCtxBuilder::new()
         .stdout(stdout)
@@ -65,7 +103,41 @@ pub(crate) fn context(stdout: MemoryOutputPipe, stderr: MemoryOutputPipe) -> Was
         .secure_random(wasmtime_wasi::Deterministic::new(SEED.to_vec()))
         .insecure_random(wasmtime_wasi::Deterministic::new(SEED.to_vec()))
         .insecure_random_seed(0)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .socket_addr_check(|_: std::net::SocketAddr, _: SocketAddrUse| Box::pin(async { false }))
         .build()
+}
+
+/// The `wasi:http` context: default field limits; requests never leave the host.
+pub(crate) fn http_context() -> WasiHttpCtx {
+    WasiHttpCtx::new()
+}
+
+/// Refuses every outgoing HTTP request; the guest sees `HTTP-request-denied`.
+#[derive(Debug, Default)]
+pub(crate) struct DenyHttp;
+
+impl WasiHttpHooks for DenyHttp {
+    fn send_request(
+        &mut self,
+        _request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn std::future::Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
 }
 
 /// A clock that always reads zero (the Unix epoch; a monotonic clock that never advances).
@@ -89,15 +161,16 @@ impl wasmtime_wasi::HostMonotonicClock for FixedClock {
     }
 }
 
-// `WasiView` gives these accessors through blanket traits; name them for the linker calls.
-impl InvocationState {
-    fn cli(&mut self) -> wasmtime_wasi::cli::WasiCliCtxView<'_> {
-        wasmtime_wasi::cli::WasiCliView::cli(self)
-    }
-    fn clocks(&mut self) -> wasmtime_wasi::clocks::WasiClocksCtxView<'_> {
-        wasmtime_wasi::clocks::WasiClocksView::clocks(self)
-    }
-    fn random(&mut self) -> &mut wasmtime_wasi::random::WasiRandomCtx {
-        wasmtime_wasi::random::WasiRandomView::random(self)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants_match_by_interface_within_wasi_0_2() {
+        assert!(grant_of("wasi:filesystem/types@0.2.9").unwrap().grants.starts_with("none"));
+        assert!(grant_of("wasi:http/outgoing-handler@0.2.10").unwrap().grants.starts_with("denied"));
+        assert!(grant_of("wasi:io/streams").is_some());
+        assert!(grant_of("wasi:io/streams@0.3.0").is_none(), "WASI 0.3 is another interface");
+        assert!(grant_of("wasi:keyvalue/store@0.2.0").is_none());
     }
 }
