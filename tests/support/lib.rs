@@ -26,10 +26,19 @@ fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
 }
 
-/// Builds every plugin crate (once per process) and returns the path of `name`'s component.
+/// The strategy plugins written in other languages, built by `scripts/guest-plugins.sh` with
+/// their pinned toolchains (componentize-py, componentize-js).
+pub const GUEST_PLUGINS: &[&str] = &["python-keyed", "js-keyed"];
+
+/// Builds every plugin crate (once per process; the Python and JavaScript plugins too when
+/// `name` is one of them) and returns the path of `name`'s component.
 pub fn plugin_path(name: &str) -> PathBuf {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    static GUESTS: OnceLock<Result<(), String>> = OnceLock::new();
     BUILT.get_or_init(build_plugins).as_ref().expect("building the test plugins failed");
+    if GUEST_PLUGINS.contains(&name) {
+        GUESTS.get_or_init(build_guest_plugins).as_ref().expect("building the Python and JavaScript plugins failed");
+    }
     let path = target_dir().join("wasm32-wasip2").join("plugin").join(format!("{}.wasm", name.replace('-', "_")));
     assert!(path.exists(), "plugin {name} was built but {} does not exist", path.display());
     path
@@ -45,6 +54,18 @@ fn build_plugins() -> Result<(), String> {
     let status = cmd.status().map_err(|e| format!("cannot run cargo to build the plugins: {e}"))?;
     if !status.success() {
         return Err(format!("building the plugins failed ({status}); is the wasm32-wasip2 target installed? (`rustup target add wasm32-wasip2`)"));
+    }
+    Ok(())
+}
+
+fn build_guest_plugins() -> Result<(), String> {
+    let status = Command::new("bash")
+        .current_dir(workspace_root())
+        .arg("scripts/guest-plugins.sh")
+        .status()
+        .map_err(|e| format!("cannot run scripts/guest-plugins.sh: {e}"))?;
+    if !status.success() {
+        return Err(format!("scripts/guest-plugins.sh failed ({status}); it needs python3 (with venv) and npm"));
     }
     Ok(())
 }

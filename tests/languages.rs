@@ -1,0 +1,80 @@
+//! Strategies in any language: the Python (componentize-py) and JavaScript (componentize-js,
+//! default features) plugins load under the WASI policy, pass the full reference harness and
+//! run the demo job exactly as the Rust plugin does.
+
+use std::process::Command;
+
+use snapshot_host::harness::{test_plugin, Outcome, Sizes};
+
+fn passes_the_full_harness(name: &str) {
+    let report = test_plugin(&suite::plugin_path(name), Sizes::FULL).unwrap();
+    let failures: Vec<_> = report.cases.iter().filter(|c| c.outcome == Outcome::Fail).collect();
+    assert!(failures.is_empty(), "{name}:\n{}", report.to_table());
+    assert_eq!(report.name, name);
+    assert!(report.cases.len() >= 16, "{}", report.to_table());
+}
+
+#[test]
+fn the_python_plugin_passes_the_full_harness() {
+    passes_the_full_harness("python-keyed");
+}
+
+#[test]
+fn the_javascript_plugin_passes_the_full_harness() {
+    passes_the_full_harness("js-keyed");
+}
+
+/// The demo job (failures injected, local and primary restores, result compared with a
+/// failure-free run) with each language's plugin; the JavaScript plugin's `console.log` lands
+/// in the host's log.
+#[test]
+fn the_demo_job_runs_with_each_language() {
+    for name in suite::GUEST_PLUGINS {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(suite::host_binary())
+            .current_dir(dir.path())
+            .env("RUST_LOG", "warn,snapshot_host::plugin=info")
+            .args(["demo", "--events", "20000", "--keys", "1000", "--parallelism", "2", "--primary", "checkpoints"])
+            .arg("--plugin")
+            .arg(suite::plugin_path(name))
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{name}: {stdout}{stderr}");
+        assert!(stdout.contains(&format!("strategy:   {name}")), "{name}: {stdout}");
+        assert!(stdout.contains("equal to a failure-free run"), "{name}: {stdout}");
+        assert!(stdout.contains("alternative 1/2 (local)"), "{name}: restored from the local copy: {stdout}");
+        if *name == "js-keyed" {
+            assert!(stderr.contains("js-keyed: snapshot of key groups"), "console.log reaches the log: {stderr}");
+        }
+    }
+}
+
+#[test]
+fn plugin_info_says_what_each_import_is_granted() {
+    let out = Command::new(suite::host_binary())
+        .args(["plugin", "info"])
+        .arg(suite::plugin_path("python-keyed"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    for (import, granted) in [
+        ("wasi:filesystem/preopens@", "none: no directory is preopened"),
+        ("wasi:sockets/tcp@", "denied: every socket operation fails"),
+        ("wasi:clocks/wall-clock@", "deterministic: always the Unix epoch"),
+        ("snapshot:strategy/output@0.1.0", "the strategy world"),
+    ] {
+        let line = stdout.lines().find(|l| l.trim_start().starts_with(import)).unwrap_or_else(|| panic!("{stdout}"));
+        assert!(line.contains(granted), "{line}");
+    }
+    let out = Command::new(suite::host_binary())
+        .args(["plugin", "info", "--json"])
+        .arg(suite::plugin_path("js-keyed"))
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let grants = json["grants"].as_array().unwrap();
+    let http = grants.iter().find(|g| g["import"].as_str().unwrap().starts_with("wasi:http/outgoing-handler")).unwrap();
+    assert!(http["granted"].as_str().unwrap().starts_with("denied"), "{http}");
+}
