@@ -35,6 +35,15 @@ pub struct BenchArgs {
     /// Where benchmark files go (the disk being measured); removed afterwards.
     #[arg(long, default_value = "bench-data")]
     dir: PathBuf,
+    /// The `compact-keyed` plugin (a transforming format), for row 1b.
+    #[arg(long, default_value_os_t = super::default_plugin_path("compact-keyed"))]
+    compact_plugin: PathBuf,
+    /// The Python plugin, for the per-language rows (10).
+    #[arg(long, default_value_os_t = super::default_plugin_path("python-keyed"))]
+    python_plugin: PathBuf,
+    /// The JavaScript plugin, for the per-language rows (10).
+    #[arg(long, default_value_os_t = super::default_plugin_path("js-keyed"))]
+    js_plugin: PathBuf,
     /// Events per subtask-scaling run.
     #[arg(long, default_value_t = 2_000_000)]
     scaling_events: u64,
@@ -112,6 +121,36 @@ impl CheckpointOutputStream for NullStream {
     }
 }
 
+/// The guest SDK's 64 KiB write buffer, natively, with the host's per-segment checksums.
+struct Buffered<'a> {
+    out: &'a mut dyn CheckpointOutputStream,
+    buf: Vec<u8>,
+    segments: SegmentRecorder,
+}
+impl Buffered<'_> {
+    fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if self.buf.len() + bytes.len() > 64 * 1024 {
+            self.flush()?;
+        }
+        if bytes.len() >= 64 * 1024 {
+            self.out.write(bytes)?;
+            self.segments.update(bytes);
+            Ok(())
+        } else {
+            self.buf.extend_from_slice(bytes);
+            Ok(())
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            self.out.write(&self.buf)?;
+            self.segments.update(&self.buf);
+            self.buf.clear();
+        }
+        Ok(())
+    }
+}
+
 /// The `full-keyed` format written by native Rust code in the host, the way the plugin writes
 /// it (host-packed batches of 256 KiB, a 64 KiB write buffer), with the host's own work on
 /// every written byte (the per-key-group checksums): the baseline for the WASM cost.
@@ -119,34 +158,6 @@ fn native_full_keyed(
     snapshot: &KeyedSnapshot,
     out: &mut dyn CheckpointOutputStream,
 ) -> std::io::Result<KeyGroupRangeOffsets> {
-    struct Buffered<'a> {
-        out: &'a mut dyn CheckpointOutputStream,
-        buf: Vec<u8>,
-        segments: SegmentRecorder,
-    }
-    impl Buffered<'_> {
-        fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-            if self.buf.len() + bytes.len() > 64 * 1024 {
-                self.flush()?;
-            }
-            if bytes.len() >= 64 * 1024 {
-                self.out.write(bytes)?;
-                self.segments.update(bytes);
-                Ok(())
-            } else {
-                self.buf.extend_from_slice(bytes);
-                Ok(())
-            }
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            if !self.buf.is_empty() {
-                self.out.write(&self.buf)?;
-                self.segments.update(&self.buf);
-                self.buf.clear();
-            }
-            Ok(())
-        }
-    }
     let range = snapshot.key_group_range();
     let states = snapshot.states();
     let mut w = Buffered { out, buf: Vec::with_capacity(64 * 1024), segments: SegmentRecorder::new() };
@@ -201,6 +212,68 @@ fn native_full_keyed(
     Ok(KeyGroupRangeOffsets::new(range, offsets).map_err(std::io::Error::other)?.with_checksums(checksums))
 }
 
+/// The `compact-keyed` format encoded by the plugin's own encoder ([`compact_keyed::format`])
+/// natively, consuming entries as the guest does (batches of 256 KiB, written through a 64 KiB
+/// buffer), with the host's checksums: the baseline for a transforming format's WASM cost.
+fn native_compact_keyed(
+    snapshot: &KeyedSnapshot,
+    out: &mut dyn CheckpointOutputStream,
+) -> std::io::Result<KeyGroupRangeOffsets> {
+    use compact_keyed::format::{put_entry, put_varint, END, FORMAT_VERSION, MAGIC, MAP_KIND, SECTION};
+    let range = snapshot.key_group_range();
+    let states = snapshot.states();
+    let mut w = Buffered { out, buf: Vec::with_capacity(64 * 1024), segments: SegmentRecorder::new() };
+    w.put(MAGIC)?;
+    w.put(&FORMAT_VERSION.to_le_bytes())?;
+    let mut offsets = Vec::new();
+    let mut encoded = Vec::with_capacity(256 * 1024 + 4096);
+    for kg in range {
+        w.flush()?;
+        offsets.push(w.out.position());
+        w.segments.mark(SegmentLabel::KeyGroup(kg));
+        encoded.clear();
+        put_varint(&mut encoded, kg as u64);
+        w.put(&encoded)?;
+        for (index, (name, kind)) in states.iter().enumerate() {
+            let kind = *kind as u8;
+            let mut cursor = snapshot.entries(index as u32, kg).map_err(std::io::Error::other)?;
+            let mut section_open = false;
+            loop {
+                if !section_open {
+                    encoded.clear();
+                    encoded.push(SECTION);
+                    put_varint(&mut encoded, name.len() as u64);
+                    encoded.extend_from_slice(name.as_bytes());
+                    encoded.push(kind);
+                }
+                let mark = encoded.len();
+                let mut count = 0u64;
+                let mut batch = Vec::new();
+                let more = cursor.next_batch(256 * 1024, |e| {
+                    put_entry(&mut batch, kind == MAP_KIND, e.key, e.namespace, e.user_key, e.value);
+                    count += 1;
+                });
+                if !more {
+                    if section_open {
+                        w.put(&[0])?;
+                    }
+                    break;
+                }
+                encoded.truncate(mark);
+                put_varint(&mut encoded, count);
+                encoded.extend_from_slice(&batch);
+                w.put(&encoded)?;
+                encoded.clear();
+                section_open = true;
+            }
+        }
+        w.put(&[END])?;
+    }
+    w.flush()?;
+    let checksums = std::sync::Arc::new(w.segments.finish());
+    Ok(KeyGroupRangeOffsets::new(range, offsets).map_err(std::io::Error::other)?.with_checksums(checksums))
+}
+
 /// A backend with about `mib` MiB of payload over a value, a list and a map state, values of
 /// mixed sizes (16 B to 4 KiB).
 fn build_state(mib: u64) -> anyhow::Result<KeyedStateBackend> {
@@ -243,6 +316,77 @@ fn raw_write(path: &Path, bytes: u64) -> anyhow::Result<Duration> {
     Ok(elapsed)
 }
 
+/// Limits for measured plugins: the defaults, without a deadline that a 1 GiB snapshot on a
+/// slow machine could reach.
+fn bench_limits() -> PluginLimits {
+    PluginLimits { timeout: Duration::from_secs(3600), ..PluginLimits::default() }
+}
+
+/// Rows 10a-10e for the Rust, Python and JavaScript plugins; a plugin that was not built is
+/// said so, not skipped silently.
+fn language_rows(
+    args: &BenchArgs,
+    dir: &Path,
+    runtime: &PluginRuntime,
+    rust: &Plugin,
+    state: &KeyedStateBackend,
+) -> anyhow::Result<()> {
+    let cached = PluginRuntime::with_options(RuntimeOptions {
+        cache: Some(CompiledCache::new(dir.join("lang-cache"))),
+        ..RuntimeOptions::default()
+    })?;
+    let snapshot_secs = |plugin: &Plugin| -> anyhow::Result<f64> {
+        let t = Instant::now();
+        plugin.snapshot_keyed(state.snapshot(), Box::new(NullStream::default()))?;
+        Ok(secs(t.elapsed()))
+    };
+    for (language, path) in [("Rust", &args.plugin), ("Python", &args.python_plugin), ("JavaScript", &args.js_plugin)] {
+        let Ok(bytes) = std::fs::read(path) else {
+            println!(
+                "| 10. {language} plugin | - | - | - | not built: {} (scripts/guest-plugins.sh) |",
+                path.display()
+            );
+            continue;
+        };
+        let plugin = runtime.load(path, bench_limits())?;
+        let (mut cold, mut load, mut inst, mut relative) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..args.runs {
+            let t = Instant::now();
+            runtime.compile(&bytes).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+            cold.push(secs(t.elapsed()) * 1e3);
+            cached.compile(&bytes).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+            let t = Instant::now();
+            cached.compile(&bytes).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+            load.push(secs(t.elapsed()) * 1e3);
+            let t = Instant::now();
+            for _ in 0..20 {
+                plugin.instantiate_once()?;
+            }
+            inst.push(secs(t.elapsed()) * 1e3 / 20.0);
+            let own = snapshot_secs(&plugin)?;
+            relative.push(own / snapshot_secs(rust)?);
+        }
+        let size = format!("{language}: {} component ({:.1} MiB)", plugin.info().name, bytes.len() as f64 / 1048576.0);
+        for (name, stats, unit, target, limit) in [
+            ("10a. cold compile", Stats(cold), "ms", "-", f64::INFINITY),
+            ("10b. cached component load", Stats(load), "ms", "<= 100 ms", 100.0),
+            ("10c. instantiation per invocation", Stats(inst), "ms", "-", f64::INFINITY),
+            ("10d. snapshot time / Rust plugin, same state", Stats(relative), "x", "-", f64::INFINITY),
+        ] {
+            let met = stats.median() <= limit;
+            print_row(&Row {
+                name: format!("{name}, {language}"),
+                stats,
+                unit,
+                target: target.into(),
+                met: limit.is_finite().then_some(met),
+                detail: size.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn vm_status(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
@@ -266,8 +410,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 fn run_in(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
     let runtime = PluginRuntime::new().context("starting the plugin runtime")?;
-    let plugin =
-        runtime.load(&args.plugin, PluginLimits { timeout: Duration::from_secs(3600), ..PluginLimits::default() })?;
+    let plugin = runtime.load(&args.plugin, bench_limits())?;
     println!("machine: {} cores, {}; state {} MiB; {} runs each\n", num_cpus(), memory(), args.state_mib, args.runs);
     let started = Instant::now();
     let state = build_state(args.state_mib)?;
@@ -317,6 +460,52 @@ fn run_in(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
             bytes >> 20
         ),
     });
+
+    // 1b. A transforming format: entries enter the guest with `next-batch`, are re-encoded and
+    // written back, vs the same encoder run natively on the same entries.
+    let compact = runtime
+        .load(&args.compact_plugin, bench_limits())
+        .with_context(|| format!("loading {} (built by scripts/setup.sh)", args.compact_plugin.display()))?;
+    let (mut ratios, mut wasm_t, mut native_t, mut compact_bytes) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    for _ in 0..args.runs {
+        let t = Instant::now();
+        let (stream, wasm_offsets) = compact.snapshot_keyed(state.snapshot(), Box::new(NullStream::default()))?;
+        let wasm = t.elapsed();
+        compact_bytes = stream.position();
+        let mut null = NullStream::default();
+        let t = Instant::now();
+        let native_offsets = native_compact_keyed(&state.snapshot(), &mut null)?;
+        let native = t.elapsed();
+        if null.position != compact_bytes || native_offsets != wasm_offsets {
+            bail!(
+                "native and WASM compact-keyed snapshots differ ({} vs {compact_bytes} bytes, or in offsets or checksums)",
+                null.position
+            );
+        }
+        ratios.push(secs(wasm) / secs(native));
+        wasm_t.push(secs(wasm));
+        native_t.push(secs(native));
+    }
+    let s = Stats(ratios);
+    let met = s.median() <= 1.5;
+    print_row(&Row {
+        name: "1b. WASM transforming strategy / native Rust, same encoder (time)".into(),
+        stats: s,
+        unit: "x",
+        target: "<= 1.5".into(),
+        met: Some(met),
+        detail: format!(
+            "compact-keyed: {:.0} MiB/s of state wasm, {:.0} native; {} MiB written",
+            state.payload_bytes() as f64 / 1048576.0 / Stats(wasm_t).median(),
+            state.payload_bytes() as f64 / 1048576.0 / Stats(native_t).median(),
+            compact_bytes >> 20
+        ),
+    });
+    drop(compact);
+
+    // 10. Strategies in other languages on the same state: component size, cold compile,
+    // cached load, instantiation, and snapshot time relative to the Rust plugin.
+    language_rows(args, dir, &runtime, &plugin, &state)?;
 
     // 2. Snapshot to disk (primary only, fsynced) vs a raw sequential write of the same bytes.
     // 3. Duplicating (primary + local) vs primary only.
@@ -479,11 +668,11 @@ fn run_in(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
     let (mut cold, mut load, mut inst) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.runs {
         let t = Instant::now();
-        wasmtime::component::Component::new(runtime.engine(), &bytes).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        runtime.compile(&bytes).map_err(|e| anyhow::anyhow!("{e:#}"))?;
         cold.push(t.elapsed().as_secs_f64() * 1e3);
-        cache.load_or_compile(cached_runtime.engine(), &bytes).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        cached_runtime.compile(&bytes).map_err(|e| anyhow::anyhow!("{e:#}"))?;
         let t = Instant::now();
-        cache.load_or_compile(cached_runtime.engine(), &bytes).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        cached_runtime.compile(&bytes).map_err(|e| anyhow::anyhow!("{e:#}"))?;
         load.push(t.elapsed().as_secs_f64() * 1e3);
         let t = Instant::now();
         for _ in 0..1000 {
