@@ -22,6 +22,15 @@ fn full_keyed_passes_every_case_and_reports_render() {
     assert!(report.to_table().contains("16 passed, 0 failed"));
 }
 
+/// A strategy whose every entry passes through the guest (varint framing) meets the same
+/// contract as the verbatim one.
+#[test]
+fn compact_keyed_passes_every_case() {
+    let report = test_plugin(&suite::plugin_path("compact-keyed"), Sizes::QUICK).unwrap();
+    assert!(!report.failed(), "{}", report.to_table());
+    assert_eq!(report.format, "compact-keyed");
+}
+
 #[test]
 fn broken_plugins_fail_the_case_named_for_their_bug() {
     for (bug, case) in [

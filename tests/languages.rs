@@ -78,3 +78,36 @@ fn plugin_info_says_what_each_import_is_granted() {
     let http = grants.iter().find(|g| g["import"].as_str().unwrap().starts_with("wasi:http/outgoing-handler")).unwrap();
     assert!(http["granted"].as_str().unwrap().starts_with("denied"), "{http}");
 }
+
+/// The limits sized for interpreters still bind: too few instances refuses the Python plugin at
+/// load naming the key, and the memory limit fails a restore that needs more, naming its key,
+/// while the default limits restore the same snapshot.
+#[test]
+fn the_limits_still_hold_for_an_interpreter_plugin() {
+    use snapshot_host::backend::{KeyedStateBackend, StateKind};
+    use snapshot_host::handles::KeyGroupsStateHandle;
+    use snapshot_host::key_groups::KeyGroupRange;
+    use snapshot_host::runtime::{PluginError, PluginLimits, PluginRuntime};
+    use snapshot_host::streams::MemoryCheckpointOutputStream;
+
+    let runtime = PluginRuntime::new().unwrap();
+    let path = suite::plugin_path("python-keyed");
+    let e = runtime.load(&path, PluginLimits { instances: 8, ..PluginLimits::default() }).unwrap_err();
+    assert!(matches!(e, PluginError::Limit { .. }), "{e:?}");
+    assert!(e.to_string().contains("more than 8 instances") && e.to_string().contains("plugin.max-instances"), "{e}");
+
+    let mut backend = KeyedStateBackend::new(128, KeyGroupRange::new(0, 127)).unwrap();
+    let s = backend.register_state("big", StateKind::Value).unwrap();
+    backend.put(s, b"key", b"", &vec![7u8; 48 << 20]).unwrap();
+    let plugin = runtime.load(&path, PluginLimits::default()).unwrap();
+    let (stream, offsets) =
+        plugin.snapshot_keyed(backend.snapshot(), Box::new(MemoryCheckpointOutputStream::new())).unwrap();
+    let handle = KeyGroupsStateHandle::new(std::sync::Arc::new(offsets), stream.close_and_get_handle().unwrap());
+    let fresh = || KeyedStateBackend::new(128, KeyGroupRange::new(0, 127)).unwrap();
+    let small = runtime.load(&path, PluginLimits { memory_bytes: 64 << 20, ..PluginLimits::default() }).unwrap();
+    let e = small.restore_keyed(&handle, fresh()).unwrap_err();
+    assert!(matches!(e, PluginError::Limit { .. }), "{e:?}");
+    assert!(e.to_string().contains("plugin.memory-limit"), "{e}");
+    let restored = plugin.restore_keyed(&handle, fresh()).unwrap();
+    assert_eq!(restored.contents(), backend.contents());
+}

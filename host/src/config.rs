@@ -37,7 +37,7 @@ pub const PLUGIN_MEMORY_BUDGET: &str = "plugin.memory-budget";
 /// Bytes an invocation may produce per byte it consumed (beyond a fixed 64 MiB allowance).
 pub const PLUGIN_MAX_AMPLIFICATION: &str = "plugin.max-amplification";
 
-/// Core instances one invocation may create (CPython components need 38).
+/// Core instances one invocation may create (CPython components need up to 38).
 pub const PLUGIN_MAX_INSTANCES: &str = "plugin.max-instances";
 /// Tables one invocation may create.
 pub const PLUGIN_MAX_TABLES: &str = "plugin.max-tables";
@@ -582,6 +582,26 @@ mod tests {
         }
         let e = c.apply_override("s3.secret-key=").unwrap_err().to_string();
         assert!(e.contains("***"), "{e}");
+    }
+
+    #[test]
+    fn runtime_count_and_log_limits_with_defaults_and_clear_errors() {
+        let c = parse("plugin.max-instances = 64\nplugin.max-tables = 40\nplugin.max-memories = 4\nplugin.max-log-bytes = \"64KiB\"").unwrap();
+        assert_eq!(
+            (
+                c.plugin_limits.instances,
+                c.plugin_limits.tables,
+                c.plugin_limits.memories,
+                c.plugin_limits.max_log_bytes
+            ),
+            (64, 40, 4, 64 << 10)
+        );
+        let d = Config::default().plugin_limits;
+        assert!(d.instances >= 38, "the default admits CPython components (up to 38 core instances)");
+        for bad in ["plugin.max-instances = 0", "plugin.max-tables = \"many\"", "plugin.max-log-bytes = \"lots\""] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains(bad.split(' ').next().unwrap()), "{e}");
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub fn workspace_root() -> PathBuf {
 /// The plugin crates that tests load: the shipped strategies and the test fixtures under
 /// `tests/fixtures/` (misbehaving on purpose; never shipped).
 pub const PLUGINS: &[&str] =
-    &["full-keyed", "fixture-misbehave", "fixture-uses-files", "fixture-uses-network", "fixture-hog"];
+    &["full-keyed", "compact-keyed", "fixture-misbehave", "fixture-uses-files", "fixture-uses-network", "fixture-hog"];
 
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))

@@ -8,10 +8,10 @@ use std::time::Duration;
 pub struct PluginLimits {
     /// Maximum linear memory of the plugin, in bytes.
     pub memory_bytes: usize,
-    /// Maximum number of core instances per invocation. A Rust component uses a handful; a
-    /// CPython component (componentize-py) 38, one built on SpiderMonkey (componentize-js)
-    /// about a dozen: the default admits them with room, and still bounds what the host
-    /// allocates per store.
+    /// Maximum number of core instances per invocation. A Rust component uses a handful, a
+    /// CPython component (componentize-py) 13 to 16, and 38 when built with `--stub-wasi`:
+    /// the default admits interpreters with room, and still bounds what the host allocates per
+    /// store.
     pub instances: usize,
     /// Maximum number of tables per invocation.
     pub tables: usize,

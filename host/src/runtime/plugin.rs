@@ -318,10 +318,25 @@ impl Plugin {
                 return PluginError::Limit { plugin, operation, message };
             }
             _ if rendered.contains("growing memory") || rendered.contains("memory limit") => {
-                let message = format!("exceeded the memory limit of {} bytes", self.limits.memory_bytes);
+                let message = format!(
+                    "exceeded the memory limit of {} bytes ({})",
+                    self.limits.memory_bytes,
+                    crate::config::PLUGIN_MEMORY
+                );
                 return PluginError::Limit { plugin, operation, message };
             }
             _ => {}
+        }
+        // wasmtime's "resource limit exceeded: instance count too high at 39": name the key.
+        for (what, limit, key) in [
+            ("instance", self.limits.instances, crate::config::PLUGIN_MAX_INSTANCES),
+            ("table", self.limits.tables, crate::config::PLUGIN_MAX_TABLES),
+            ("memory", self.limits.memories, crate::config::PLUGIN_MAX_MEMORIES),
+        ] {
+            if rendered.contains(&format!("{what} count too high")) {
+                let message = format!("needs more than {limit} {what}s per invocation ({key})");
+                return PluginError::Limit { plugin, operation, message };
+            }
         }
         let guest_output = String::from_utf8_lossy(&store.data().stderr.contents().0).into_owned();
         // A guest whose allocation failed aborts with this message on stderr.
