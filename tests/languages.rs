@@ -1,6 +1,6 @@
-//! Strategies in any language: the Python (componentize-py) and JavaScript (componentize-js,
-//! default features) plugins load under the WASI policy, pass the full reference harness and
-//! run the demo job exactly as the Rust plugin does.
+//! Strategies in any language: the Rust, Python (componentize-py) and JavaScript
+//! (componentize-js, default features) plugins load under the WASI policy, pass the full
+//! reference harness, and run the demo job the same way.
 
 use std::process::Command;
 
@@ -12,6 +12,11 @@ fn passes_the_full_harness(name: &str) {
     assert!(failures.is_empty(), "{name}:\n{}", report.to_table());
     assert_eq!(report.name, name);
     assert!(report.cases.len() >= 16, "{}", report.to_table());
+}
+
+#[test]
+fn the_rust_plugin_passes_the_full_harness() {
+    passes_the_full_harness("full-keyed");
 }
 
 #[test]

@@ -121,6 +121,23 @@ fn sockets_and_http_are_linked_but_every_attempt_is_denied() {
     assert!(listener.accept().is_err(), "the guest reached a host socket");
 }
 
+/// A plugin that prints about 20 MiB on stdout and on stderr still snapshots: the host keeps
+/// `max_log_bytes` of each and drops the rest, instead of failing the guest's writes.
+#[test]
+fn a_plugin_that_floods_its_log_still_snapshots() {
+    let runtime = PluginRuntime::new().unwrap();
+    let limits = PluginLimits { max_log_bytes: 64 << 10, ..PluginLimits::default() };
+    let plugin = runtime.load(&suite::plugin_path("fixture-misbehave"), limits).unwrap();
+    let (stream, offsets) = plugin
+        .snapshot_keyed(
+            backend_with_mode("chatty").snapshot(),
+            Box::new(snapshot_host::streams::MemoryCheckpointOutputStream::new()),
+        )
+        .unwrap();
+    assert!(stream.position() > 0);
+    assert_eq!(offsets.range(), KeyGroupRange::new(0, 127));
+}
+
 #[test]
 fn interfaces_the_host_does_not_provide_are_all_named() {
     // A component importing two interfaces outside the strategy world and WASI 0.2, encoded
