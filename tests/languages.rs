@@ -99,7 +99,10 @@ fn the_limits_still_hold_for_an_interpreter_plugin() {
     let path = suite::plugin_path("python-keyed");
     let e = runtime.load(&path, PluginLimits { instances: 8, ..PluginLimits::default() }).unwrap_err();
     assert!(matches!(e, PluginError::Limit { .. }), "{e:?}");
-    assert!(e.to_string().contains("more than 8 instances") && e.to_string().contains("plugin.max-instances"), "{e}");
+    assert!(
+        e.to_string().contains("more than 8 core instances") && e.to_string().contains("plugin.max-instances"),
+        "{e}"
+    );
 
     let mut backend = KeyedStateBackend::new(128, KeyGroupRange::new(0, 127)).unwrap();
     let s = backend.register_state("big", StateKind::Value).unwrap();

@@ -121,5 +121,10 @@ mod tests {
         assert_eq!(runtime(dir.path()).compile(bytes).unwrap().1, CacheOutcome::Hit);
         let plain = PluginRuntime::new().unwrap();
         assert_eq!(plain.compile(bytes).unwrap().1, CacheOutcome::Uncached);
+        // A cache directory that cannot be created: the runtime works, uncached.
+        let blocked = dir.path().join("a-file");
+        std::fs::write(&blocked, b"not a directory").unwrap();
+        let uncached = runtime(&blocked.join("cache"));
+        assert_eq!(uncached.compile(bytes).unwrap().1, CacheOutcome::Uncached);
     }
 }

@@ -89,15 +89,15 @@ impl PluginRuntime {
         // Deadlines and cancellation: cheap checks at loop back-edges and function entries,
         // driven by a ticker thread; they interrupt a guest spinning in a loop.
         config.epoch_interruption(true);
-        let cache = match &options.cache {
-            Some(cache) => Some(cache.open().map_err(|e| {
-                PluginError::Runtime(format!(
-                    "cannot open the compiled-plugin cache in {}: {e:#}",
-                    cache.dir().display()
-                ))
-            })?),
-            None => None,
-        };
+        // The cache is an optimisation: a directory that cannot be used costs compile time,
+        // never the runtime.
+        let cache = options.cache.as_ref().and_then(|cache| match cache.open() {
+            Ok(opened) => Some(opened),
+            Err(e) => {
+                tracing::warn!(dir = %cache.dir().display(), error = %format!("{e:#}"), "compiled-plugin cache unavailable; compiling every load");
+                None
+            }
+        });
         config.cache(cache.clone());
         let engine =
             Engine::new(&config).map_err(|e| PluginError::Runtime(format!("cannot create the engine: {e}")))?;

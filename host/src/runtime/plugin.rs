@@ -328,13 +328,13 @@ impl Plugin {
             _ => {}
         }
         // wasmtime's "resource limit exceeded: instance count too high at 39": name the key.
-        for (what, limit, key) in [
-            ("instance", self.limits.instances, crate::config::PLUGIN_MAX_INSTANCES),
-            ("table", self.limits.tables, crate::config::PLUGIN_MAX_TABLES),
-            ("memory", self.limits.memories, crate::config::PLUGIN_MAX_MEMORIES),
+        for (what, plural, limit, key) in [
+            ("instance", "core instances", self.limits.instances, crate::config::PLUGIN_MAX_INSTANCES),
+            ("table", "tables", self.limits.tables, crate::config::PLUGIN_MAX_TABLES),
+            ("memory", "linear memories", self.limits.memories, crate::config::PLUGIN_MAX_MEMORIES),
         ] {
             if rendered.contains(&format!("{what} count too high")) {
-                let message = format!("needs more than {limit} {what}s per invocation ({key})");
+                let message = format!("needs more than {limit} {plural} per invocation ({key})");
                 return PluginError::Limit { plugin, operation, message };
             }
         }
