@@ -88,7 +88,8 @@ mod state;
 pub use error::{Error, Result};
 pub use io::{RestoreReader, SnapshotWriter, DEFAULT_BUFFER_SIZE};
 pub use operator::{
-    DistributionMode, ElementBatch, ElementBatchBuilder, Elements, OperatorSink, OperatorStateInfo, OperatorStateView,
+    restore_length_prefixed, snapshot_length_prefixed, DistributionMode, ElementBatch, ElementBatchBuilder, Elements,
+    OperatorSink, OperatorStateInfo, OperatorStateView,
 };
 pub use state::{
     Batch, BatchBuilder, Entries, Entry, KeyedStateView, PendingBatch, PluginInfo, RestoreSink, StateInfo, StateKind,

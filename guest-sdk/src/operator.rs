@@ -183,3 +183,41 @@ impl std::fmt::Debug for OperatorSink<'_> {
         f.debug_struct("OperatorSink").finish_non_exhaustive()
     }
 }
+
+/// Writes every element of every operator state of `state` length-prefixed (`u32`
+/// little-endian length, then the bytes), each marked as its own partition: the simplest
+/// operator-state format, and one that lets the host redistribute elements one by one. Write
+/// a header first if the format has one; restore with [`restore_length_prefixed`].
+pub fn snapshot_length_prefixed(state: &OperatorStateView<'_>, out: &mut crate::SnapshotWriter<'_>) -> Result<()> {
+    use crate::codec::WriteExt;
+    for index in 0..state.states().len() as u32 {
+        let mut elements = state.elements(index)?;
+        while let Some(batch) = elements.next_batch(256 * 1024) {
+            for element in batch.iter() {
+                out.begin_partition(index)?;
+                out.write_bytes(element)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Restores one element written by [`snapshot_length_prefixed`] (`input` positioned at its
+/// partition's offset) into `sink`; a truncated or oversized element is an error naming the
+/// state and the offset.
+pub fn restore_length_prefixed(
+    name: &str,
+    mode: DistributionMode,
+    input: &mut crate::RestoreReader<'_>,
+    sink: &mut OperatorSink<'_>,
+) -> Result<()> {
+    use crate::codec::ReadExt;
+    let at = input.position();
+    let mut element = Vec::new();
+    input
+        .read_bytes_into(&mut element)
+        .map_err(|e| crate::Error::msg(format!("operator state {name:?}: element at offset {at}: {e}")))?;
+    let mut batch = ElementBatchBuilder::new();
+    batch.push(&element);
+    sink.add(name, mode, &batch)
+}

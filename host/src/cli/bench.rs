@@ -316,6 +316,55 @@ fn raw_write(path: &Path, bytes: u64) -> anyhow::Result<Duration> {
     Ok(elapsed)
 }
 
+/// What [`wasm_vs_native`] measured.
+struct Versus {
+    ratios: Stats,
+    wasm_secs: f64,
+    native_secs: f64,
+    bytes: u64,
+}
+
+/// A native encoder of a plugin's format, the baseline of a WASM-vs-native row.
+type NativeEncoder = fn(&KeyedSnapshot, &mut dyn CheckpointOutputStream) -> std::io::Result<KeyGroupRangeOffsets>;
+
+/// Snapshots `state` through `plugin` and through `native`, both into discarding streams,
+/// `runs` times; refuses a baseline that does not produce the same bytes, offsets and
+/// checksums (it would not be the same format).
+fn wasm_vs_native(
+    plugin: &Plugin,
+    state: &KeyedStateBackend,
+    runs: usize,
+    native: NativeEncoder,
+) -> anyhow::Result<Versus> {
+    let (mut ratios, mut wasm_t, mut native_t, mut bytes) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    for _ in 0..runs {
+        let t = Instant::now();
+        let (stream, wasm_offsets) = plugin.snapshot_keyed(state.snapshot(), Box::new(NullStream::default()))?;
+        let wasm = secs(t.elapsed());
+        bytes = stream.position();
+        let mut null = NullStream::default();
+        let t = Instant::now();
+        let native_offsets = native(&state.snapshot(), &mut null)?;
+        let native = secs(t.elapsed());
+        if null.position != bytes || native_offsets != wasm_offsets {
+            bail!(
+                "native and WASM {} snapshots differ ({} vs {bytes} bytes, or in offsets or checksums): the baseline is not the same format",
+                plugin.info().name,
+                null.position
+            );
+        }
+        ratios.push(wasm / native);
+        wasm_t.push(wasm);
+        native_t.push(native);
+    }
+    Ok(Versus {
+        ratios: Stats(ratios),
+        wasm_secs: Stats(wasm_t).median(),
+        native_secs: Stats(native_t).median(),
+        bytes,
+    })
+}
+
 /// Limits for measured plugins: the defaults, without a deadline that a 1 GiB snapshot on a
 /// slow machine could reach.
 fn bench_limits() -> PluginLimits {
@@ -435,82 +484,42 @@ fn run_in(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
     println!("|---|---|---|---|---|");
 
     // 1. WASM strategy vs the same format written natively, both into a discarding stream.
-    let mut ratios = Vec::new();
-    let (mut wasm_med, mut native_med, mut bytes) = (Vec::new(), Vec::new(), 0);
-    for _ in 0..args.runs {
-        let t = Instant::now();
-        let (stream, wasm_offsets) = plugin.snapshot_keyed(state.snapshot(), Box::new(NullStream::default()))?;
-        let wasm = t.elapsed();
-        bytes = stream.position();
-        let mut null = NullStream::default();
-        let t = Instant::now();
-        let native_offsets = native_full_keyed(&state.snapshot(), &mut null)?;
-        let native = t.elapsed();
-        if null.position != bytes || native_offsets != wasm_offsets {
-            bail!(
-                "native and WASM snapshots differ ({} vs {bytes} bytes, or in offsets or checksums): the baseline is not the same format",
-                null.position
-            );
-        }
-        ratios.push(secs(wasm) / secs(native));
-        wasm_med.push(secs(wasm));
-        native_med.push(secs(native));
-    }
-    let s = Stats(ratios);
-    let met = s.median() <= 1.25;
+    let one = wasm_vs_native(&plugin, &state, args.runs, native_full_keyed)?;
+    let met = one.ratios.median() <= 1.25;
     print_row(&Row {
         name: "1. WASM strategy / native Rust, same format (time)".into(),
-        stats: s,
-        unit: "x",
         target: "<= 1.25".into(),
         met: Some(met),
         detail: format!(
             "{:.0} MiB/s wasm, {:.0} MiB/s native ({} MiB)",
-            bytes as f64 / 1048576.0 / Stats(wasm_med).median(),
-            bytes as f64 / 1048576.0 / Stats(native_med).median(),
-            bytes >> 20
+            one.bytes as f64 / 1048576.0 / one.wasm_secs,
+            one.bytes as f64 / 1048576.0 / one.native_secs,
+            one.bytes >> 20
         ),
+        stats: one.ratios,
+        unit: "x",
     });
+    let bytes = one.bytes;
 
     // 1b. A transforming format: entries enter the guest with `next-batch`, are re-encoded and
     // written back, vs the same encoder run natively on the same entries.
     let compact = runtime
         .load(&args.compact_plugin, bench_limits())
         .with_context(|| format!("loading {} (built by scripts/setup.sh)", args.compact_plugin.display()))?;
-    let (mut ratios, mut wasm_t, mut native_t, mut compact_bytes) = (Vec::new(), Vec::new(), Vec::new(), 0);
-    for _ in 0..args.runs {
-        let t = Instant::now();
-        let (stream, wasm_offsets) = compact.snapshot_keyed(state.snapshot(), Box::new(NullStream::default()))?;
-        let wasm = t.elapsed();
-        compact_bytes = stream.position();
-        let mut null = NullStream::default();
-        let t = Instant::now();
-        let native_offsets = native_compact_keyed(&state.snapshot(), &mut null)?;
-        let native = t.elapsed();
-        if null.position != compact_bytes || native_offsets != wasm_offsets {
-            bail!(
-                "native and WASM compact-keyed snapshots differ ({} vs {compact_bytes} bytes, or in offsets or checksums)",
-                null.position
-            );
-        }
-        ratios.push(secs(wasm) / secs(native));
-        wasm_t.push(secs(wasm));
-        native_t.push(secs(native));
-    }
-    let s = Stats(ratios);
-    let met = s.median() <= 1.5;
+    let both = wasm_vs_native(&compact, &state, args.runs, native_compact_keyed)?;
+    let met = both.ratios.median() <= 1.5;
     print_row(&Row {
         name: "1b. WASM transforming strategy / native Rust, same encoder (time)".into(),
-        stats: s,
-        unit: "x",
         target: "<= 1.5".into(),
         met: Some(met),
         detail: format!(
             "compact-keyed: {:.0} MiB/s of state wasm, {:.0} native; {} MiB written",
-            state.payload_bytes() as f64 / 1048576.0 / Stats(wasm_t).median(),
-            state.payload_bytes() as f64 / 1048576.0 / Stats(native_t).median(),
-            compact_bytes >> 20
+            state.payload_bytes() as f64 / 1048576.0 / both.wasm_secs,
+            state.payload_bytes() as f64 / 1048576.0 / both.native_secs,
+            both.bytes >> 20
         ),
+        stats: both.ratios,
+        unit: "x",
     });
     drop(compact);
 

@@ -2,8 +2,9 @@
 
 use snapshot_guest::codec::{ReadExt, WriteExt};
 use snapshot_guest::{
-    BatchBuilder, DistributionMode, ElementBatchBuilder, Error, KeyedStateView, OperatorSink, OperatorStateView,
-    PluginInfo, RestoreReader, RestoreSink, Result, SnapshotStrategy, SnapshotWriter, StateKind,
+    restore_length_prefixed, snapshot_length_prefixed, BatchBuilder, DistributionMode, Error, KeyedStateView,
+    OperatorSink, OperatorStateView, PluginInfo, RestoreReader, RestoreSink, Result, SnapshotStrategy, SnapshotWriter,
+    StateKind,
 };
 use std::io::{Read, Write};
 
@@ -119,16 +120,7 @@ impl SnapshotStrategy for CompactKeyed {
     fn snapshot_operator(state: &OperatorStateView<'_>, out: &mut SnapshotWriter<'_>) -> Result<()> {
         out.write_all(MAGIC)?;
         out.write_u16(FORMAT_VERSION)?;
-        for (index, _) in state.states().iter().enumerate() {
-            let mut elements = state.elements(index as u32)?;
-            while let Some(batch) = elements.next_batch(BATCH_BYTES) {
-                for element in batch.iter() {
-                    out.begin_partition(index as u32)?;
-                    out.write_bytes(element)?;
-                }
-            }
-        }
-        Ok(())
+        snapshot_length_prefixed(state, out)
     }
 
     fn restore_operator_partition(
@@ -137,14 +129,7 @@ impl SnapshotStrategy for CompactKeyed {
         input: &mut RestoreReader<'_>,
         sink: &mut OperatorSink<'_>,
     ) -> Result<()> {
-        let at = input.position();
-        let mut element = Vec::new();
-        input
-            .read_bytes_into(&mut element)
-            .map_err(|e| Error::msg(format!("operator state {name:?}: element at offset {at}: {e}")))?;
-        let mut batch = ElementBatchBuilder::new();
-        batch.push(&element);
-        sink.add(name, mode, &batch)
+        restore_length_prefixed(name, mode, input, sink)
     }
 }
 

@@ -23,8 +23,9 @@
 
 use snapshot_guest::codec::{ReadExt, WriteExt};
 use snapshot_guest::{
-    BatchBuilder, DistributionMode, ElementBatchBuilder, Error, KeyedStateView, OperatorSink, OperatorStateView,
-    PluginInfo, RestoreReader, RestoreSink, Result, SnapshotStrategy, SnapshotWriter, StateKind,
+    restore_length_prefixed, snapshot_length_prefixed, BatchBuilder, DistributionMode, Error, KeyedStateView,
+    OperatorSink, OperatorStateView, PluginInfo, RestoreReader, RestoreSink, Result, SnapshotStrategy, SnapshotWriter,
+    StateKind,
 };
 use std::io::{Read, Write};
 
@@ -87,8 +88,12 @@ impl SnapshotStrategy for FullKeyed {
         Ok(())
     }
 
+    /// Operator state: the same header, then each element length-prefixed and marked as its
+    /// own partition.
     fn snapshot_operator(state: &OperatorStateView<'_>, out: &mut SnapshotWriter<'_>) -> Result<()> {
-        snapshot_operator_state(state, out)
+        out.write_all(MAGIC)?;
+        out.write_u16(FORMAT_VERSION)?;
+        snapshot_length_prefixed(state, out)
     }
 
     fn restore_operator_partition(
@@ -97,7 +102,7 @@ impl SnapshotStrategy for FullKeyed {
         input: &mut RestoreReader<'_>,
         sink: &mut OperatorSink<'_>,
     ) -> Result<()> {
-        restore_operator_element(name, mode, input, sink)
+        restore_length_prefixed(name, mode, input, sink)
     }
 
     fn restore_key_group(key_group: u32, input: &mut RestoreReader<'_>, sink: &mut RestoreSink<'_>) -> Result<()> {
@@ -123,39 +128,6 @@ impl SnapshotStrategy for FullKeyed {
             }
         }
     }
-}
-
-/// Operator state: the same header, then each element length-prefixed and marked as its own
-/// partition.
-fn snapshot_operator_state(state: &OperatorStateView<'_>, out: &mut SnapshotWriter<'_>) -> Result<()> {
-    out.write_all(MAGIC)?;
-    out.write_u16(FORMAT_VERSION)?;
-    for (index, _) in state.states().iter().enumerate() {
-        let mut elements = state.elements(index as u32)?;
-        while let Some(batch) = elements.next_batch(BATCH_BYTES) {
-            for element in batch.iter() {
-                out.begin_partition(index as u32)?;
-                out.write_bytes(element)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-fn restore_operator_element(
-    name: &str,
-    mode: DistributionMode,
-    input: &mut RestoreReader<'_>,
-    sink: &mut OperatorSink<'_>,
-) -> Result<()> {
-    let at = input.position();
-    let mut element = Vec::new();
-    input
-        .read_bytes_into(&mut element)
-        .map_err(|e| Error::msg(format!("operator state {name:?}: element at offset {at}: {e}")))?;
-    let mut batch = ElementBatchBuilder::new();
-    batch.push(&element);
-    sink.add(name, mode, &batch)
 }
 
 fn context(e: std::io::Error, key_group: u32, at: u64) -> Error {
