@@ -61,28 +61,26 @@ def export(strategy_class: type) -> type:
         except Exception as e:  # every failure becomes the call's error result
             raise _failure(e) from None
 
+    def snapshot(method, view, out):
+        def body():
+            writer = SnapshotWriter(out)
+            method(view, writer)
+            writer._finish()
+
+        guarded(body)
+
     class WitWorld:
         def describe(self):
             return strategy.describe()._wit()
 
         def snapshot_keyed(self, state, out):
-            def body():
-                writer = SnapshotWriter(out)
-                strategy.snapshot_keyed(KeyedStateView(state), writer)
-                writer._finish()
-
-            guarded(body)
+            snapshot(strategy.snapshot_keyed, KeyedStateView(state), out)
 
         def restore_key_group(self, key_group, input, sink):
             guarded(lambda: strategy.restore_key_group(key_group, RestoreReader(input), RestoreSink(sink)))
 
         def snapshot_operator(self, state, out):
-            def body():
-                writer = SnapshotWriter(out)
-                strategy.snapshot_operator(OperatorStateView(state), writer)
-                writer._finish()
-
-            guarded(body)
+            snapshot(strategy.snapshot_operator, OperatorStateView(state), out)
 
         def restore_operator_partition(self, name, mode, input, sink):
             guarded(
