@@ -62,7 +62,7 @@ impl Default for RuntimeOptions {
 pub struct PluginRuntime {
     engine: Engine,
     linker: Linker<InvocationState>,
-    ticker_stop: Arc<AtomicBool>,
+    ticker: Arc<Ticker>,
     options: RuntimeOptions,
     memory: Arc<budget::MemoryBudget>,
     cache: Option<wasmtime::Cache>,
@@ -103,8 +103,8 @@ impl PluginRuntime {
             Engine::new(&config).map_err(|e| PluginError::Runtime(format!("cannot create the engine: {e}")))?;
         let mut linker = Linker::new(&engine);
         Self::link(&mut linker).map_err(|e| PluginError::Runtime(format!("cannot link host interfaces: {e}")))?;
-        let ticker_stop = Arc::new(AtomicBool::new(false));
-        let (stop, ticking) = (ticker_stop.clone(), engine.clone());
+        let ticker = Arc::new(Ticker(Arc::new(AtomicBool::new(false))));
+        let (stop, ticking) = (ticker.0.clone(), engine.clone());
         std::thread::Builder::new()
             .name("plugin-epoch".into())
             .spawn(move || {
@@ -115,7 +115,7 @@ impl PluginRuntime {
             })
             .map_err(|e| PluginError::Runtime(format!("cannot start the epoch ticker: {e}")))?;
         let memory = budget::MemoryBudget::new(options.memory_budget);
-        Ok(PluginRuntime { engine, linker, ticker_stop, options, memory, cache })
+        Ok(PluginRuntime { engine, linker, ticker, options, memory, cache })
     }
 
     fn link(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
@@ -155,8 +155,13 @@ impl PluginRuntime {
     }
 }
 
-impl Drop for PluginRuntime {
+/// The epoch ticker's stop flag, raised when the runtime and every plugin it loaded are gone:
+/// a plugin keeps its deadlines working after the runtime is dropped.
+#[derive(Debug)]
+pub(crate) struct Ticker(Arc<AtomicBool>);
+
+impl Drop for Ticker {
     fn drop(&mut self) {
-        self.ticker_stop.store(true, Ordering::Relaxed);
+        self.0.store(true, Ordering::Relaxed);
     }
 }

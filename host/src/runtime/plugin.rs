@@ -59,6 +59,8 @@ pub struct Plugin {
     peak_memory: Arc<AtomicUsize>,
     memory_budget: Arc<MemoryBudget>,
     verify_checksums: bool,
+    /// Keeps the epoch ticker (deadlines, cancellation) running while the plugin lives.
+    _ticker: Arc<super::Ticker>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -149,6 +151,7 @@ impl PluginRuntime {
             peak_memory: Arc::default(),
             memory_budget: self.memory.clone(),
             verify_checksums: true,
+            _ticker: self.ticker.clone(),
         };
         let described = plugin.invoke("describe", |store, strategy| strategy.call_describe(store))?.0;
         let reason = if described.name.trim().is_empty() {
