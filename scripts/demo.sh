@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # The main demo job, from a fresh clone: installs the wasm target, builds the plugins and the
 # host (release), and runs `snapshot-host demo`. Extra arguments go to the demo.
+# SNAPSHOT_HOST_PROFILE=debug runs the debug build instead (CI: the tests just built it, and a
+# release build of wasmtime would add a quarter of an hour on two cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
-echo "==> building the host (release)"
-cargo build --quiet --release -p snapshot-host
-exec "${CARGO_TARGET_DIR:-target}/release/snapshot-host" demo "$@"
+profile="${SNAPSHOT_HOST_PROFILE:-release}"
+case "$profile" in
+  release) echo "==> building the host (release)"; cargo build --quiet --release -p snapshot-host-cli ;;
+  debug) echo "==> building the host (debug)"; cargo build --quiet -p snapshot-host-cli ;;
+  *) echo "SNAPSHOT_HOST_PROFILE must be release or debug, not $profile" >&2; exit 2 ;;
+esac
+exec "${CARGO_TARGET_DIR:-target}/$profile/snapshot-host" demo "$@"

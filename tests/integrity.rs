@@ -20,16 +20,16 @@ use std::time::{Duration, Instant};
 use snapshot_host::backend::{KeyedStateBackend, StateKind};
 use snapshot_host::config::Config;
 use snapshot_host::handles::KeyGroupsStateHandle;
-use snapshot_host::job::{
-    counts_of, expected_counts, processed_total, AttemptOptions, AttemptOutcome, JobError, JobEvent, JobRunner,
-    JobSpec, RestoredJob,
-};
 use snapshot_host::key_groups::KeyGroupRange;
 use snapshot_host::local_store::LOCAL_METADATA_FILE;
 use snapshot_host::restore::RestoreSource;
 use snapshot_host::runtime::{CancelToken, Plugin, PluginError, PluginLimits, PluginRuntime};
 use snapshot_host::storage::METADATA_FILE;
 use snapshot_host::streams::MemoryCheckpointOutputStream;
+use snapshot_host_cli::job::{
+    counts_of, expected_counts, processed_total, AttemptOptions, AttemptOutcome, JobError, JobEvent, JobRunner,
+    JobSpec, RestoredJob,
+};
 
 const EVENTS: u64 = 30_000;
 const KEYS: u64 = 2_000;
@@ -71,8 +71,7 @@ fn run(runner: &mut JobRunner, fail_at: Option<u64>) -> (Result<AttemptOutcome, 
 /// What a starting job would restore, changing nothing on disk.
 fn restorable(spec: JobSpec) -> Result<RestoredJob, JobError> {
     let runner = JobRunner::new(spec, plugin()).unwrap();
-    let stores = runner.open_local_stores().unwrap();
-    runner.find_restorable(&stores, &CancelToken::new())
+    runner.find_restorable(true, &CancelToken::new())
 }
 
 /// The restored state is exactly the checkpoint's: every count equals the source's prefix up
@@ -234,7 +233,7 @@ fn every_metadata_damaged_refuses_to_start_unless_told_to_start_empty() {
     }
     let mut runner = JobRunner::new(spec(dir.path(), false, 4_000), plugin()).unwrap();
     let e = run(&mut runner, None).0.unwrap_err();
-    assert!(matches!(e, JobError::NoRestorableCheckpoint { .. }), "{e:?}");
+    assert!(e.is_unrestorable(), "{e:?}");
     let message = e.to_string();
     for id in &ids {
         assert!(message.contains(&format!("checkpoint {id}: ")), "{message}");

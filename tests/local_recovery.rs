@@ -7,13 +7,13 @@ use std::sync::mpsc::channel;
 use std::sync::Arc;
 
 use snapshot_host::config::Config;
-use snapshot_host::job::{
-    counts_of, expected_counts, processed_total, AttemptOptions, AttemptOutcome, JobEvent, JobRunner, JobSpec,
-    JOB_STATE,
-};
 use snapshot_host::restore::RestoreSource;
 use snapshot_host::runtime::{Plugin, PluginLimits, PluginRuntime};
 use snapshot_host::storage::METADATA_FILE;
+use snapshot_host_cli::job::{
+    counts_of, expected_counts, processed_total, AttemptOptions, AttemptOutcome, JobEvent, JobRunner, JobSpec,
+    JOB_STATE,
+};
 use suite::Primary as P;
 
 const EVENTS: u64 = 60_000;

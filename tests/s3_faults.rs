@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use snapshot_host::config::Config;
-use snapshot_host::embedded_s3::{EmbeddedS3, Shaping};
-use snapshot_host::job::{
-    counts_of, expected_counts, processed_total, AttemptOptions, AttemptOutcome, JobEvent, JobRunner, JobSpec,
-};
 use snapshot_host::runtime::{PluginLimits, PluginRuntime};
 use snapshot_host::storage::{CheckpointStorage, StorageLocation};
 use snapshot_host::streams::StateScope;
+use snapshot_host_cli::embedded_s3::{EmbeddedS3, Shaping};
+use snapshot_host_cli::job::{
+    counts_of, expected_counts, processed_total, AttemptOptions, AttemptOutcome, JobEvent, JobRunner, JobSpec,
+};
 
 // One subtask with enough keys that its keyed snapshot exceeds S3's 5 MiB part: snapshots
 // upload in parts, so the faults also cut multipart uploads.

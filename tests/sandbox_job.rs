@@ -7,9 +7,11 @@ use std::sync::mpsc::channel;
 use std::sync::Arc;
 
 use snapshot_host::config::Config;
-use snapshot_host::job::{counts_of, expected_counts, AttemptOptions, AttemptOutcome, JobEvent, JobRunner, JobSpec};
 use snapshot_host::runtime::{PluginLimits, PluginRuntime};
 use snapshot_host::storage::StorageLocation;
+use snapshot_host_cli::job::{
+    counts_of, expected_counts, AttemptOptions, AttemptOutcome, JobEvent, JobRunner, JobSpec,
+};
 
 const EVENTS: u64 = 40_000;
 const KEYS: u64 = 2_000;

@@ -289,7 +289,7 @@ proptest! {
 /// service that wrote it (the registry keys stores by endpoint too).
 #[test]
 fn same_bucket_names_behind_two_endpoints_never_mix() {
-    use snapshot_host::embedded_s3::{EmbeddedS3, Shaping};
+    use snapshot_host_cli::embedded_s3::{EmbeddedS3, Shaping};
     let servers = [EmbeddedS3::start(Shaping::NONE).unwrap(), EmbeddedS3::start(Shaping::NONE).unwrap()];
     let location = StorageLocation::S3 { bucket: "same".into(), prefix: "p".into() };
     let mut handles = Vec::new();

@@ -123,6 +123,23 @@ struct StateTable {
 }
 
 /// Keyed state of one subtask: the key groups of its range, for every registered state.
+///
+/// Every entry lives in the key group of its key (Flink's murmur hash), so a snapshot can be
+/// split by key group and rescaled; a [`snapshot`](Self::snapshot) is a point-in-time view
+/// that shares the groups copy-on-write.
+///
+/// ```
+/// use snapshot_host::{KeyGroupRange, KeyedStateBackend, StateKind};
+///
+/// let mut keyed = KeyedStateBackend::new(128, KeyGroupRange::new(0, 127))?;
+/// let visits = keyed.register_state("visits", StateKind::List)?;
+/// keyed.add(visits, b"user-1", b"", b"/home")?;
+/// let view = keyed.snapshot();
+/// keyed.add(visits, b"user-1", b"", b"/cart")?; // after the view: not in it
+/// assert_eq!(keyed.get_list(visits, b"user-1", b"")?.len(), 2);
+/// assert_eq!(view.states(), vec![("visits".to_string(), StateKind::List)]);
+/// # Ok::<(), snapshot_host::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct KeyedStateBackend {
     max_parallelism: u32,

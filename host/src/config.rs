@@ -149,7 +149,20 @@ impl Default for CheckpointingConfig {
     }
 }
 
-/// The host's configuration.
+/// The host's configuration: the same keys in a TOML file (`--config`), on the command line
+/// (`--set key=value`) and in [`SnapshotHostBuilder::set`](crate::SnapshotHostBuilder::set).
+///
+/// ```
+/// use snapshot_host::Config;
+///
+/// let mut config = Config::default();
+/// config.apply_toml("[state.checkpoints]\nnum-retained = 3\n", "job.toml".as_ref())?;
+/// config.apply_override("state.backend.local-recovery=true")?;
+/// assert_eq!(config.retained_checkpoints, 3);
+/// assert!(config.local_recovery.enabled);
+/// assert!(config.apply_override("state.checkpoints.num-retained=0").is_err());
+/// # Ok::<(), snapshot_host::config::ConfigError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// Local recovery.

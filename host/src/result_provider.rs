@@ -1,5 +1,5 @@
 //! Result providers: how the output stream of one snapshot is made, primary only or primary
-//! plus a local copy, and how it is finalized into a [`SnapshotResult`].
+//! plus a local copy, and how it is finalized into a [`SnapshotResult`](crate::result::SnapshotResult).
 //!
 //! Finalizing is [`CheckpointOutputStream::close_and_finalize`]: a primary failure fails the
 //! snapshot (and discards everything); a local failure only drops the local part.

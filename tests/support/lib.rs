@@ -129,7 +129,7 @@ pub fn host_binary() -> PathBuf {
     BUILT
         .get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            // Built the way the test run builds it (`host/tests/cli.rs` needs it too): with the
+            // Built the way the test run builds it (`host/cli/tests/cli.rs` needs it too): with the
             // workspace's test feature set this is a no-op after `cargo test --workspace`,
             // where a plain `cargo build -p snapshot-host` resolves other features and
             // recompiles the host and its dependencies (minutes on a fresh clone).
@@ -169,8 +169,8 @@ pub fn broken_plugin(bug: &str) -> PathBuf {
 /// `n` times: each attempt completes exactly one checkpoint (a subtask finishes its snapshots
 /// before it handles the failure), whatever the machine's speed. Checkpoint counts in tests
 /// stay deterministic this way, where a free-running job takes as many as its timing allows.
-pub fn complete_checkpoints(runner: &mut snapshot_host::job::JobRunner, n: usize) {
-    use snapshot_host::job::{AttemptOptions, AttemptOutcome};
+pub fn complete_checkpoints(runner: &mut snapshot_host_cli::job::JobRunner, n: usize) {
+    use snapshot_host_cli::job::{AttemptOptions, AttemptOutcome};
     for _ in 0..n {
         let before = runner.storage().completed_checkpoint_ids().unwrap();
         let start = runner.storage().latest_completed().unwrap().map_or(0, |m| m.source_offset);
@@ -199,10 +199,10 @@ pub fn copy_tree(from: &Path, to: &Path) {
 
 /// The S3-compatible server the tests of one test binary share: in-process (`s3s` over
 /// `s3s-fs`), on 127.0.0.1 and a free port, unshaped; each test uses buckets of its own.
-pub fn s3_server() -> &'static snapshot_host::embedded_s3::EmbeddedS3 {
-    static SERVER: OnceLock<snapshot_host::embedded_s3::EmbeddedS3> = OnceLock::new();
+pub fn s3_server() -> &'static snapshot_host_cli::embedded_s3::EmbeddedS3 {
+    static SERVER: OnceLock<snapshot_host_cli::embedded_s3::EmbeddedS3> = OnceLock::new();
     SERVER.get_or_init(|| {
-        snapshot_host::embedded_s3::EmbeddedS3::start(snapshot_host::embedded_s3::Shaping::NONE)
+        snapshot_host_cli::embedded_s3::EmbeddedS3::start(snapshot_host_cli::embedded_s3::Shaping::NONE)
             .expect("cannot start the embedded S3 server")
     })
 }

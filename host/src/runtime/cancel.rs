@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 /// Cancels the plugin invocations it is passed to. The guest is interrupted at its next epoch
 /// check (within about one [`EPOCH_TICK`](super::EPOCH_TICK), also in a tight loop), and host
-/// calls refuse to continue; the invocation fails with [`PluginError::Cancelled`]
+/// calls refuse to continue; the invocation fails with [`PluginError::Cancelled`](super::PluginError::Cancelled)
 /// (super::PluginError::Cancelled) and its streams are discarded.
 #[derive(Debug, Clone, Default)]
 pub struct CancelToken(Arc<AtomicBool>);

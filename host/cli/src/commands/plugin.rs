@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use snapshot_host::runtime::{grant_of, PluginLimits, PluginRuntime, WIT_PACKAGE, WIT_VERSION};
+use snapshot_host::plugin::{grant_of, PluginLimits, PluginRuntime, WIT_PACKAGE, WIT_VERSION};
 
 pub fn info(path: &Path, json: bool) -> anyhow::Result<()> {
     let runtime = super::runtime(&snapshot_host::config::Config::default())?;
@@ -60,7 +60,7 @@ pub fn info(path: &Path, json: bool) -> anyhow::Result<()> {
 }
 
 pub fn compile(path: &Path, cache_dir: Option<std::path::PathBuf>) -> anyhow::Result<()> {
-    use snapshot_host::runtime::{CacheOutcome, CompiledCache, RuntimeOptions};
+    use snapshot_host::plugin::{CacheOutcome, CompiledCache, RuntimeOptions};
     use std::time::Instant;
     let dir = cache_dir.or_else(CompiledCache::default_dir).context("no cache directory: pass --cache-dir")?;
     let cache = CompiledCache::new(&dir);
@@ -146,7 +146,7 @@ pub fn new(name: &str, dir: Option<std::path::PathBuf>, sdk: Option<std::path::P
     if dir.exists() {
         anyhow::bail!("{} already exists; choose another name or --dir", dir.display());
     }
-    let sdk = sdk.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk"));
+    let sdk = sdk.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../guest-sdk"));
     let sdk =
         sdk.canonicalize().with_context(|| format!("the guest SDK was not found at {} (pass --sdk)", sdk.display()))?;
     let fill = |template: &str| {

@@ -1,7 +1,7 @@
 //! The `snapshot-host` command line.
 
-mod cli;
+mod commands;
 
 fn main() -> std::process::ExitCode {
-    cli::main()
+    commands::main()
 }

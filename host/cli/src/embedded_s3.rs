@@ -19,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use s3s::auth::SimpleAuth;
 use s3s::service::{S3Service, S3ServiceBuilder};
 
-use crate::storage::S3Settings;
+use snapshot_host::S3Settings;
 
 /// How a simulated remote store answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,7 +233,7 @@ impl EmbeddedS3 {
         S3Settings {
             endpoint: Some(self.endpoint()),
             access_key: Some(self.access_key.clone()),
-            secret_key: Some(crate::storage::s3::Secret(self.secret_key.clone())),
+            secret_key: Some(snapshot_host::Secret(self.secret_key.clone())),
             region: Some("us-east-1".into()),
             path_style_access: Some(true),
             ..S3Settings::default()

@@ -5,15 +5,13 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::mpsc::channel;
-use std::sync::Arc;
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
-use snapshot_host::job::{
+use snapshot_host::{default_max_parallelism, CancelToken, SnapshotHost};
+use snapshot_host_cli::job::{
     counts_of, expected_counts, processed_total, AttemptOptions, AttemptOutcome, JobEvent, JobRunner, JobSpec,
 };
-use snapshot_host::key_groups::default_max_parallelism;
-use snapshot_host::runtime::CancelToken;
 
 use super::ConfigArgs;
 
@@ -55,8 +53,7 @@ pub fn run(command: JobCommand) -> anyhow::Result<()> {
         JobCommand::Verify(a) => (a, true),
     };
     let config = args.config.load_with_demo_defaults()?;
-    let runtime = super::runtime(&config)?;
-    let plugin = Arc::new(runtime.load(&args.plugin, config.plugin_limits.clone())?);
+    let plugin = SnapshotHost::load_plugin(&args.plugin, &config)?;
     let spec = JobSpec {
         job_id: args.job_id,
         allocation_id: "local".into(),
@@ -71,7 +68,7 @@ pub fn run(command: JobCommand) -> anyhow::Result<()> {
     if verify {
         // Verifies what a restart would restore (the newest restorable checkpoint), reading
         // the primary only and changing nothing on disk.
-        let restored = runner.find_restorable(&[], &CancelToken::new())?;
+        let restored = runner.find_restorable(false, &CancelToken::new())?;
         let Some(latest) = restored.checkpoint else { bail!("no completed checkpoint to verify") };
         for (id, why) in &restored.skipped {
             eprintln!("skipped checkpoint {id}: {why}");

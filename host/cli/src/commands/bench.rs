@@ -10,16 +10,16 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use snapshot_host::backend::{KeyedSnapshot, KeyedStateBackend, StateKind};
-use snapshot_host::embedded_s3::{EmbeddedS3, Shaping};
 use snapshot_host::handles::{
     KeyGroupRangeOffsets, KeyGroupsStateHandle, SegmentLabel, SegmentRecorder, StreamStateHandle,
 };
-use snapshot_host::job::{AttemptOptions, AttemptOutcome, JobRunner, JobSpec};
 use snapshot_host::key_groups::KeyGroupRange;
 use snapshot_host::result_provider::{primary_and_local, primary_only};
 use snapshot_host::runtime::{CompiledCache, Plugin, PluginLimits, PluginRuntime, RuntimeOptions};
 use snapshot_host::storage::{CheckpointStorage, S3Settings, StorageLocation};
 use snapshot_host::streams::{CheckpointOutputStream, FileStreamFactory, StateScope};
+use snapshot_host_cli::embedded_s3::{EmbeddedS3, Shaping};
+use snapshot_host_cli::job::{AttemptOptions, AttemptOutcome, JobRunner, JobSpec};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {

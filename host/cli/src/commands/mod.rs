@@ -95,9 +95,9 @@ pub(crate) struct ConfigArgs {
 impl ConfigArgs {
     /// The configuration: the demo's defaults (primary in `./checkpoints`, local recovery on
     /// with local copies in `./local-state`), then the file, then the overrides.
-    pub(crate) fn load_with_demo_defaults(&self) -> anyhow::Result<snapshot_host::config::Config> {
+    pub(crate) fn load_with_demo_defaults(&self) -> anyhow::Result<snapshot_host::Config> {
         use anyhow::Context;
-        let mut config = snapshot_host::config::Config::default();
+        let mut config = snapshot_host::Config::default();
         config.local_recovery.enabled = true;
         config.local_recovery.root_dirs = vec![PathBuf::from("local-state")];
         config.retained_checkpoints = 2;
@@ -116,9 +116,9 @@ impl ConfigArgs {
 /// The plugin runtime the commands use: compiled components are cached on disk (unless the
 /// cache directory cannot be determined), so restarts skip compilation; all invocations share
 /// the configured memory budget.
-pub(crate) fn runtime(config: &snapshot_host::config::Config) -> anyhow::Result<snapshot_host::runtime::PluginRuntime> {
+pub(crate) fn runtime(config: &snapshot_host::Config) -> anyhow::Result<snapshot_host::plugin::PluginRuntime> {
     use anyhow::Context;
-    use snapshot_host::runtime::{CompiledCache, PluginRuntime, RuntimeOptions};
+    use snapshot_host::plugin::{CompiledCache, PluginRuntime, RuntimeOptions};
     let cache = CompiledCache::default_dir().map(CompiledCache::new);
     let options = RuntimeOptions { cache, memory_budget: config.plugin_memory_budget, ..RuntimeOptions::default() };
     PluginRuntime::with_options(options).context("starting the plugin runtime")

@@ -4,20 +4,17 @@
 
 use std::path::PathBuf;
 use std::sync::mpsc::channel;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use snapshot_host::embedded_s3::{EmbeddedS3, Shaping};
-use snapshot_host::job::{
+use snapshot_host::{default_max_parallelism, RestoreSource, SnapshotHost, StorageLocation};
+use snapshot_host_cli::embedded_s3::{EmbeddedS3, Shaping};
+use snapshot_host_cli::job::{
     counts_of, expected_counts, processed_total, AttemptOptions, AttemptOutcome, JobEvent, JobRunner, JobSpec,
     JOB_STATE,
 };
-use snapshot_host::key_groups::default_max_parallelism;
-use snapshot_host::restore::RestoreSource;
-use snapshot_host::storage::{CheckpointStorage, StorageLocation};
 
 use super::ConfigArgs;
 
@@ -94,9 +91,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         config.checkpoint_storage =
             StorageLocation::parse(&primary).map_err(|e| anyhow::anyhow!("--primary {primary}: {e}"))?;
     }
-    let runtime = super::runtime(&config)?;
-    let plugin = runtime
-        .load(&args.plugin, config.plugin_limits.clone())
+    let plugin = SnapshotHost::load_plugin(&args.plugin, &config)
         .context("loading the strategy plugin (build it with `cargo build --profile plugin --target wasm32-wasip2 -p full-keyed`)")?;
     let info = plugin.info().clone();
     let spec = JobSpec {
@@ -122,10 +117,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
 
     // Start from nothing, so that every run of the demo shows the same story.
-    CheckpointStorage::open(&config.checkpoint_storage, &config.s3, &spec.job_id, 0)
-        .and_then(|s| s.clear())
+    SnapshotHost::builder(spec.job_id.clone())
+        .config(config.clone())
+        .plugin(plugin.clone())
+        .build()
+        .and_then(|host| Ok(host.checkpoints().clear()?))
         .with_context(|| format!("clearing earlier checkpoints in {}", config.checkpoint_storage))?;
-    let mut runner = JobRunner::new(spec.clone(), Arc::new(plugin))?;
+    let mut runner = JobRunner::new(spec.clone(), plugin)?;
     runner.delete_local_state().context("clearing earlier local state")?;
 
     let started = Instant::now();
