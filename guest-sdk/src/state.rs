@@ -68,7 +68,7 @@ pub struct StateInfo {
     pub kind: StateKind,
 }
 
-/// Identifies a strategy and the format it writes; see [`crate::KeyedStrategy::describe`].
+/// Identifies a strategy and the format it writes; see [`crate::SnapshotStrategy::describe`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginInfo {
     /// Short name of the strategy.
@@ -159,7 +159,7 @@ impl Entries {
     }
 
     /// Like [`next_batch`](Self::next_batch), but only the entries' lengths come into the
-    /// guest: their packed bytes stay on the host until [`SnapshotWriter::write_pending`]
+    /// guest: their packed bytes stay on the host until [`SnapshotWriter::write_pending`](crate::SnapshotWriter::write_pending)
     /// appends them to the snapshot. For formats that store entries verbatim this avoids
     /// copying every byte into the guest and back.
     pub fn next_pending(&mut self, max_bytes: u32) -> Option<PendingBatch> {
