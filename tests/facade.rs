@@ -72,6 +72,9 @@ fn protocol_with_acknowledgements_in_random_order(primary: suite::Primary) {
         }
         let completed = completed.unwrap_or_else(|| panic!("seed {seed}: round {round} did not complete"));
         assert_eq!(completed.metadata.source_offset, round * 100);
+        let retired: Vec<u64> = (1..round).rev().take(1).collect();
+        assert_eq!(completed.retired, retired, "round {round}: the one retained checkpoint before it is retired");
+        assert!(completed.subsumed.is_empty());
     }
     assert_eq!(host.checkpoints().completed_checkpoint_ids().unwrap(), vec![3], "one retained");
     for expected_source in [RestoreSource::Local, RestoreSource::Primary] {
@@ -188,4 +191,31 @@ fn errors_say_what_failed_and_keep_their_cause() {
     let e = host.recover().unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e:?}");
     assert!(e.to_string().contains("checkpoint 1"), "{e}");
+}
+
+#[test]
+fn a_newer_checkpoint_completing_first_subsumes_the_older_one_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    suite::Primary::Directory.configure(&mut config, dir.path());
+    let host = SnapshotHost::builder("subsume")
+        .config(config)
+        .set("execution.checkpointing.max-concurrent-checkpoints", "2")
+        .plugin_file(suite::plugin_path("full-keyed"))
+        .compiled_cache(None)
+        .build()
+        .unwrap();
+    let job = host.recover().unwrap();
+    let t = &job.subtasks[0];
+    let older = job.coordinator.trigger(10).unwrap();
+    let newer = job.coordinator.trigger(20).unwrap();
+    let older_write = t.subtask.snapshot(&older, &t.keyed, &t.operators);
+    let done = job.coordinator.acknowledge(t.subtask.snapshot(&newer, &t.keyed, &t.operators).run().unwrap()).unwrap();
+    let done = done.expect("the newer checkpoint completes");
+    assert_eq!(done.subsumed, vec![older.checkpoint_id()]);
+    assert!(older.is_aborted());
+    // The older snapshot now writes nothing; the newer checkpoint alone is on disk.
+    assert_eq!(older_write.run().unwrap_err().kind(), ErrorKind::Cancelled);
+    assert_eq!(host.checkpoints().completed_checkpoint_ids().unwrap(), vec![newer.checkpoint_id()]);
+    assert!(!host.checkpoints().checkpoint_dir(older.checkpoint_id()).unwrap().exists());
 }

@@ -47,6 +47,11 @@ pub struct CompletedCheckpoint {
     pub metadata: CheckpointMetadata,
     /// From trigger to durable metadata.
     pub duration: Duration,
+    /// Completed checkpoints retired because this one completed (beyond
+    /// `state.checkpoints.num-retained`), oldest first: their files are deleted.
+    pub retired: Vec<u64>,
+    /// Older checkpoints still in flight that this one subsumed: aborted and discarded.
+    pub subsumed: Vec<u64>,
 }
 
 /// Why a checkpoint was aborted. Only [`AbortReason::Failed`] counts as a failed checkpoint
@@ -330,16 +335,18 @@ impl CheckpointCoordinator {
             }
             (retired, subsumed)
         };
-        for old in retired {
+        for &old in &retired {
             if let Err(e) = self.storage.discard_checkpoint(old) {
                 tracing::warn!(checkpoint = old, error = %e, "could not discard a subsumed checkpoint");
             }
         }
+        let mut subsumed_ids = Vec::new();
         for (k, p) in subsumed {
             let acked: Vec<SubtaskState> = p.acks.into_iter().flatten().collect();
             self.discard_everything(k, &acked);
+            subsumed_ids.push(k);
         }
-        Ok(Some(CompletedCheckpoint { metadata, duration }))
+        Ok(Some(CompletedCheckpoint { metadata, duration, retired, subsumed: subsumed_ids }))
     }
 
     /// Discards the primary files of `id` (acknowledged `states` and the directory) and its
