@@ -112,6 +112,13 @@ impl SnapshotHostBuilder {
         self
     }
 
+    /// The limits of every plugin invocation: memory, deadline, output, fuel (the `plugin.*`
+    /// keys).
+    pub fn plugin_limits(mut self, limits: crate::runtime::PluginLimits) -> Self {
+        self.config.plugin_limits = limits;
+        self
+    }
+
     /// Number of subtasks (default 1).
     pub fn parallelism(mut self, parallelism: u32) -> Self {
         self.parallelism = parallelism;

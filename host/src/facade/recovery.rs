@@ -57,6 +57,38 @@ pub struct RecoveredSubtask {
 }
 
 /// A started job: every subtask's state and the coordinator of its next checkpoints.
+///
+/// When the newest checkpoint cannot be restored, an older retained one is, and the newer one
+/// is listed in [`skipped`](Self::skipped) with the reason:
+///
+/// ```
+/// # fn main() -> snapshot_host::Result<()> {
+/// # let dir = tempfile::tempdir()?;
+/// use snapshot_host::SnapshotHost;
+///
+/// let host = SnapshotHost::builder("events")
+///     .plugin_file(snapshot_host::doc_plugin_path())
+///     .checkpoint_storage(dir.path())
+///     .set("state.checkpoints.num-retained", "2")
+///     .build()?;
+/// let job = host.recover()?;
+/// let task = &job.subtasks[0];
+/// for offset in [100, 200] {
+///     let barrier = job.coordinator.trigger(offset).unwrap();
+///     let ack = task.subtask.snapshot(&barrier, &task.keyed, &task.operators).run()?;
+///     job.coordinator.acknowledge(ack)?;
+/// }
+/// // Damage the newest checkpoint's metadata.
+/// let metadata = host.checkpoints().checkpoint_dir(2).unwrap().join("_metadata");
+/// std::fs::write(&metadata, b"not metadata")?;
+///
+/// let restored = host.recover()?;
+/// assert_eq!(restored.checkpoint.as_ref().unwrap().checkpoint_id, 1);
+/// assert_eq!(restored.source_offset(), 100);
+/// assert_eq!(restored.skipped[0].0, 2);
+/// assert_eq!(restored.skipped[0].1.kind(), snapshot_host::ErrorKind::Corrupt);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Recovery {
     /// The checkpoint restored, or `None` when the job starts empty.
