@@ -111,6 +111,22 @@ impl Error {
         self.kind
     }
 
+    /// The message and its causes on one line, `a: b: c`, leaving out a cause whose text is
+    /// already part of what precedes it (many layers quote their cause): for logs and reports.
+    pub fn display_chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut source = StdError::source(self);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !out.contains(&text) {
+                out.push_str(": ");
+                out.push_str(&text);
+            }
+            source = cause.source();
+        }
+        out
+    }
+
     /// The cause, to inspect the layer's own error type.
     pub fn downcast_ref<E: StdError + 'static>(&self) -> Option<&E> {
         let mut current: Option<&(dyn StdError + 'static)> = Some(self.cause.as_ref());
@@ -253,6 +269,7 @@ mod tests {
                 .collect();
         assert_eq!(chain, ["reading chk-3/_metadata", "no such file"]);
         assert!(e.downcast_ref::<std::io::Error>().is_some());
+        assert_eq!(e.display_chain(), "restoring checkpoint 3: reading chk-3/_metadata: no such file");
     }
 
     #[test]

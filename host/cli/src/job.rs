@@ -234,21 +234,6 @@ pub struct RestoredJob {
     pub skipped: Vec<(u64, String)>,
 }
 
-/// An error and its causes on one line, each said once.
-pub fn render(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
-}
-
 enum Input {
     Record(Vec<u8>),
     Barrier(CheckpointBarrier),
@@ -337,7 +322,7 @@ impl JobRunner {
             states.push((s.keyed, s.operators));
             handles.push(s.subtask);
         }
-        let skipped = skipped.iter().map(|(id, e)| (*id, render(e))).collect();
+        let skipped = skipped.iter().map(|(id, e)| (*id, e.display_chain())).collect();
         Ok((RestoredJob { checkpoint, subtasks: states, events, skipped }, handles, coordinator))
     }
 
@@ -439,7 +424,7 @@ impl JobRunner {
             let subtask = i as u32;
             match t.join() {
                 Ok(Ok(b)) => finals.push(b),
-                Ok(Err(e)) if failed_at.is_some() => tracing::debug!(subtask, "{}", render(&e)),
+                Ok(Err(e)) if failed_at.is_some() => tracing::debug!(subtask, "{}", e.display_chain()),
                 Ok(Err(source)) => thread_error = Some(JobError::Subtask { subtask, source }),
                 Err(_) => thread_error = Some(JobError::Panicked(subtask)),
             }
@@ -564,7 +549,7 @@ impl SubtaskContext {
                 // Only the subtask that aborted the checkpoint reports it: the others' snapshots
                 // were merely interrupted by that abort.
                 if self.coordinator.decline(id, &e) {
-                    let _ = self.events.send(JobEvent::Aborted { checkpoint_id: id, reason: render(&e) });
+                    let _ = self.events.send(JobEvent::Aborted { checkpoint_id: id, reason: e.display_chain() });
                 }
             }
         }

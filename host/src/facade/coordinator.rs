@@ -148,7 +148,7 @@ impl Coordinator {
     /// whether this call aborted it (`false` when it had already ended, for instance because
     /// another subtask's failure aborted it first and interrupted this one).
     pub fn decline(&self, id: u64, error: &Error) -> bool {
-        self.inner.abort(id, AbortReason::Failed(render(error)))
+        self.inner.abort(id, AbortReason::Failed(error.display_chain()))
     }
 
     /// Aborts checkpoint `id` for `reason`, discarding what was written for it; a completed
@@ -176,19 +176,4 @@ impl Coordinator {
     pub fn stats(&self) -> CheckpointStats {
         self.inner.stats()
     }
-}
-
-/// An error and its causes on one line, each said once.
-pub(crate) fn render(error: &Error) -> String {
-    let mut out = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
 }

@@ -162,7 +162,7 @@ impl SnapshotHost {
             let metadata = match self.checkpoint(id) {
                 Ok(metadata) => metadata,
                 Err(e) => {
-                    tracing::warn!(checkpoint = id, error = %super::coordinator::render(&e), "cannot restore checkpoint {id}; trying an older one");
+                    tracing::warn!(checkpoint = id, error = %e.display_chain(), "cannot restore checkpoint {id}; trying an older one");
                     skipped.push((id, e));
                     continue;
                 }
@@ -174,7 +174,7 @@ impl SnapshotHost {
                 }
                 Err(e) if e.kind() == ErrorKind::Cancelled => return Err(e),
                 Err(e) => {
-                    tracing::warn!(checkpoint = id, error = %super::coordinator::render(&e), "cannot restore checkpoint {id}; trying an older one");
+                    tracing::warn!(checkpoint = id, error = %e.display_chain(), "cannot restore checkpoint {id}; trying an older one");
                     skipped.push((id, e));
                 }
             }
@@ -240,7 +240,7 @@ impl SnapshotHost {
 
 fn no_restorable_checkpoint(dir: &str, skipped: &[(u64, Error)]) -> Error {
     let lines: Vec<String> =
-        skipped.iter().map(|(id, why)| format!("  checkpoint {id}: {}", super::coordinator::render(why))).collect();
+        skipped.iter().map(|(id, why)| format!("  checkpoint {id}: {}", why.display_chain())).collect();
     Error::msg(
         ErrorKind::Corrupt,
         format!(
