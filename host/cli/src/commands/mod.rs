@@ -113,17 +113,6 @@ impl ConfigArgs {
     }
 }
 
-/// The plugin runtime the commands use: compiled components are cached on disk (unless the
-/// cache directory cannot be determined), so restarts skip compilation; all invocations share
-/// the configured memory budget.
-pub(crate) fn runtime(config: &snapshot_host::Config) -> anyhow::Result<snapshot_host::plugin::PluginRuntime> {
-    use anyhow::Context;
-    use snapshot_host::plugin::{CompiledCache, PluginRuntime, RuntimeOptions};
-    let cache = CompiledCache::default_dir().map(CompiledCache::new);
-    let options = RuntimeOptions { cache, memory_budget: config.plugin_memory_budget, ..RuntimeOptions::default() };
-    PluginRuntime::with_options(options).context("starting the plugin runtime")
-}
-
 /// An error and its causes, each said once: `a: b: c`, leaving out a cause whose text the
 /// message before it already contains (many errors quote their cause in their own message).
 pub(crate) fn render_error(error: &anyhow::Error) -> String {

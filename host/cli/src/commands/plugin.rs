@@ -4,10 +4,10 @@ use std::path::Path;
 
 use anyhow::Context;
 use snapshot_host::plugin::{grant_of, PluginLimits, PluginRuntime, WIT_PACKAGE, WIT_VERSION};
+use snapshot_host::{Config, SnapshotHost};
 
 pub fn info(path: &Path, json: bool) -> anyhow::Result<()> {
-    let runtime = super::runtime(&snapshot_host::config::Config::default())?;
-    let plugin = runtime.load(path, PluginLimits::default())?;
+    let plugin = SnapshotHost::load_plugin(path, &Config::default())?;
     let info = plugin.info();
     let built_against: Vec<&str> = plugin
         .imports()
