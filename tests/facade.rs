@@ -219,3 +219,79 @@ fn a_newer_checkpoint_completing_first_subsumes_the_older_one_in_flight() {
     assert_eq!(host.checkpoints().completed_checkpoint_ids().unwrap(), vec![newer.checkpoint_id()]);
     assert!(!host.checkpoints().checkpoint_dir(older.checkpoint_id()).unwrap().exists());
 }
+
+/// Files below `dir`, recursively (none when it does not exist).
+fn files_below(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.path().is_dir() {
+            out.extend(files_below(&entry.path()));
+        } else {
+            out.push(entry.path());
+        }
+    }
+    out
+}
+
+/// A checkpoint declined while a subtask's plugin is still writing it, at a random moment of
+/// the keyed or the operator write: whether the write is interrupted or finishes first (its
+/// late acknowledgement is then discarded), nothing of the checkpoint stays, primary or local.
+/// Repeated until the interrupted path was taken at least once.
+fn declined_mid_write_leaves_no_files(big_operator_state: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host(dir.path(), suite::Primary::Directory, 1, true);
+    let view = MapState::new("blobs");
+    let mut job = host.recover().unwrap();
+    let value = vec![7u8; 1024];
+    // Above the inline threshold either way: the keyed state is a file of its own.
+    let n = if big_operator_state { 200 } else { 40_000 };
+    let entries: Vec<(Vec<u8>, Vec<u8>)> = (0..n).map(|i| (format!("k{i}").into_bytes(), value.clone())).collect();
+    let task = &mut job.subtasks[0];
+    task.keyed = view.load(&task.subtask, entries.iter().map(|(k, v)| (k, v))).unwrap();
+    if big_operator_state {
+        task.operators.register("blobs", snapshot_host::DistributionMode::SplitDistribute).unwrap();
+        task.operators.update("blobs", vec![value.clone(); 40_000]).unwrap();
+    }
+    let t = &job.subtasks[0];
+    let mut interrupted = 0;
+    for attempt in 0..8 {
+        let barrier = job.coordinator.trigger(attempt).unwrap();
+        let id = barrier.checkpoint_id();
+        let primary_dir = host.checkpoints().checkpoint_dir(id).unwrap();
+        let write = t.subtask.snapshot(&barrier, &t.keyed, &t.operators);
+        let running = std::thread::spawn(move || write.run());
+        while files_below(&primary_dir).is_empty() && !running.is_finished() {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        let failure = snapshot_host::Error::msg(ErrorKind::Storage, "injected");
+        job.coordinator.decline(id, &failure);
+        match running.join().unwrap() {
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Cancelled, "{e:?}");
+                interrupted += 1;
+            }
+            Ok(ack) => assert!(job.coordinator.acknowledge(ack).unwrap().is_none()),
+        }
+        assert!(!primary_dir.exists(), "attempt {attempt}: {:?} left", files_below(&primary_dir));
+        assert!(t.subtask.local_checkpoints().is_empty(), "attempt {attempt}: a local copy was kept");
+        let local: Vec<_> = files_below(&dir.path().join("local"))
+            .into_iter()
+            .filter(|f| f.to_string_lossy().contains(&format!("chk_{id}")))
+            .collect();
+        assert!(local.is_empty(), "attempt {attempt}: local files left: {local:?}");
+        if interrupted > 0 && attempt >= 2 {
+            break;
+        }
+    }
+    assert!(interrupted > 0, "no decline landed while the plugin was writing; the interrupted path went untested");
+}
+
+#[test]
+fn a_checkpoint_declined_during_the_keyed_write_leaves_no_files() {
+    declined_mid_write_leaves_no_files(false);
+}
+
+#[test]
+fn a_checkpoint_declined_during_the_operator_write_leaves_no_files() {
+    declined_mid_write_leaves_no_files(true);
+}

@@ -272,8 +272,9 @@ impl CheckpointCoordinator {
                     subtask,
                     "late acknowledgement for an aborted checkpoint; discarding its state"
                 );
-                state.discard();
-                self.abort_local(id);
+                // The abort already deleted the checkpoint's directory; this subtask's write may
+                // have created it again.
+                self.discard_everything(id, std::slice::from_ref(&state));
             }
         }
     }

@@ -139,9 +139,11 @@ impl SnapshotHost {
         self.restore_newest(Mode::Start, cancel)
     }
 
-    /// What [`recover`](Self::recover) would restore, changing nothing on disk (no pruning,
-    /// nothing moved aside): to verify checkpoints. Without `local_copies` only the primary is
-    /// read, which is what must always be restorable.
+    /// What [`recover`](Self::recover) would restore, changing nothing durable: no checkpoint
+    /// is moved aside and no local copy pruned, to verify checkpoints. Without `local_copies`
+    /// only the primary is read, which is what must always be restorable; with them, opening
+    /// the local stores deletes local directories that are incomplete or unreadable, as every
+    /// start does.
     pub fn inspect_newest(&self, local_copies: bool, cancel: &CancelToken) -> Result<Recovery> {
         self.restore_newest(Mode::Inspect { local: local_copies }, cancel)
     }

@@ -251,8 +251,9 @@ impl SnapshotTask {
         let (subtask, cancel) = (self.subtask.clone(), self.cancel.clone());
         self.write().map_err(|e| {
             if cancel.is_cancelled() {
-                // The abort that interrupted this write has already discarded the checkpoint;
-                // what this subtask wrote since would outlive it.
+                // The abort that interrupted this write deleted the checkpoint's files, and the
+                // streams it cut short delete their partial files; a stream opened after the
+                // abort may still have created the directories again.
                 if let Err(e) = subtask.host.checkpoints().discard_checkpoint(id) {
                     tracing::warn!(checkpoint = id, error = %e, "could not discard an aborted checkpoint's files");
                 }
