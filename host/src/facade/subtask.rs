@@ -258,6 +258,10 @@ impl SnapshotTask {
                     tracing::warn!(checkpoint = id, error = %e, "could not discard an aborted checkpoint's files");
                 }
                 subtask.store.abort(id);
+                // Whatever failed (a stream whose directory the abort deleted, say), the abort
+                // is why: report it as cancelled, with the failure as the cause.
+                let what = format!("subtask {index}: checkpoint {id} was aborted while it was being written");
+                return Error::new(ErrorKind::Cancelled, e).context(what);
             }
             e.context(format!("subtask {index}: writing its part of checkpoint {id}"))
         })
