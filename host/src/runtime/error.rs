@@ -62,16 +62,23 @@ pub enum PluginError {
         /// What is wrong.
         reason: String,
     },
-    /// The guest trapped (panic, unreachable, out of bounds, limit, timeout).
-    #[error("plugin {plugin}: {operation} trapped: {message}{}", stderr_suffix(guest_output))]
+    /// The guest trapped (panic, unreachable, out of bounds, a host resource misused).
+    #[error(
+        "plugin {plugin}: {operation} trapped: {message}{}{}",
+        backtrace_suffix(backtrace),
+        stderr_suffix(guest_output)
+    )]
     Trap {
         /// The plugin.
         plugin: String,
         /// What was being done.
         operation: String,
-        /// The trap with its wasm backtrace.
+        /// The cause, first (`wasm trap: ...`, `unknown handle index 7`), then a guest panic's
+        /// message and location: one line, what a reader needs to find the bug.
         message: String,
-        /// The guest's stderr (a Rust guest's panic message lands here).
+        /// The wasm backtrace, printed after the cause (empty if there is none).
+        backtrace: String,
+        /// The guest's stderr, without the panic already in `message`.
         guest_output: String,
     },
     /// The strategy returned an error.
@@ -136,6 +143,28 @@ pub enum PluginError {
     /// An internal wasmtime error not attributable to the plugin.
     #[error("plugin runtime: {0}")]
     Runtime(String),
+}
+
+fn backtrace_suffix(backtrace: &str) -> String {
+    let trimmed = backtrace.trim();
+    if trimmed.is_empty() {
+        String::new()
+    } else {
+        format!("\n{trimmed}")
+    }
+}
+
+impl PluginError {
+    /// The first line of the message: for a trap, its cause and the guest's panic, without
+    /// the backtrace and the guest's output. What a table of results shows.
+    pub fn summary(&self) -> String {
+        match self {
+            PluginError::Trap { plugin, operation, message, .. } => {
+                format!("plugin {plugin}: {operation} trapped: {message}")
+            }
+            other => other.to_string().lines().next().unwrap_or_default().to_string(),
+        }
+    }
 }
 
 fn stderr_suffix(output: &str) -> String {

@@ -278,6 +278,21 @@ impl Plugin {
         store
     }
 
+    /// Calls `describe()` on a fresh instance: what the plugin says of itself now, to compare
+    /// with what it said when it was loaded (a strategy must describe itself the same way
+    /// every time; the host records the description with each checkpoint).
+    pub fn describe_fresh(&self) -> Result<PluginInfo, PluginError> {
+        let described = self.invoke("describe", |store, strategy| strategy.call_describe(store))?.0;
+        Ok(PluginInfo {
+            name: described.name,
+            version: described.version,
+            format: described.format,
+            format_version: described.format_version,
+            deterministic: described.deterministic,
+            content_hash: self.info.content_hash.clone(),
+        })
+    }
+
     /// Instantiates the plugin in a fresh store and drops it: the per-invocation cost, for
     /// measurements.
     pub fn instantiate_once(&self) -> Result<(), PluginError> {
@@ -351,8 +366,8 @@ impl Plugin {
             );
             return PluginError::Limit { plugin, operation, message };
         }
-        // `{:#}` keeps the wasm backtrace and the trap cause, not the host's own stack.
-        PluginError::Trap { plugin, operation, message: format!("{error:#}"), guest_output }
+        let (message, backtrace, guest_output) = describe_trap(&error, &guest_output);
+        PluginError::Trap { plugin, operation, message, backtrace, guest_output }
     }
 
     fn failure_error(&self, operation: &str, failure: HostFailure) -> PluginError {
@@ -683,6 +698,43 @@ impl Plugin {
         let sink = store.data_mut().table.delete(sink).map_err(runtime_err)?;
         Ok(sink.into_backend())
     }
+}
+
+/// Splits a trap into its cause (innermost error first, then the contexts around it, without
+/// the backtrace), the guest's panic message and location if its stderr has one, the wasm
+/// backtrace, and the rest of the guest's stderr.
+fn describe_trap(error: &wasmtime::Error, guest_output: &str) -> (String, String, String) {
+    let backtrace = error.downcast_ref::<wasmtime::WasmBacktrace>().map(|b| b.to_string()).unwrap_or_default();
+    let mut causes: Vec<String> = error
+        .chain()
+        .map(|e| e.to_string())
+        .filter(|text| !text.starts_with("error while executing at wasm backtrace"))
+        .collect();
+    causes.reverse();
+    causes.dedup();
+    let mut message = causes.join(": ");
+    if message.is_empty() {
+        message = "wasm trap".into();
+    }
+    // A Rust guest prints `thread '...' panicked at src/lib.rs:12:9:\n<message>` and a note.
+    let mut rest = Vec::new();
+    let mut lines = guest_output.lines().peekable();
+    while let Some(line) = lines.next() {
+        if let Some(at) = line.find("panicked at ") {
+            let location = line[at + "panicked at ".len()..].trim_end_matches(':');
+            let mut text = Vec::new();
+            while let Some(next) = lines.peek() {
+                if next.starts_with("note: ") || next.contains("panicked at ") {
+                    break;
+                }
+                text.push(lines.next().unwrap_or_default().trim());
+            }
+            message = format!("{message}; guest panicked at {location}: {}", text.join(" "));
+        } else if !line.starts_with("note: run with `RUST_BACKTRACE") {
+            rest.push(line);
+        }
+    }
+    (message, backtrace, rest.join("\n"))
 }
 
 fn forward_guest_output(plugin: &str, store: &Store<InvocationState>) {
