@@ -199,6 +199,16 @@ pub enum JobError {
         #[source]
         source: snapshot_host::Error,
     },
+    /// The plugin cannot keep a kind of state the job keeps: refused before the job starts.
+    #[error("plugin {plugin} cannot keep the job's {what}, so no checkpoint of this job could complete: {reason}")]
+    PluginUnfit {
+        /// The plugin's described name.
+        plugin: String,
+        /// The kind of state, with the job's states of that kind.
+        what: &'static str,
+        /// What the pre-flight snapshot found.
+        reason: String,
+    },
     /// A subtask thread panicked.
     #[error("subtask {0} panicked")]
     Panicked(u32),
@@ -257,6 +267,15 @@ impl JobRunner {
     pub fn new(spec: JobSpec, plugin: Arc<Plugin>) -> Result<Self, JobError> {
         if spec.checkpoint_interval == 0 {
             return Err(JobError::Setup("the checkpoint interval must be at least 1 event".into()));
+        }
+        let capabilities = plugin.probe_capabilities();
+        for (what, result) in [
+            ("keyed state (value state `count`)", capabilities.keyed),
+            ("operator state (list states `processed` and `job`)", capabilities.operator),
+        ] {
+            if let Err(reason) = result {
+                return Err(JobError::PluginUnfit { plugin: plugin.info().name.clone(), what, reason });
+            }
         }
         let host = SnapshotHost::builder(spec.job_id.clone())
             .config(spec.config.clone())

@@ -17,6 +17,7 @@ mod limits;
 pub mod operator_state;
 pub mod output;
 mod plugin;
+mod probe;
 mod store;
 mod wasi;
 
@@ -33,6 +34,7 @@ pub use cancel::CancelToken;
 pub use error::PluginError;
 pub use limits::PluginLimits;
 pub use plugin::{KeyedOutput, OperatorOutput, Plugin, PluginInfo};
+pub use probe::Capabilities;
 pub use store::InvocationState;
 pub use wasi::{grant_of, Grant, WASI_POLICY};
 

@@ -104,6 +104,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         checkpoint_interval,
         config: config.clone(),
     };
+    // Refuses a plugin that cannot keep the job's state before anything is written or cleared.
+    let mut runner = JobRunner::new(spec.clone(), plugin.clone())?;
     println!("strategy:   {} {} (format {} v{})", info.name, info.version, info.format, info.format_version);
     println!(
         "job:        {} events over {} keys, parallelism {}, {} key groups, a checkpoint every {} events",
@@ -123,7 +125,6 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         .build()
         .and_then(|host| Ok(host.checkpoints().clear()?))
         .with_context(|| format!("clearing earlier checkpoints in {}", config.checkpoint_storage))?;
-    let mut runner = JobRunner::new(spec.clone(), plugin)?;
     runner.delete_local_state().context("clearing earlier local state")?;
 
     let started = Instant::now();
