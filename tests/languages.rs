@@ -4,14 +4,18 @@
 
 use std::process::Command;
 
-use snapshot_host::harness::{test_plugin, Outcome, Sizes};
+use snapshot_host::harness::{test_plugin, Options, Outcome};
 
 fn passes_the_full_harness(name: &str) {
-    let report = test_plugin(&suite::plugin_path(name), Sizes::FULL).unwrap();
+    // Interpreted guests in a debug host: the harness's own 15 s deadline is meant for release
+    // builds (`plugin test` takes `--set plugin.timeout=...` for slow machines).
+    let mut options = Options::full();
+    options.limits.timeout = std::time::Duration::from_secs(120);
+    let report = test_plugin(&suite::plugin_path(name), &options).unwrap();
     let failures: Vec<_> = report.cases.iter().filter(|c| c.outcome == Outcome::Fail).collect();
-    assert!(failures.is_empty(), "{name}:\n{}", report.to_table());
+    assert!(failures.is_empty(), "{name}:\n{}", report.to_table(true));
     assert_eq!(report.name, name);
-    assert!(report.cases.len() >= 16, "{}", report.to_table());
+    assert!(report.cases.len() >= 29, "{}", report.to_table(true));
 }
 
 #[test]

@@ -206,7 +206,7 @@ pub mod __private {
     #[allow(missing_docs, clippy::all)]
     pub mod bindings {
         wit_bindgen::generate!({
-            path: "../wit",
+            path: "wit",
             world: "strategy",
             pub_export_macro: true,
             export_macro_name: "__export_strategy",

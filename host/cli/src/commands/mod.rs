@@ -46,6 +46,9 @@ enum PluginCommand {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// The plugin limits to load it with (`plugin.*` keys).
+        #[command(flatten)]
+        config: ConfigArgs,
     },
     /// Test a plugin against the reference host: the conformance cases of the strategy world.
     Test {
@@ -55,9 +58,17 @@ enum PluginCommand {
         #[arg(long, value_enum, default_value = "table")]
         format: plugin::ReportFormat,
         /// Smaller states (a 4 MiB value instead of 64 MiB, 50,000 tiny entries instead of two
-        /// million), for quick iterations.
+        /// million; still every shape and length boundary), for quick iterations.
         #[arg(long)]
         quick: bool,
+        /// Show each failure's detail (wasm backtrace, guest output, host log) under it.
+        #[arg(long, short)]
+        verbose: bool,
+        /// The plugin limits (`plugin.*` keys). The harness starts from its own: a deadline of
+        /// 15 s per invocation and 512 MiB of output per snapshot, e.g.
+        /// `--set plugin.timeout=60s` for a slow interpreter.
+        #[command(flatten)]
+        config: ConfigArgs,
     },
     /// Create a plugin crate from a template that builds and passes `plugin test`.
     New {
@@ -66,7 +77,9 @@ enum PluginCommand {
         /// Directory to create the crate in (default: ./<name>).
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// Path of the guest SDK (default: the SDK of the source tree this binary was built from).
+        /// A checkout of the guest SDK to build against (written as a relative path). Default: the
+        /// SDK of the enclosing repository when the plugin is created inside one, else the
+        /// SDK by version from the crates registry.
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
@@ -96,11 +109,16 @@ impl ConfigArgs {
     /// The configuration: the demo's defaults (primary in `./checkpoints`, local recovery on
     /// with local copies in `./local-state`), then the file, then the overrides.
     pub(crate) fn load_with_demo_defaults(&self) -> anyhow::Result<snapshot_host::Config> {
-        use anyhow::Context;
         let mut config = snapshot_host::Config::default();
         config.local_recovery.enabled = true;
         config.local_recovery.root_dirs = vec![PathBuf::from("local-state")];
         config.retained_checkpoints = 2;
+        self.load_over(config)
+    }
+
+    /// `base`, then the file, then the overrides.
+    pub(crate) fn load_over(&self, mut config: snapshot_host::Config) -> anyhow::Result<snapshot_host::Config> {
+        use anyhow::Context;
         if let Some(path) = &self.config {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading configuration file {}", path.display()))?;
@@ -146,12 +164,16 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Job { command } => job::run(command),
         Command::Bench(args) => bench::run(args),
-        Command::Plugin { command: PluginCommand::Info { plugin, json } } => plugin::info(&plugin, json),
+        Command::Plugin { command: PluginCommand::Info { plugin, json, config } } => {
+            config.load_over(snapshot_host::Config::default()).and_then(|config| plugin::info(&plugin, json, &config))
+        }
         Command::Plugin { command: PluginCommand::Compile { plugin, cache_dir } } => {
             plugin::compile(&plugin, cache_dir)
         }
-        Command::Plugin { command: PluginCommand::Test { plugin, format, quick } } => {
-            plugin::test(&plugin, format, quick)
+        Command::Plugin { command: PluginCommand::Test { plugin, format, quick, verbose, config } } => {
+            let mut base = snapshot_host::Config::default();
+            base.plugin_limits = snapshot_host::harness::harness_limits();
+            config.load_over(base).and_then(|config| plugin::test(&plugin, format, quick, verbose, &config))
         }
         Command::Plugin { command: PluginCommand::New { name, dir, sdk } } => plugin::new(&name, dir, sdk),
     };

@@ -1,13 +1,13 @@
 //! `snapshot-host plugin ...`
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use snapshot_host::plugin::{grant_of, PluginLimits, PluginRuntime, WIT_PACKAGE, WIT_VERSION};
 use snapshot_host::{Config, SnapshotHost};
 
-pub fn info(path: &Path, json: bool) -> anyhow::Result<()> {
-    let plugin = SnapshotHost::load_plugin(path, &Config::default())?;
+pub fn info(path: &Path, json: bool, config: &Config) -> anyhow::Result<()> {
+    let plugin = SnapshotHost::load_plugin(path, config)?;
     let info = plugin.info();
     let built_against: Vec<&str> = plugin
         .imports()
@@ -59,7 +59,7 @@ pub fn info(path: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn compile(path: &Path, cache_dir: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+pub fn compile(path: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<()> {
     use snapshot_host::plugin::{CacheOutcome, CompiledCache, RuntimeOptions};
     use std::time::Instant;
     let dir = cache_dir.or_else(CompiledCache::default_dir).context("no cache directory: pass --cache-dir")?;
@@ -114,27 +114,35 @@ pub enum ReportFormat {
     Junit,
 }
 
-pub fn test(path: &Path, format: ReportFormat, quick: bool) -> anyhow::Result<()> {
-    use snapshot_host::harness::{test_plugin, Sizes};
-    let report = test_plugin(path, if quick { Sizes::QUICK } else { Sizes::FULL })?;
+pub fn test(path: &Path, format: ReportFormat, quick: bool, verbose: bool, config: &Config) -> anyhow::Result<()> {
+    use snapshot_host::harness::{run_cases, Options, Sizes};
+    use std::io::IsTerminal;
+    let plugin = SnapshotHost::load_plugin(path, config)?;
+    let options =
+        Options { sizes: if quick { Sizes::QUICK } else { Sizes::FULL }, limits: config.plugin_limits.clone() };
+    // A progress line per case, on a terminal only: full runs take a while per case.
+    let progress = !quick && std::io::stderr().is_terminal();
+    let report = run_cases(&plugin, path, &options, |index, count, name| {
+        if progress {
+            eprint!("\r\x1b[2K[{}/{count}] {name}", index + 1);
+        }
+    });
+    if progress {
+        eprint!("\r\x1b[2K");
+    }
     match format {
-        ReportFormat::Table => print!("{}", report.to_table()),
+        ReportFormat::Table => print!("{}", report.to_table(verbose)),
         ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         ReportFormat::Junit => print!("{}", report.to_junit()),
     }
     if report.failed() {
-        let failed: Vec<_> = report
-            .cases
-            .iter()
-            .filter(|c| c.outcome == snapshot_host::harness::Outcome::Fail)
-            .map(|c| c.name.as_str())
-            .collect();
+        let failed = report.failures();
         anyhow::bail!("plugin {} failed {} conformance case(s): {}", path.display(), failed.len(), failed.join(", "));
     }
     Ok(())
 }
 
-pub fn new(name: &str, dir: Option<std::path::PathBuf>, sdk: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+pub fn new(name: &str, dir: Option<PathBuf>, sdk: Option<PathBuf>) -> anyhow::Result<()> {
     let valid = !name.is_empty()
         && name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase())
@@ -142,28 +150,106 @@ pub fn new(name: &str, dir: Option<std::path::PathBuf>, sdk: Option<std::path::P
     if !valid {
         anyhow::bail!("invalid plugin name {name:?}: use lowercase letters, digits and '-', starting with a letter");
     }
-    let dir = dir.unwrap_or_else(|| std::path::PathBuf::from(name));
+    let dir = dir.unwrap_or_else(|| PathBuf::from(name));
     if dir.exists() {
         anyhow::bail!("{} already exists; choose another name or --dir", dir.display());
     }
-    let sdk = sdk.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../guest-sdk"));
-    let sdk =
-        sdk.canonicalize().with_context(|| format!("the guest SDK was not found at {} (pass --sdk)", sdk.display()))?;
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let parent = parent
+        .canonicalize()
+        .with_context(|| format!("the directory {} to create the plugin in does not exist", parent.display()))?;
+    let crate_dir = parent.join(dir.file_name().context("--dir must name a directory")?);
+    let dependency = sdk_dependency(&crate_dir, sdk.as_deref())?;
     let fill = |template: &str| {
         template
             .replace("{{name}}", name)
             .replace("{{file}}", &name.replace('-', "_"))
-            .replace("{{sdk}}", &sdk.display().to_string())
+            .replace("{{sdk}}", &dependency.toml)
     };
     std::fs::create_dir_all(dir.join("src")).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::write(dir.join("Cargo.toml"), fill(include_str!("../../templates/plugin/Cargo.toml.tmpl")))?;
     std::fs::write(dir.join("src/lib.rs"), fill(include_str!("../../templates/plugin/lib.rs.tmpl")))?;
-    println!("created {} ({})", dir.display(), name);
-    println!("build:  cd {} && cargo build --release --target wasm32-wasip2", dir.display());
-    println!(
-        "test:   snapshot-host plugin test {}/target/wasm32-wasip2/release/{}.wasm",
-        dir.display(),
-        name.replace('-', "_")
-    );
+    println!("created {} (strategy {name}, keyed and operator state)", dir.display());
+    println!("guest SDK: {}", dependency.describe);
+    let wasm = format!("target/wasm32-wasip2/release/{}.wasm", name.replace('-', "_"));
+    let me = host_command();
+    println!("next steps (the target once: rustup target add wasm32-wasip2):");
+    println!("  cd {}", quote(&dir.display().to_string()));
+    println!("  cargo build --release --target wasm32-wasip2");
+    println!("  {me} plugin test {wasm}");
+    println!("  {me} demo --plugin {wasm}");
     Ok(())
+}
+
+/// How a generated plugin names the guest SDK.
+struct SdkDependency {
+    /// The TOML value after `snapshot-guest-sdk = `.
+    toml: String,
+    /// Where it comes from, for the user.
+    describe: String,
+}
+
+/// The SDK by version, so a plugin builds wherever the SDK is published; with a relative path
+/// override when `--sdk` names a checkout of it or when the plugin is created inside this
+/// repository. Never an absolute path: the generated crate must build on another machine too.
+fn sdk_dependency(crate_dir: &Path, sdk: Option<&Path>) -> anyhow::Result<SdkDependency> {
+    let version = env!("CARGO_PKG_VERSION");
+    let sdk = match sdk {
+        Some(given) => {
+            let canonical =
+                given.canonicalize().with_context(|| format!("--sdk {}: no such directory", given.display()))?;
+            if !is_guest_sdk(&canonical) {
+                anyhow::bail!(
+                    "--sdk {}: not the guest SDK (no Cargo.toml with package snapshot-guest-sdk there)",
+                    given.display()
+                );
+            }
+            Some(canonical)
+        }
+        None => crate_dir.ancestors().skip(1).map(|a| a.join("guest-sdk")).find(|candidate| is_guest_sdk(candidate)),
+    };
+    Ok(match sdk {
+        Some(sdk) => {
+            let relative = pathdiff::diff_paths(&sdk, crate_dir).context("no relative path to the SDK")?;
+            let relative = relative.to_string_lossy().replace('\\', "/");
+            SdkDependency {
+                toml: format!("{{ version = \"{version}\", path = \"{relative}\" }}"),
+                describe: format!("snapshot-guest-sdk {version} from {relative}"),
+            }
+        }
+        None => SdkDependency {
+            toml: format!("\"{version}\""),
+            describe: format!(
+                "snapshot-guest-sdk {version} from the crates registry (pass --sdk DIR to build against a checkout)"
+            ),
+        },
+    })
+}
+
+fn is_guest_sdk(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("Cargo.toml"))
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .and_then(|t| t.get("package")?.get("name")?.as_str().map(|n| n == "snapshot-guest-sdk"))
+        .unwrap_or(false)
+}
+
+/// The command that runs this binary: its name when that is what `PATH` finds, its full path
+/// otherwise, so the printed next steps work as pasted.
+fn host_command() -> String {
+    let me = std::env::current_exe().ok().and_then(|p| p.canonicalize().ok());
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path).map(|d| d.join("snapshot-host")).find(|c| c.is_file())?.canonicalize().ok()
+    });
+    match me {
+        Some(me) if on_path.as_ref() != Some(&me) => quote(&me.display().to_string()),
+        _ => "snapshot-host".into(),
+    }
+}
+
+fn quote(text: &str) -> String {
+    shlex::try_quote(text).map(|q| q.into_owned()).unwrap_or_else(|_| text.to_string())
 }
