@@ -87,6 +87,21 @@ fn run_fixture(bug: &'static str) -> std::thread::JoinHandle<(Report, Duration)>
 /// only: that case is what catches it.
 const EXACT: &[(&str, &[&str])] = &[
     ("empty-state", &["round-trip/empty"]),
+    ("high-byte-key", &["round-trip/binary-keys"]),
+    ("value-4mib", &["round-trip/huge-value"]),
+    ("small-run-u8", &["round-trip/many-tiny-entries"]),
+    ("list-binary-ns", &["round-trip/mixed-kinds-one-group"]),
+    // Also every restore large enough that the host moves on to a fresh instance midway.
+    (
+        "state-dictionary",
+        &[
+            "round-trip/length-boundaries",
+            "round-trip/huge-value",
+            "offsets/each-key-group-alone",
+            "rescaling/1-to-3",
+            "rescaling/3-to-5",
+        ],
+    ),
     ("key-len-128", &["round-trip/length-boundaries"]),
     ("ns-over-255", &["round-trip/length-boundaries"]),
     ("value-16k", &["round-trip/length-boundaries"]),
@@ -95,6 +110,7 @@ const EXACT: &[(&str, &[&str])] = &[
     ("drop-later-batches", &["round-trip/multi-batch-key-groups"]),
     ("buffer-all", &["resources/memory-proportional"]),
     ("runaway-memory", &["resources/memory-and-time"]),
+    ("panic-on-huge", &["resources/memory-and-time"]),
     ("op-drop-last-large", &["operator/small-and-large-elements"]),
     ("union-header", &["operator/each-partition-alone"]),
     (
@@ -146,6 +162,37 @@ fn each_broken_fixture_fails_exactly_the_cases_meant_to_catch_it() {
     }
 }
 
+/// A guest panic shows its message and location in the table, the trap's cause first; the
+/// backtrace is in the detail (JSON, `--verbose`), not in the table.
+#[test]
+fn a_guest_panic_is_one_line_in_the_table_and_a_backtrace_in_the_detail() {
+    let (report, _) = run_fixture("panic-on-huge").join().unwrap();
+    let case = report.case("resources/memory-and-time").unwrap();
+    assert_eq!(case.outcome, Outcome::Fail);
+    assert!(case.message.contains("trapped: wasm trap"), "{}", case.message);
+    assert!(case.message.contains("guest panicked at tests/fixtures/broken/src/lib.rs:"), "{}", case.message);
+    assert!(case.message.contains("fixture panic: a value of 8 MiB"), "{}", case.message);
+    assert!(!case.message.contains("backtrace"), "{}", case.message);
+    assert!(case.detail.contains("wasm backtrace"), "{}", case.detail);
+    let table = report.to_table(false);
+    let row = table.lines().find(|l| l.starts_with("resources/memory-and-time")).unwrap();
+    assert!(row.contains("fixture panic") && !table.contains("wasm backtrace"), "{table}");
+    assert!(report.to_table(true).contains("wasm backtrace"));
+}
+
+/// A passing run prints the table and nothing else: the warnings of the injected faults are
+/// kept with the cases, not printed.
+#[test]
+fn a_passing_run_prints_no_warnings() {
+    let out = Command::new(suite::host_binary())
+        .args(["plugin", "test", "--quick"])
+        .arg(suite::plugin_path("full-keyed"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "stderr of a passing run");
+}
+
 /// The first-wave fixtures: each fails at least the case named for its bug.
 #[test]
 fn classic_broken_fixtures_fail_the_case_named_for_their_bug() {
@@ -160,6 +207,10 @@ fn classic_broken_fixtures_fail_the_case_named_for_their_bug() {
         assert_eq!(result.outcome, Outcome::Fail, "{bug}: {case} should fail: {result:?}");
         assert!(!result.message.is_empty(), "{bug}: a failing case explains itself");
     }
+    // A decode failure shows the bytes at the offset of the first group that fails alone.
+    let (report, _) = run_fixture("shifted-offsets").join().unwrap();
+    let message = &report.case("offsets/each-key-group-alone").unwrap().message;
+    assert!(message.contains("bytes at offset") && message.contains("fails alone"), "{message}");
     // A dropped entry is named: the first one missing, by key group, state and key.
     let (report, _) = run_fixture("drop-entries").join().unwrap();
     let message = &report.case("round-trip/every-state-kind").unwrap().message;
@@ -324,16 +375,23 @@ fn plugin_new_names_the_sdk_by_version_and_relative_path() {
     assert!(!lib.contains(&*root.to_string_lossy()), "an absolute path in the generated code");
 }
 
-/// The guest SDK packages as a crate of its own, the WIT inside it.
+/// The guest SDK packages as a crate of its own, the WIT inside it: `cargo package` builds the
+/// packaged crate in isolation, so it proves the WIT it needs travels with it.
 #[test]
 fn the_guest_sdk_is_a_publishable_crate() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .current_dir(suite::workspace_root())
-        .args(["package", "--list", "--allow-dirty", "-p", "snapshot-guest-sdk"])
-        .output()
-        .unwrap();
+    let package = |extra: &[&str]| {
+        Command::new(&cargo)
+            .current_dir(suite::workspace_root())
+            .args(["package", "--quiet", "--allow-dirty", "-p", "snapshot-guest-sdk"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = package(&["--list"]);
     let listing = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{listing}{}", String::from_utf8_lossy(&out.stderr));
     assert!(listing.lines().any(|l| l == "wit/strategy.wit"), "{listing}");
+    let out = package(&[]);
+    assert!(out.status.success(), "cargo package failed: {}", String::from_utf8_lossy(&out.stderr));
 }

@@ -115,6 +115,28 @@ pub trait SnapshotStrategy {
 
     /// Reads the key group `key_group` from `input` (already positioned at its offset) and
     /// puts its entries into `sink`.
+    ///
+    /// # Format versions
+    ///
+    /// This call is not told which format version wrote the bytes, and it never sees the
+    /// start of the stream (after rescaling, a restore begins in the middle of one). So
+    /// start every key group, and every operator element, with the format version, and read
+    /// every version this strategy ever wrote:
+    ///
+    /// ```
+    /// use snapshot_guest::{codec::ReadExt, Error, RestoreReader, RestoreSink, Result};
+    /// # fn read_group_v1(_: u32, _: &mut RestoreReader<'_>, _: &mut RestoreSink<'_>) -> Result<()> { Ok(()) }
+    /// # fn read_group_v2(_: u32, _: &mut RestoreReader<'_>, _: &mut RestoreSink<'_>) -> Result<()> { Ok(()) }
+    /// fn restore_key_group(key_group: u32, input: &mut RestoreReader<'_>, sink: &mut RestoreSink<'_>) -> Result<()> {
+    ///     match input.read_u8()? {
+    ///         1 => read_group_v1(key_group, input, sink),
+    ///         2 => read_group_v2(key_group, input, sink),
+    ///         v => Err(Error::msg(format!("key group {key_group}: unknown format version {v}"))),
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// `snapshot-host plugin new` generates a strategy laid out this way.
     fn restore_key_group(key_group: u32, input: &mut RestoreReader<'_>, sink: &mut RestoreSink<'_>) -> Result<()> {
         let _ = (key_group, input, sink);
         Err(unsupported::<Self>("keyed state"))

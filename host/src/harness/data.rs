@@ -89,7 +89,7 @@ pub fn length_boundaries(large: usize) -> KeyedStateBackend {
     let swept_key = |len: usize| {
         let mut key = binary(len, 1);
         if len > 0 {
-            key[0] = 0xfe; // apart from the keys of the other sweeps, which start with 0xff
+            key[0] = 0x01; // apart from the keys of the other sweeps, which start with 0xff
         }
         key
     };

@@ -13,6 +13,16 @@
 //! The harness protects itself from the plugins it tests: [`Options::limits`] starts from a
 //! short deadline per invocation and an output cap ([`harness_limits`]), so a looping or
 //! flooding plugin fails its cases in seconds.
+//!
+//! From a plugin crate's own tests:
+//!
+//! ```no_run
+//! use snapshot_host::harness::{test_plugin, Options};
+//!
+//! let report = test_plugin("target/wasm32-wasip2/release/my_strategy.wasm".as_ref(), &Options::quick())?;
+//! assert!(!report.failed(), "{}", report.to_table(true));
+//! # Ok::<(), snapshot_host::plugin::PluginError>(())
+//! ```
 
 mod data;
 mod diagnose;

@@ -75,6 +75,10 @@ pub type KeyedOutput = (Box<dyn CheckpointOutputStream>, KeyGroupRangeOffsets);
 /// the checksum of every partition's bytes.
 pub type OperatorOutput = (Box<dyn CheckpointOutputStream>, OperatorPartitions, Arc<SegmentChecksums>);
 
+/// How much an instance's linear memory may grow during a keyed restore before the next key
+/// group is restored by a fresh instance (see `restore_keyed_cancellable`).
+const RECYCLE_AFTER_GROWTH: usize = 8 << 20;
+
 const COMPONENT_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
 const MODULE_VERSION: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
 
@@ -470,13 +474,32 @@ impl Plugin {
         let input =
             self.open_verified(handle.stream(), handle.offsets().checksums(), &format!("restore from {described}"))?;
         let mut store = self.new_store(cancel);
-        let input = store.data_mut().table.push(input).map_err(runtime_err)?;
-        let sink = store.data_mut().table.push(RestoreSinkResource::new(backend)).map_err(runtime_err)?;
-        let strategy = match self.pre.instantiate(&mut store) {
+        let mut input = store.data_mut().table.push(input).map_err(runtime_err)?;
+        let mut sink = store.data_mut().table.push(RestoreSinkResource::new(backend)).map_err(runtime_err)?;
+        let mut strategy = match self.pre.instantiate(&mut store) {
             Ok(s) => s,
             Err(e) => return Err(self.trap_error("instantiation for restore", e, &mut store)),
         };
-        for (key_group, offset) in part.offsets().iter() {
+        let mut instantiated_at = store.data().limits.reserved();
+        let groups: Vec<(u32, u64)> = part.offsets().iter().collect();
+        for (index, &(key_group, offset)) in groups.iter().enumerate() {
+            // Some guest toolchains never give back what the host hands them during a call
+            // (componentize-py keeps every `read` result): a restore that ran one instance
+            // over every group would hold the whole handle in guest memory. Once an instance
+            // grew this much, the next group gets a fresh one; input and sink carry over.
+            if index > 0 && store.data().limits.reserved() > instantiated_at + RECYCLE_AFTER_GROWTH {
+                forward_guest_output(&self.info.name, &store);
+                let kept_input = store.data_mut().table.delete(input).map_err(runtime_err)?;
+                let kept_sink = store.data_mut().table.delete(sink).map_err(runtime_err)?;
+                store = self.new_store(cancel);
+                input = store.data_mut().table.push(kept_input).map_err(runtime_err)?;
+                sink = store.data_mut().table.push(kept_sink).map_err(runtime_err)?;
+                strategy = match self.pre.instantiate(&mut store) {
+                    Ok(s) => s,
+                    Err(e) => return Err(self.trap_error("instantiation for restore", e, &mut store)),
+                };
+                instantiated_at = store.data().limits.reserved();
+            }
             if cancel.is_cancelled() {
                 return Err(PluginError::Cancelled { plugin: self.info.name.clone(), operation: operation(key_group) });
             }

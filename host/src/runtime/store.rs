@@ -153,6 +153,13 @@ pub(crate) struct PeakLimiter {
     pub(crate) denied: Option<String>,
 }
 
+impl PeakLimiter {
+    /// Bytes of linear memory the guest holds now (every memory of the store).
+    pub(crate) fn reserved(&self) -> usize {
+        self.reserved
+    }
+}
+
 impl wasmtime::ResourceLimiter for PeakLimiter {
     fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
         let allowed = self.inner.memory_growing(current, desired, maximum)?;
