@@ -100,6 +100,7 @@ const EXACT: &[(&str, &[&str])] = &[
             "offsets/each-key-group-alone",
             "rescaling/1-to-3",
             "rescaling/3-to-5",
+            "resources/memory-and-time",
         ],
     ),
     ("key-len-128", &["round-trip/length-boundaries"]),

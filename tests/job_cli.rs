@@ -23,22 +23,28 @@ fn job_run(dir: &Path, plugin: &Path, extra: &[&str]) -> (bool, String, String) 
 #[test]
 fn a_run_whose_checkpoints_all_fail_exits_non_zero_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
-    // This strategy has no operator-state support, so every checkpoint of the job fails.
-    let plugin = suite::plugin_path("fixture-misbehave");
-    let (ok, out, err) = job_run(dir.path(), &plugin, &[]);
+    // A strategy that cannot keep the job's state is refused before the job starts.
+    let (ok, out, err) = job_run(dir.path(), &suite::plugin_path("fixture-misbehave"), &[]);
+    assert!(!ok && !out.contains("checkpoint"), "{out}");
+    assert!(err.contains("cannot keep the job's keyed state"), "{err}");
+    // An output limit that the pre-flight snapshot fits in and every checkpoint of the job
+    // exceeds: every checkpoint fails.
+    let plugin = suite::plugin_path("full-keyed");
+    let cap = ["--set", "plugin.max-output-bytes=512"];
+    let (ok, out, err) = job_run(dir.path(), &plugin, &cap);
     assert!(!ok, "exit 0 although every checkpoint failed: {out}");
     assert!(!out.contains("finished"), "{out}");
-    assert!(err.contains("tolerable-failed-checkpoints") && err.contains("does not support operator state"), "{err}");
+    assert!(err.contains("tolerable-failed-checkpoints") && err.contains("output limit"), "{err}");
     // Each failed checkpoint is reported once, with its real cause (not as a cancellation of
     // the other subtasks' snapshots).
     let aborted: Vec<&str> = out.lines().filter(|l| l.starts_with("aborted checkpoint")).collect();
-    assert!(!aborted.is_empty() && aborted.iter().all(|l| l.contains("operator state")), "{out}");
+    assert!(!aborted.is_empty() && aborted.iter().all(|l| l.contains("output limit")), "{out}");
 
     // Tolerating failures, the job runs to its end, then fails because nothing is durable.
     let (ok, out, err) = job_run(
         dir.path(),
         &plugin,
-        &["--job-id", "tolerant", "--set", "execution.checkpointing.tolerable-failed-checkpoints=100"],
+        &["--job-id", "tolerant", "--set", "execution.checkpointing.tolerable-failed-checkpoints=100", cap[0], cap[1]],
     );
     assert!(!ok, "{out}");
     assert!(err.contains("none of its") && err.contains("checkpoints completed"), "{err}");

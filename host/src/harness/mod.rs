@@ -25,7 +25,7 @@
 //! ```
 
 mod data;
-mod diagnose;
+pub(crate) mod diagnose;
 mod faults;
 mod keyed;
 mod operator;
@@ -180,17 +180,7 @@ type CaseOutput = Result<Passed, CaseError>;
 /// What a case runs against.
 struct Context<'a> {
     plugin: &'a Plugin,
-    path: &'a Path,
     sizes: Sizes,
-}
-
-impl Context<'_> {
-    /// The same plugin file loaded again, with the same limits.
-    fn reload(&self) -> Result<Plugin, PluginError> {
-        let limits = self.plugin.limits().clone();
-        let options = crate::runtime::RuntimeOptions { fuel: limits.fuel.is_some(), ..Default::default() };
-        PluginRuntime::with_options(options)?.load(self.path, limits)
-    }
 }
 
 type CaseFn = fn(&Context) -> CaseOutput;
@@ -226,7 +216,7 @@ const CASES: &[(&str, CaseFn)] = &[
     ("operator/rescaling-3-to-2", |cx| operator::rescale(cx, 3, 2)),
     ("operator/rescaling-2-to-5", |cx| operator::rescale(cx, 2, 5)),
     ("determinism/identical-bytes", keyed::determinism),
-    ("format/stable-across-loads", keyed::format_stable),
+    ("format/stable-description", keyed::format_stable),
     ("faults/secondary-failure", faults::secondary_failure),
     ("faults/primary-failure", faults::primary_failure),
     ("faults/cancellation", faults::cancellation),
@@ -254,7 +244,7 @@ pub fn run_cases(
     options: &Options,
     mut on_case: impl FnMut(usize, usize, &str),
 ) -> Report {
-    let cx = Context { plugin, path, sizes: options.sizes };
+    let cx = Context { plugin, sizes: options.sizes };
     let mut results = Vec::new();
     for (index, (name, case)) in CASES.iter().enumerate() {
         on_case(index, CASES.len(), name);

@@ -223,7 +223,7 @@ fn sdk_dependency(crate_dir: &Path, sdk: Option<&Path>) -> anyhow::Result<SdkDep
         None => SdkDependency {
             toml: format!("\"{version}\""),
             describe: format!(
-                "snapshot-guest-sdk {version} from the crates registry (pass --sdk DIR to build against a checkout)"
+                "snapshot-guest-sdk {version} from the crates registry (where it is not published, create the plugin with --sdk path/to/guest-sdk of a snapshot-host checkout)"
             ),
         },
     })
