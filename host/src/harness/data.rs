@@ -229,7 +229,7 @@ pub fn many_entries(total: usize) -> KeyedStateBackend {
     let mut written = 0;
     let mut n = 0u64;
     while written < total {
-        let len = if n % 16 == 0 { 64 << 10 } else { 4096 + (n as usize % 13) * 100 };
+        let len = if n.is_multiple_of(16) { 64 << 10 } else { 4096 + (n as usize % 13) * 100 };
         b.put(s, &n.to_le_bytes(), b"", &binary(len, n as u8)).unwrap();
         written += len + 8;
         n += 1;

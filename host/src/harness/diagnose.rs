@@ -26,8 +26,10 @@ pub fn show(bytes: &[u8]) -> String {
     }
 }
 
-/// One state's rows, by (key group, key, namespace): the order differences are reported in.
-type Rows = BTreeMap<(u32, Vec<u8>, Vec<u8>), StateValue>;
+/// Where an entry is: (key group, key, namespace), the order differences are reported in.
+type Location = (u32, Vec<u8>, Vec<u8>);
+/// One state's rows, by location.
+type Rows = BTreeMap<Location, StateValue>;
 
 fn rows(max_parallelism: u32, table: BTreeMap<RowKey, StateValue>) -> Rows {
     table.into_iter().map(|((k, ns), v)| ((key_group_for_key(&k, max_parallelism), k, ns), v)).collect()
@@ -44,7 +46,7 @@ pub fn compare_keyed(expected: &KeyedStateBackend, actual: &KeyedStateBackend, w
     let mut names: Vec<&String> = e.keys().chain(a.keys()).collect();
     names.sort();
     names.dedup();
-    let mut first: Option<((u32, Vec<u8>, Vec<u8>), String)> = None;
+    let mut first: Option<(Location, String)> = None;
     let (mut missing, mut extra, mut changed) = (0usize, 0usize, 0usize);
     for name in names {
         let (kind, want) = match e.get(name) {
@@ -59,7 +61,7 @@ pub fn compare_keyed(expected: &KeyedStateBackend, actual: &KeyedStateBackend, w
                 ));
             }
         }
-        let mut keys: Vec<&(u32, Vec<u8>, Vec<u8>)> = want.keys().chain(got.keys()).collect();
+        let mut keys: Vec<&Location> = want.keys().chain(got.keys()).collect();
         keys.sort();
         keys.dedup();
         for key in keys {

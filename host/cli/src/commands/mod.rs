@@ -171,8 +171,10 @@ pub fn main() -> ExitCode {
             plugin::compile(&plugin, cache_dir)
         }
         Command::Plugin { command: PluginCommand::Test { plugin, format, quick, verbose, config } } => {
-            let mut base = snapshot_host::Config::default();
-            base.plugin_limits = snapshot_host::harness::harness_limits();
+            let base = snapshot_host::Config {
+                plugin_limits: snapshot_host::harness::harness_limits(),
+                ..snapshot_host::Config::default()
+            };
             config.load_over(base).and_then(|config| plugin::test(&plugin, format, quick, verbose, &config))
         }
         Command::Plugin { command: PluginCommand::New { name, dir, sdk } } => plugin::new(&name, dir, sdk),
