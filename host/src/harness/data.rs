@@ -67,12 +67,29 @@ pub fn binary_keys() -> KeyedStateBackend {
     b
 }
 
-/// Six entries, all in key groups that are multiples of 40: most groups are empty.
+/// Six entries in key groups 0, 1, 100 and 120: most groups are empty, and a run of 98 empty
+/// groups comes before the last entries.
 pub fn sparse() -> KeyedStateBackend {
     let mut b = empty();
     let s = b.register_state("sparse", StateKind::Value).unwrap();
-    for (n, group) in [0u32, 40, 80, 120, 40, 0].into_iter().enumerate() {
+    for (n, group) in [0u32, 1, 100, 120, 100, 0].into_iter().enumerate() {
         b.put(s, &key_in_group(group, n as u64), b"", b"x").unwrap();
+    }
+    b
+}
+
+/// Value, list and map state with `n` keys, each with eight namespaces: many rows per key
+/// group and many namespaces per key.
+pub fn dense(n: usize) -> KeyedStateBackend {
+    let mut b = every_kind(n);
+    let (l, m) = (b.state_index("list").unwrap(), b.state_index("map").unwrap());
+    for i in 0..n / 10 {
+        let key = format!("key-{i}");
+        for w in 2..10u8 {
+            let ns = [b'w', b'0' + w];
+            b.add(l, key.as_bytes(), &ns, &[w]).unwrap();
+            b.put_map(m, key.as_bytes(), &ns, &[w, 0xfe], &binary(w as usize, w)).unwrap();
+        }
     }
     b
 }
@@ -105,11 +122,16 @@ pub fn length_boundaries(large: usize) -> KeyedStateBackend {
         b.put_map(m, &key, &[], &[tag], &[0xff]).unwrap();
         // The namespace's length swept.
         b.put(v, &own_group(), &binary(len, 2), &[tag]).unwrap();
-        // The user key's length swept.
-        b.put_map(m, &own_group(), &[1], &binary(len, 3), &[tag]).unwrap();
+        // The user key's length swept (the value state has an entry there too: a group of this
+        // case never lacks a state that a later state has).
+        let key = own_group();
+        b.put(v, &key, b"", &[tag]).unwrap();
+        b.put_map(m, &key, &[1], &binary(len, 3), &[tag]).unwrap();
         // The value's length swept: a value state's value and a map's value.
         b.put(v, &own_group(), &[0xff, 0xfe], &binary(len, 4)).unwrap();
-        b.put_map(m, &own_group(), &[2], &[tag, 0xff], &binary(len, 5)).unwrap();
+        let key = own_group();
+        b.put(v, &key, b"", &[tag]).unwrap();
+        b.put_map(m, &key, &[2], &[tag, 0xff], &binary(len, 5)).unwrap();
     }
     b
 }

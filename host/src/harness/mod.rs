@@ -200,7 +200,7 @@ const CASES: &[(&str, CaseFn)] = &[
     ("round-trip/multi-batch-key-groups", |cx| {
         keyed::round_trip(cx, data::multi_batch_groups(cx.sizes.batch_group_bytes))
     }),
-    ("round-trip/dense-key-groups", |cx| keyed::round_trip(cx, data::every_kind(5_000))),
+    ("round-trip/dense-key-groups", |cx| keyed::round_trip(cx, data::dense(5_000))),
     ("round-trip/huge-value", |cx| keyed::round_trip(cx, data::huge_value(cx.sizes.huge_value))),
     ("round-trip/many-tiny-entries", |cx| keyed::round_trip(cx, data::tiny_entries(cx.sizes.tiny_entries))),
     ("offsets/each-key-group-alone", keyed::each_group_alone),
