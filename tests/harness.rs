@@ -117,6 +117,7 @@ const EXACT: &[(&str, &[&str])] = &[
     ("panic-on-huge", &["resources/memory-and-time"]),
     ("op-drop-last-large", &["operator/small-and-large-elements"]),
     ("union-header", &["operator/each-partition-alone"]),
+    ("skip-empty-elements", &["operator/empty-lists"]),
     (
         "op-broadcast-as-union",
         &[

@@ -289,11 +289,10 @@ fn put_value(b: &mut KeyedStateBackend, s: u32, key: &[u8], ns: &[u8], value: St
     }
 }
 
-/// Operator state of one subtask (`subtask` of `of`): a SPLIT_DISTRIBUTE list whose size
-/// differs per subtask, a UNION list, a BROADCAST list equal on every subtask, and an empty
-/// list of each mode.
-pub fn operator_modes(subtask: u32, of: u32) -> OperatorStateBackend {
-    let _ = of;
+/// Operator state of one subtask: a SPLIT_DISTRIBUTE list whose size differs per subtask, a
+/// UNION list, a BROADCAST list equal on every subtask, and an empty list of each mode (empty
+/// elements are `operator_empty`'s).
+pub fn operator_modes(subtask: u32) -> OperatorStateBackend {
     let mut b = OperatorStateBackend::new();
     for (name, mode) in [
         ("splits", DistributionMode::SplitDistribute),
@@ -311,7 +310,7 @@ pub fn operator_modes(subtask: u32, of: u32) -> OperatorStateBackend {
         b.add("splits", element).unwrap();
     }
     b.add("tags", vec![0xff, subtask as u8]).unwrap();
-    b.add("tags", Vec::new()).unwrap();
+    b.add("tags", vec![subtask as u8; 3]).unwrap();
     b.add("config", b"mode=fast".to_vec()).unwrap();
     b.add("config", binary(300, 7)).unwrap();
     b

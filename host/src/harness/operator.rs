@@ -45,7 +45,7 @@ pub fn round_trip(cx: &Context, backend: OperatorStateBackend) -> CaseOutput {
 /// Every partition restored on its own, from its offset alone, gives back exactly its element:
 /// the host redistributes partitions one by one, so none may depend on another.
 pub fn each_partition_alone(cx: &Context) -> CaseOutput {
-    let backend = data::operator_modes(1, 2);
+    let backend = data::operator_modes(1);
     let handle = snapshot(cx.plugin, &backend)?;
     for (name, info) in handle.partitions() {
         let elements = backend.get(name).map_err(|e| CaseError::msg(e.to_string()))?;
@@ -74,7 +74,7 @@ pub fn each_partition_alone(cx: &Context) -> CaseOutput {
 /// Snapshot `from` subtasks, restore at `to` through the host's redistribution, and compare
 /// every new subtask's lists with the elements the host assigned it, by (old subtask, offset).
 pub fn rescale(cx: &Context, from: u32, to: u32) -> CaseOutput {
-    let old: Vec<OperatorStateBackend> = (0..from).map(|i| data::operator_modes(i, from)).collect();
+    let old: Vec<OperatorStateBackend> = (0..from).map(data::operator_modes).collect();
     let mut handles = Vec::new();
     let mut bytes = 0;
     for b in &old {
