@@ -65,8 +65,8 @@ pub enum PluginError {
     /// The guest trapped (panic, unreachable, out of bounds, a host resource misused).
     #[error(
         "plugin {plugin}: {operation} trapped: {message}{}{}",
-        backtrace_suffix(backtrace),
-        stderr_suffix(guest_output)
+        block("", backtrace),
+        block("guest stderr:\n", guest_output)
     )]
     Trap {
         /// The plugin.
@@ -145,15 +145,6 @@ pub enum PluginError {
     Runtime(String),
 }
 
-fn backtrace_suffix(backtrace: &str) -> String {
-    let trimmed = backtrace.trim();
-    if trimmed.is_empty() {
-        String::new()
-    } else {
-        format!("\n{trimmed}")
-    }
-}
-
 impl PluginError {
     /// The first line of the message: for a trap, its cause and the guest's panic, without
     /// the backtrace and the guest's output. What a table of results shows.
@@ -167,11 +158,11 @@ impl PluginError {
     }
 }
 
-fn stderr_suffix(output: &str) -> String {
-    let trimmed = output.trim();
-    if trimmed.is_empty() {
-        String::new()
-    } else {
-        format!("\nguest stderr:\n{trimmed}")
+/// `text` on lines of its own after the message, under `heading` if one is given; nothing
+/// when there is no text.
+fn block(heading: &str, text: &str) -> String {
+    match text.trim() {
+        "" => String::new(),
+        trimmed => format!("\n{heading}{trimmed}"),
     }
 }
