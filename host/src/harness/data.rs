@@ -55,6 +55,29 @@ pub fn every_kind(n: usize) -> KeyedStateBackend {
     b
 }
 
+/// [`every_kind`] and a state of each kind under every name a name encoding can get wrong:
+/// one byte, over 255 bytes, and over 255 bytes of multi-byte UTF-8.
+pub fn every_kind_and_name(n: usize) -> KeyedStateBackend {
+    let mut b = every_kind(n);
+    let long = "n".repeat(300);
+    let utf8 = "état-€-日本-🦀-".repeat(16);
+    for (letter, kind) in [("v", StateKind::Value), ("l", StateKind::List), ("m", StateKind::Map)] {
+        for name in [letter.to_string(), format!("{letter}{long}"), format!("{letter}-{utf8}")] {
+            let s = b.register_state(&name, kind).unwrap();
+            for i in 0..n / 10 {
+                let key = format!("named-{i}");
+                let ns: &[u8] = if i % 2 == 0 { b"w" } else { b"" };
+                match kind {
+                    StateKind::Value => b.put(s, key.as_bytes(), ns, name.as_bytes()).unwrap(),
+                    StateKind::List => b.add(s, key.as_bytes(), ns, &[i as u8, 0xff]).unwrap(),
+                    StateKind::Map => b.put_map(s, key.as_bytes(), ns, &[0xfe, i as u8], b"m").unwrap(),
+                }
+            }
+        }
+    }
+    b
+}
+
 /// Every byte value as keys, namespaces, user keys and values, and the empty key.
 pub fn binary_keys() -> KeyedStateBackend {
     let mut b = empty();
@@ -313,6 +336,23 @@ pub fn operator_modes(subtask: u32) -> OperatorStateBackend {
     b.add("tags", vec![subtask as u8; 3]).unwrap();
     b.add("config", b"mode=fast".to_vec()).unwrap();
     b.add("config", binary(300, 7)).unwrap();
+    b
+}
+
+/// [`operator_modes`] and a list of each mode with an element of every boundary length but 0
+/// (empty elements are `operator_empty`'s).
+pub fn operator_every_mode() -> OperatorStateBackend {
+    let mut b = operator_modes(2);
+    for (name, mode) in [
+        ("lengths-split", DistributionMode::SplitDistribute),
+        ("lengths-union", DistributionMode::Union),
+        ("lengths-broadcast", DistributionMode::Broadcast),
+    ] {
+        b.register(name, mode).unwrap();
+        for (i, &len) in LENGTH_BOUNDARIES.iter().filter(|&&len| len > 0).enumerate() {
+            b.add(name, binary(len, i as u8)).unwrap();
+        }
+    }
     b
 }
 

@@ -94,8 +94,22 @@ pub fn each_group_alone(cx: &Context) -> CaseOutput {
     Ok(handle.state_size().into())
 }
 
+/// The parallelism changes a rescaled restore goes through: out of one handle (1→3), whole
+/// handles merged (4→2), and handles split and merged at once (3→5), where snapshots start at
+/// key groups other than 0 and a restore starts in the middle of a handle.
+const RESCALINGS: [(u32, u32); 3] = [(1, 3), (4, 2), (3, 5)];
+
+/// Every rescaling of [`RESCALINGS`], the first failure reported.
+pub fn rescaling(cx: &Context) -> CaseOutput {
+    let mut bytes = 0;
+    for (from, to) in RESCALINGS {
+        bytes += rescale(cx, from, to)?.bytes;
+    }
+    Ok(bytes.into())
+}
+
 /// Snapshot at parallelism `from`, restore at `to` from the intersecting handles, compare.
-pub fn rescale(cx: &Context, from: u32, to: u32) -> CaseOutput {
+fn rescale(cx: &Context, from: u32, to: u32) -> CaseOutput {
     let whole = data::every_kind(3_000);
     let mut handles = Vec::new();
     let mut bytes = 0;

@@ -71,9 +71,23 @@ pub fn each_partition_alone(cx: &Context) -> CaseOutput {
     Ok(handle.state_size().into())
 }
 
+/// Scaling in (3→2) and out (2→5): a new subtask gets part of an old subtask's SPLIT_DISTRIBUTE
+/// list followed by other states of the same stream, and BROADCAST copies beyond the old
+/// parallelism.
+const RESCALINGS: [(u32, u32); 2] = [(3, 2), (2, 5)];
+
+/// Every rescaling of [`RESCALINGS`], the first failure reported.
+pub fn rescaling(cx: &Context) -> CaseOutput {
+    let mut bytes = 0;
+    for (from, to) in RESCALINGS {
+        bytes += rescale(cx, from, to)?.bytes;
+    }
+    Ok(bytes.into())
+}
+
 /// Snapshot `from` subtasks, restore at `to` through the host's redistribution, and compare
 /// every new subtask's lists with the elements the host assigned it, by (old subtask, offset).
-pub fn rescale(cx: &Context, from: u32, to: u32) -> CaseOutput {
+fn rescale(cx: &Context, from: u32, to: u32) -> CaseOutput {
     let old: Vec<OperatorStateBackend> = (0..from).map(data::operator_modes).collect();
     let mut handles = Vec::new();
     let mut bytes = 0;
