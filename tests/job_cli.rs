@@ -143,3 +143,54 @@ fn the_demo_restores_locally_then_from_s3_and_compares_the_times() {
     assert!(line.contains("from its local copy vs") && line.contains("faster locally"), "{line}");
     assert!(stdout.contains("equal to a failure-free run"), "{stdout}");
 }
+
+/// `snapshot-host demo | head -2`: once the reader is gone the demo ends quietly, with the
+/// status of a Unix tool whose pipe closed, and leaves no in-progress file behind.
+#[test]
+fn a_closed_stdout_ends_the_demo_quietly() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(suite::host_binary())
+        .current_dir(dir.path())
+        .args(["demo", "--events", "40000", "--keys", "2000", "--primary", "checkpoints", "--plugin"])
+        .arg(suite::plugin_path("full-keyed"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    for _ in 0..2 {
+        lines.next().unwrap().unwrap();
+    }
+    drop(lines);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
+    let mut leftovers = Vec::new();
+    let mut stack = vec![dir.path().to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.contains("in-progress") || name.ends_with(".tmp") {
+                leftovers.push(entry.path());
+            }
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// Scripts tell the endings apart: 2 for a usage mistake, 3 for a plugin that failed its
+/// tests, 1 for a runtime error.
+#[test]
+fn exit_statuses_tell_usage_runtime_and_failed_tests_apart() {
+    let status = |args: &[&str]| Command::new(suite::host_binary()).args(args).output().unwrap().status.code();
+    assert_eq!(status(&["demo", "--events", "many"]), Some(2));
+    assert_eq!(status(&["plugin", "info", "--set", "no-equals-sign", "x.wasm"]), Some(2));
+    assert_eq!(status(&["plugin", "info", "/nonexistent/strategy.wasm"]), Some(1));
+    let broken = suite::broken_plugin("empty-state");
+    assert_eq!(status(&["plugin", "test", "--quick", broken.to_str().unwrap()]), Some(3));
+}

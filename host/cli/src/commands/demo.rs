@@ -16,6 +16,7 @@ use snapshot_host_cli::job::{
     JOB_STATE,
 };
 
+use super::exit::UsageError;
 use super::ConfigArgs;
 
 #[derive(Debug, Args)]
@@ -55,16 +56,17 @@ pub struct DemoArgs {
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut config = args.config.load_with_demo_defaults()?;
     if args.keys == 0 || args.events < 10 {
-        bail!("--keys must be at least 1 and --events at least 10");
+        return Err(UsageError("--keys must be at least 1 and --events at least 10".into()).into());
     }
     let checkpoint_interval = args.checkpoint_interval.unwrap_or((args.events / 16).max(1));
     // Failures are injected at 40% and 70% of the events: each must come after a checkpoint.
     if checkpoint_interval == 0 || checkpoint_interval.saturating_mul(5) >= args.events * 2 {
-        bail!(
+        return Err(UsageError(format!(
             "--checkpoint-interval {checkpoint_interval} is too long for --events {}: the first failure (at 40% of the events) must come after a checkpoint; use at most {}",
             args.events,
             (args.events * 2 / 5).saturating_sub(1).max(1)
-        );
+        ))
+        .into());
     }
     let primary = match &args.primary {
         Some(p) => p.clone(),

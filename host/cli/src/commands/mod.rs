@@ -3,6 +3,7 @@
 
 mod bench;
 mod demo;
+mod exit;
 mod job;
 mod plugin;
 
@@ -153,7 +154,12 @@ pub(crate) fn default_plugin_path(name: &str) -> PathBuf {
     target.join("wasm32-wasip2/plugin").join(format!("{}.wasm", name.replace('-', "_")))
 }
 
+/// Parses the command line and runs the command. Exit statuses: see [`exit`].
 pub fn main() -> ExitCode {
+    exit::run_quiet_on_broken_pipe(run)
+}
+
+fn run() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
@@ -180,10 +186,10 @@ pub fn main() -> ExitCode {
         Command::Plugin { command: PluginCommand::New { name, dir, sdk } } => plugin::new(&name, dir, sdk),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::from(exit::SUCCESS),
         Err(e) => {
             eprintln!("error: {}", render_error(&e));
-            ExitCode::FAILURE
+            ExitCode::from(exit::status_of(&e))
         }
     }
 }

@@ -136,8 +136,8 @@ pub fn test(path: &Path, format: ReportFormat, quick: bool, verbose: bool, confi
         ReportFormat::Junit => print!("{}", report.to_junit()),
     }
     if report.failed() {
-        let failed = report.failures();
-        anyhow::bail!("plugin {} failed {} conformance case(s): {}", path.display(), failed.len(), failed.join(", "));
+        let failed = report.failures().into_iter().map(str::to_string).collect();
+        return Err(super::exit::PluginFailedTests { plugin: path.display().to_string(), failed }.into());
     }
     Ok(())
 }
