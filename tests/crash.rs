@@ -21,7 +21,7 @@ fn job_args(dir: &Path, plugin: &Path, job: &str, primary: suite::Primary) -> Ve
         "--job-id".into(),
         job.into(),
         "--set".into(),
-        format!("taskmanager.state.local.root-dirs={}", dir.join("local").display()),
+        format!("execution.checkpointing.local-backup.dirs={}", dir.join("local").display()),
         "--events".into(),
         "100000000".into(),
         "--keys".into(),

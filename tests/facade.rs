@@ -164,11 +164,11 @@ fn errors_say_what_failed_and_keep_their_cause() {
     let e = SnapshotHost::builder("j")
         .plugin_file(suite::plugin_path("full-keyed"))
         .checkpoint_storage(dir.path())
-        .set("state.checkpoints.num-retained", "many")
+        .set("execution.checkpointing.num-retained", "many")
         .build()
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Config);
-    assert!(e.to_string().contains("state.checkpoints.num-retained"), "{e}");
+    assert!(e.to_string().contains("execution.checkpointing.num-retained"), "{e}");
 
     // A plugin that is not there: the path is in the message, the I/O error is a source.
     let missing = dir.path().join("no-such-plugin.wasm");

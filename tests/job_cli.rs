@@ -82,8 +82,8 @@ fn storage_settings_errors_name_the_input_and_an_s3_run_completes() {
     let dir = tempfile::tempdir().unwrap();
     let plugin = suite::plugin_path("full-keyed");
     for (set, expected) in [
-        ("state.checkpoints.dir=hdfs://namenode/ckpt", "hdfs:// is not a supported checkpoint storage"),
-        ("state.checkpoints.dir=s3://Not_A_Bucket/x", "not a bucket name"),
+        ("execution.checkpointing.dir=hdfs://namenode/ckpt", "hdfs:// is not a supported checkpoint storage"),
+        ("execution.checkpointing.dir=s3://Not_A_Bucket/x", "not a bucket name"),
         ("s3.upload.part-size=1KiB", "s3.upload.part-size"),
     ] {
         let (ok, out, err) = job_run(dir.path(), &plugin, &["--set", set]);
@@ -96,7 +96,7 @@ fn storage_settings_errors_name_the_input_and_an_s3_run_completes() {
         &plugin,
         &[
             "--set",
-            "state.checkpoints.dir=s3://bucket/ckpt",
+            "execution.checkpointing.dir=s3://bucket/ckpt",
             "--set",
             "s3.endpoint=http://127.0.0.1:9",
             "--set",
@@ -117,7 +117,7 @@ fn storage_settings_errors_name_the_input_and_an_s3_run_completes() {
     for o in server.config_overrides() {
         args.extend(["--set".into(), o]);
     }
-    args.extend(["--set".into(), "state.checkpoints.dir=s3://cli-run/ckpt".into()]);
+    args.extend(["--set".into(), "execution.checkpointing.dir=s3://cli-run/ckpt".into()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (ok, out, err) = job_run(dir.path(), &plugin, &args);
     assert!(ok && out.contains("completed checkpoint") && out.contains("finished"), "{out}{err}");
@@ -193,4 +193,56 @@ fn exit_statuses_tell_usage_runtime_and_failed_tests_apart() {
     assert_eq!(status(&["plugin", "info", "/nonexistent/strategy.wasm"]), Some(1));
     let broken = suite::broken_plugin("empty-state");
     assert_eq!(status(&["plugin", "test", "--quick", broken.to_str().unwrap()]), Some(3));
+}
+
+/// A Flink 2.x `config.yaml` runs the demo: the primary from a `file://` URI, local copies
+/// written and restored from, in the directories it names; Flink 1.x's names still work, each
+/// with a warning naming its new key.
+#[test]
+fn a_flink_2_config_yaml_runs_the_demo() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ckpt, local) = (dir.path().join("ckpt"), dir.path().join("ssd"));
+    let yaml = format!(
+        "execution:\n  checkpointing:\n    dir: file://{}\n    num-retained: 2\n    local-backup:\n      enabled: true\n      dirs: [{}]\n  state-recovery:\n    from-local: true\nplugin.timeout: 1 min\nplugin.memory-limit: 256mb\n",
+        ckpt.display(),
+        local.display()
+    );
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let demo = |config: &Path| {
+        Command::new(suite::host_binary())
+            .current_dir(dir.path())
+            .args(["demo", "--events", "40000", "--keys", "2000", "--config"])
+            .arg(config)
+            .arg("--plugin")
+            .arg(suite::plugin_path("full-keyed"))
+            .output()
+            .unwrap()
+    };
+    let out = demo(&config);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(!stderr.contains("deprecated"), "{stderr}");
+    assert!(stdout.contains(&format!("primary:    {}", ckpt.display())), "{stdout}");
+    assert!(stdout.contains("alternative 1/2 (local)"), "{stdout}");
+    assert!(std::fs::read_dir(&ckpt).unwrap().count() > 0 && std::fs::read_dir(&local).unwrap().count() > 0);
+
+    let old = dir.path().join("old.yaml");
+    std::fs::write(&old, format!("state.backend.local-recovery: true\nstate.checkpoints.dir: {}\n", ckpt.display()))
+        .unwrap();
+    let out = demo(&old);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for (old, new) in [
+        ("state.backend.local-recovery", "execution.state-recovery.from-local"),
+        ("state.checkpoints.dir", "execution.checkpointing.dir"),
+    ] {
+        assert!(stderr.contains(&format!("configuration key {old} is deprecated; use {new}")), "{stderr}");
+    }
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "execution:\n  checkpointing: [\n").unwrap();
+    let out = demo(&bad);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains(&format!("{}:3:", bad.display())), "{stderr}");
 }

@@ -35,7 +35,7 @@ fn config(server: &EmbeddedS3) -> Config {
         config.apply_override(&o).unwrap();
     }
     for o in [
-        "state.checkpoints.dir=s3://ckpt/jobs",
+        "execution.checkpointing.dir=s3://ckpt/jobs",
         "s3.request-timeout=1s",
         "s3.retry.max-retries=1",
         "s3.retry.timeout=2s",

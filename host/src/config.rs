@@ -13,16 +13,36 @@ use std::path::{Path, PathBuf};
 use crate::runtime::PluginLimits;
 use crate::storage::{s3, S3Settings, StorageLocation};
 
-/// Enables keeping a local copy of every snapshot and restoring from it first.
-pub const LOCAL_RECOVERY: &str = "state.backend.local-recovery";
-/// Comma-separated directories for local copies; the subtask's copies rotate over them.
-pub const LOCAL_ROOT_DIRS: &str = "taskmanager.state.local.root-dirs";
-/// Directory of durable checkpoint storage: a path or a `file://` URI.
-pub const CHECKPOINT_DIR: &str = "state.checkpoints.dir";
-/// Flink 2.x's name for [`CHECKPOINT_DIR`]; both are accepted.
+/// Restores from the local copy of a checkpoint first, when there is one (Flink 2.x's key).
+/// Also turns on writing local copies unless [`LOCAL_BACKUP`] says otherwise, as in Flink.
+pub const FROM_LOCAL: &str = "execution.state-recovery.from-local";
+/// Writes a local copy of every snapshot beside the primary (default: [`FROM_LOCAL`]'s value).
+pub const LOCAL_BACKUP: &str = "execution.checkpointing.local-backup.enabled";
+/// Comma-separated directories (paths or `file://` URIs) for local copies; the subtask's
+/// copies rotate over them.
+pub const LOCAL_BACKUP_DIRS: &str = "execution.checkpointing.local-backup.dirs";
+/// Durable checkpoint storage: a directory, or a URI (`file://`, `s3://`, `memory://`).
 pub const CHECKPOINT_DIR_2X: &str = "execution.checkpointing.dir";
 /// Number of completed checkpoints to retain.
+pub const NUM_RETAINED: &str = "execution.checkpointing.num-retained";
+
+/// Flink 1.x's name for [`FROM_LOCAL`]: still accepted, with a deprecation warning.
+pub const LOCAL_RECOVERY: &str = "state.backend.local-recovery";
+/// Flink 1.x's name for [`LOCAL_BACKUP_DIRS`]: still accepted, with a deprecation warning.
+pub const LOCAL_ROOT_DIRS: &str = "taskmanager.state.local.root-dirs";
+/// Flink 1.x's name for [`CHECKPOINT_DIR_2X`]: still accepted, with a deprecation warning.
+pub const CHECKPOINT_DIR: &str = "state.checkpoints.dir";
+/// Flink 1.x's name for [`NUM_RETAINED`]: still accepted, with a deprecation warning.
 pub const RETAINED_CHECKPOINTS: &str = "state.checkpoints.num-retained";
+
+/// Deprecated keys and the key each is now spelled as. A value given under the new name wins
+/// over one given under the old name, whatever their order (Flink's rule).
+pub const DEPRECATED_KEYS: &[(&str, &str)] = &[
+    (LOCAL_RECOVERY, FROM_LOCAL),
+    (LOCAL_ROOT_DIRS, LOCAL_BACKUP_DIRS),
+    (CHECKPOINT_DIR, CHECKPOINT_DIR_2X),
+    (RETAINED_CHECKPOINTS, NUM_RETAINED),
+];
 
 /// Linear memory a strategy may use per invocation (bytes, or e.g. `"256MiB"`).
 pub const PLUGIN_MEMORY: &str = "plugin.memory-limit";
@@ -57,11 +77,11 @@ pub const TOLERABLE_FAILED_CHECKPOINTS: &str = "execution.checkpointing.tolerabl
 pub const START_EMPTY_IF_UNRESTORABLE: &str = "execution.state-recovery.start-empty-if-unrestorable";
 
 const KNOWN: &[&str] = &[
-    LOCAL_RECOVERY,
-    LOCAL_ROOT_DIRS,
-    CHECKPOINT_DIR,
+    FROM_LOCAL,
+    LOCAL_BACKUP,
+    LOCAL_BACKUP_DIRS,
     CHECKPOINT_DIR_2X,
-    RETAINED_CHECKPOINTS,
+    NUM_RETAINED,
     PLUGIN_MEMORY,
     PLUGIN_TIMEOUT,
     PLUGIN_MAX_OUTPUT,
@@ -90,13 +110,29 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// The file is not valid TOML.
-    #[error("configuration file {path}: not valid TOML: {message}")]
+    /// The file is not valid TOML or YAML.
+    #[error("configuration file {}:{line}:{column}: not valid {format}: {message}", path.display())]
     Syntax {
         /// The file.
         path: PathBuf,
+        /// `TOML` or `YAML`.
+        format: &'static str,
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column of the error.
+        column: usize,
         /// The parser's message.
         message: String,
+    },
+    /// A YAML value the configuration has no use for (null, or a map key that is not text).
+    #[error("configuration file {}: {key}: {problem}", path.display())]
+    Unsupported {
+        /// The file.
+        path: PathBuf,
+        /// The key, as far as it got.
+        key: String,
+        /// What is wrong.
+        problem: String,
     },
     /// A key nobody reads.
     #[error("{origin}: unknown configuration key {key:?} (known keys: {})", KNOWN.join(", "))]
@@ -123,11 +159,14 @@ pub enum ConfigError {
     BadOverride(String),
 }
 
-/// Local recovery settings.
+/// Local recovery settings: Flink 2.x separates writing local copies from restoring from them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalRecoveryConfig {
-    /// Whether local copies are written and preferred on restore.
+    /// Whether local copies are written ([`LOCAL_BACKUP`]).
     pub enabled: bool,
+    /// Whether a restore tries the local copy before the primary ([`FROM_LOCAL`]). Without
+    /// local copies being written there is nothing to restore from, and the primary is read.
+    pub from_local: bool,
     /// Root directories for local copies (each gets a `localState` sub-directory).
     pub root_dirs: Vec<PathBuf>,
 }
@@ -181,12 +220,33 @@ pub struct Config {
     pub checkpointing: CheckpointingConfig,
     /// Start empty when checkpoints exist but none can be restored.
     pub start_empty_if_unrestorable: bool,
+    /// Where each key that was set got its value, by its current name: the last file or
+    /// command line that set it, and the name it was written under there.
+    pub sources: BTreeMap<String, ValueSource>,
+}
+
+/// Where a configuration value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueSource {
+    /// `configuration file PATH`, `command line`, or what the embedder said.
+    pub origin: String,
+    /// The key as written there (a deprecated name, or the current one).
+    pub written_as: String,
+}
+
+/// The current name of `key` (itself unless it is deprecated).
+pub fn current_key(key: &str) -> &str {
+    DEPRECATED_KEYS.iter().find(|(old, _)| *old == key).map(|(_, new)| *new).unwrap_or(key)
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            local_recovery: LocalRecoveryConfig { enabled: false, root_dirs: vec![std::env::temp_dir()] },
+            local_recovery: LocalRecoveryConfig {
+                enabled: false,
+                from_local: false,
+                root_dirs: vec![std::env::temp_dir()],
+            },
             checkpoint_storage: StorageLocation::default(),
             s3: S3Settings::default(),
             retained_checkpoints: 1,
@@ -194,27 +254,68 @@ impl Default for Config {
             plugin_memory_budget: crate::runtime::budget::DEFAULT_MEMORY_BUDGET,
             checkpointing: CheckpointingConfig::default(),
             start_empty_if_unrestorable: false,
+            sources: BTreeMap::new(),
         }
     }
 }
 
 impl Config {
-    /// Reads the TOML file at `path` over the defaults.
+    /// Reads the configuration file at `path` over the defaults (see [`apply_file`](Self::apply_file)).
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
         let mut config = Config::default();
-        config.apply_toml(&text, path)?;
+        config.apply_file(path)?;
         Ok(config)
+    }
+
+    /// Applies the configuration file at `path`: YAML when it is named `*.yaml` or `*.yml`
+    /// (as Flink's `config.yaml`), TOML otherwise.
+    pub fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("yaml" | "yml") => self.apply_yaml(&text, path),
+            _ => self.apply_toml(&text, path),
+        }
     }
 
     /// Applies the keys of a TOML document.
     pub fn apply_toml(&mut self, text: &str, path: &Path) -> Result<(), ConfigError> {
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
-            path: path.into(),
-            message: e.message().to_string(),
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let (line, column) = line_and_column(text, e.span().map(|s| s.start).unwrap_or(0));
+            ConfigError::Syntax { path: path.into(), format: "TOML", line, column, message: e.message().to_string() }
         })?;
+        self.apply_table(toml::Value::Table(table), path)
+    }
+
+    /// Applies the keys of a YAML document as Flink's `config.yaml` writes them: nested maps
+    /// (`execution: {checkpointing: {dir: ...}}`), flat dotted keys
+    /// (`execution.checkpointing.dir: ...`), or both.
+    ///
+    /// ```
+    /// use snapshot_host::Config;
+    ///
+    /// let mut config = Config::default();
+    /// let yaml = "execution:\n  checkpointing:\n    num-retained: 3\nexecution.state-recovery.from-local: true\n";
+    /// config.apply_yaml(yaml, "config.yaml".as_ref())?;
+    /// assert_eq!(config.retained_checkpoints, 3);
+    /// assert!(config.local_recovery.from_local);
+    /// # Ok::<(), snapshot_host::config::ConfigError>(())
+    /// ```
+    pub fn apply_yaml(&mut self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        let document: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| {
+            let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+            ConfigError::Syntax { path: path.into(), format: "YAML", line, column, message: e.to_string() }
+        })?;
+        let value = match document {
+            // An empty file sets nothing.
+            serde_yaml_ng::Value::Null => toml::Value::Table(toml::Table::new()),
+            other => yaml_to_toml(other, "", path)?,
+        };
+        self.apply_table(value, path)
+    }
+
+    fn apply_table(&mut self, table: toml::Value, path: &Path) -> Result<(), ConfigError> {
         let mut flat = BTreeMap::new();
-        flatten("", &toml::Value::Table(table), &mut flat);
+        flatten("", &table, &mut flat);
         let origin = format!("configuration file {}", path.display());
         for (key, value) in flat {
             self.set_value(&origin, &key, &value)?;
@@ -228,9 +329,9 @@ impl Config {
         let key = key.trim();
         let value = value.trim();
         // On the command line every value is text; interpret it as the key's type.
-        let parsed = match key {
-            LOCAL_RECOVERY | START_EMPTY_IF_UNRESTORABLE => toml::Value::String(value.into()),
-            RETAINED_CHECKPOINTS
+        let parsed = match current_key(key) {
+            FROM_LOCAL | LOCAL_BACKUP | START_EMPTY_IF_UNRESTORABLE => toml::Value::String(value.into()),
+            NUM_RETAINED
             | PLUGIN_MEMORY
             | PLUGIN_TIMEOUT
             | PLUGIN_MAX_OUTPUT
@@ -250,6 +351,25 @@ impl Config {
     }
 
     fn set_value(&mut self, origin: &str, key: &str, value: &toml::Value) -> Result<(), ConfigError> {
+        let current = current_key(key);
+        if current != key {
+            if self.sources.get(current).is_some_and(|s| s.written_as == current) {
+                // Ignored, but a bad value is still an error.
+                self.clone().set_current(origin, key, current, value)?;
+                tracing::warn!(
+                    "{origin}: configuration key {key} is deprecated and ignored here: {current} is also set, and wins"
+                );
+                return Ok(());
+            }
+            tracing::warn!("{origin}: configuration key {key} is deprecated; use {current}");
+        }
+        self.set_current(origin, key, current, value)?;
+        self.sources.insert(current.into(), ValueSource { origin: origin.into(), written_as: key.into() });
+        Ok(())
+    }
+
+    /// Sets `current` (the current name of `key`, which is how errors name it).
+    fn set_current(&mut self, origin: &str, key: &str, current: &str, value: &toml::Value) -> Result<(), ConfigError> {
         let invalid = |expected: &str| ConfigError::InvalidValue {
             origin: origin.into(),
             key: key.into(),
@@ -271,8 +391,16 @@ impl Config {
             toml::Value::String(s) => s.trim().parse::<u64>().ok().filter(|n| *n as i64 >= min),
             _ => None,
         };
-        match key {
-            LOCAL_RECOVERY => {
+        match current {
+            FROM_LOCAL => {
+                let on = boolean().ok_or_else(|| invalid("expected true or false"))?;
+                self.local_recovery.from_local = on;
+                // Flink: writing local copies follows restoring from them unless set itself.
+                if !self.sources.contains_key(LOCAL_BACKUP) {
+                    self.local_recovery.enabled = on;
+                }
+            }
+            LOCAL_BACKUP => {
                 self.local_recovery.enabled = boolean().ok_or_else(|| invalid("expected true or false"))?;
             }
             START_EMPTY_IF_UNRESTORABLE => {
@@ -301,7 +429,7 @@ impl Config {
                 let n = whole(1).ok_or_else(|| invalid("expected a whole number of at least 1"))?;
                 let n = usize::try_from(n).map_err(|_| invalid("too large"))?;
                 let limits = &mut self.plugin_limits;
-                *match key {
+                *match current {
                     PLUGIN_MAX_INSTANCES => &mut limits.instances,
                     PLUGIN_MAX_TABLES => &mut limits.tables,
                     _ => &mut limits.memories,
@@ -315,7 +443,7 @@ impl Config {
                 self.plugin_limits.max_amplification =
                     whole(1).ok_or_else(|| invalid("expected a whole number of at least 1"))?;
             }
-            LOCAL_ROOT_DIRS => {
+            LOCAL_BACKUP_DIRS => {
                 let dirs: Vec<String> = match value {
                     toml::Value::String(s) => s.split(',').map(|d| d.trim().to_string()).collect(),
                     toml::Value::Array(items) => items
@@ -329,9 +457,10 @@ impl Config {
                 if dirs.is_empty() || dirs.iter().any(|d| d.is_empty()) {
                     return Err(invalid("expected a comma-separated list of non-empty directories"));
                 }
-                self.local_recovery.root_dirs = dirs.into_iter().map(PathBuf::from).collect();
+                self.local_recovery.root_dirs =
+                    dirs.iter().map(|d| local_dir(d)).collect::<Result<_, _>>().map_err(|why| invalid(&why))?;
             }
-            CHECKPOINT_DIR | CHECKPOINT_DIR_2X => match value {
+            CHECKPOINT_DIR_2X => match value {
                 toml::Value::String(s) => {
                     self.checkpoint_storage = StorageLocation::parse(s).map_err(|why| invalid(&why))?
                 }
@@ -381,10 +510,10 @@ impl Config {
                 self.s3.retry_timeout =
                     parse_duration(value).ok_or_else(|| invalid("expected a duration, e.g. \"60s\""))?;
             }
-            RETAINED_CHECKPOINTS => match value {
-                toml::Value::Integer(n) if *n >= 1 => self.retained_checkpoints = *n as usize,
-                _ => return Err(invalid("expected a whole number of at least 1")),
-            },
+            NUM_RETAINED => {
+                self.retained_checkpoints =
+                    whole(1).ok_or_else(|| invalid("expected a whole number of at least 1"))? as usize;
+            }
             PLUGIN_MEMORY => {
                 let bytes = parse_size(value)
                     .ok_or_else(|| invalid("expected a size in bytes, e.g. 268435456 or \"256MiB\""))?;
@@ -413,44 +542,105 @@ impl Config {
     }
 }
 
-/// A size: a positive integer (bytes) or a string with a binary suffix (`KiB`, `MiB`, `GiB`).
-fn parse_size(value: &toml::Value) -> Option<u64> {
+/// A directory of [`LOCAL_BACKUP_DIRS`]: a path or a `file://` URI (other schemes are not
+/// local disks).
+fn local_dir(text: &str) -> Result<PathBuf, String> {
+    match text.split_once("://") {
+        None => Ok(PathBuf::from(text)),
+        Some(("file", path)) if path.starts_with('/') => Ok(PathBuf::from(path)),
+        Some(("file", _)) => Err(format!("{text}: a file:// URI needs an absolute path (file:///dir)")),
+        Some((scheme, _)) => Err(format!("{text}: local copies need a local directory, not {scheme}://")),
+    }
+}
+
+/// A size as Flink's `MemorySize` writes it, all units binary: a positive integer (bytes) or
+/// a number with a unit, case-insensitive, with or without a space: `b`/`bytes`,
+/// `k`/`kb`/`kibibytes`, `m`/`mb`/`mebibytes`, `g`/`gb`/`gibibytes`, `t`/`tb`/`tebibytes`,
+/// and `KiB`/`MiB`/`GiB`/`TiB` (`256mb`, `1g`, `64 KiB`).
+pub fn parse_size(value: &toml::Value) -> Option<u64> {
     match value {
         toml::Value::Integer(n) if *n > 0 => Some(*n as u64),
         toml::Value::String(s) => {
-            let s = s.trim();
-            let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-            let n: u64 = number.parse().ok().filter(|n| *n > 0)?;
-            let factor = match unit.trim() {
-                "" | "B" => 1,
-                "KiB" => 1 << 10,
-                "MiB" => 1 << 20,
-                "GiB" => 1 << 30,
-                _ => return None,
+            let lower = s.trim().to_ascii_lowercase();
+            // Flink's long unit names, which the parser does not know, as their short ones.
+            let number_end = lower.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(lower.len());
+            let (number, unit) = lower.split_at(number_end);
+            let unit = match unit.trim() {
+                "bytes" => "b",
+                "kibibytes" => "k",
+                "mebibytes" => "m",
+                "gibibytes" => "g",
+                "tebibytes" => "t",
+                other => other,
             };
-            n.checked_mul(factor)
+            let bytes = parse_size::Config::new().with_binary().parse_size(format!("{number}{unit}")).ok()?;
+            (bytes > 0).then_some(bytes)
         }
         _ => None,
     }
 }
 
-/// A duration: a positive integer (milliseconds) or a string ending in `ms` or `s`.
-fn parse_duration(value: &toml::Value) -> Option<std::time::Duration> {
-    let positive = |s: &str| s.trim().parse::<u64>().ok().filter(|n| *n > 0);
-    match value {
-        toml::Value::Integer(n) if *n > 0 => Some(std::time::Duration::from_millis(*n as u64)),
+/// A duration as Flink's `TimeUtils` writes it: a positive integer (milliseconds) or numbers
+/// with units, with or without spaces (`500 ms`, `10 s`, `1 min`, `2h`, `1 d`, `1h 30min`).
+pub fn parse_duration(value: &toml::Value) -> Option<std::time::Duration> {
+    let duration = match value {
+        toml::Value::Integer(n) if *n > 0 => std::time::Duration::from_millis(*n as u64),
         toml::Value::String(s) => {
             let s = s.trim();
-            if let Some(ms) = s.strip_suffix("ms") {
-                positive(ms).map(std::time::Duration::from_millis)
-            } else if let Some(secs) = s.strip_suffix('s') {
-                positive(secs).map(std::time::Duration::from_secs)
-            } else {
-                positive(s).map(std::time::Duration::from_millis)
+            match s.parse::<u64>() {
+                Ok(ms) => std::time::Duration::from_millis(ms),
+                Err(_) => humantime::parse_duration(s).ok()?,
             }
         }
-        _ => None,
-    }
+        _ => return None,
+    };
+    (!duration.is_zero()).then_some(duration)
+}
+
+/// 1-based line and column of byte `offset` of `text`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    (line, column)
+}
+
+/// A YAML value as the TOML value the keys are read from (both are maps of scalars and lists).
+fn yaml_to_toml(value: serde_yaml_ng::Value, key: &str, path: &Path) -> Result<toml::Value, ConfigError> {
+    use serde_yaml_ng::Value as Y;
+    let unsupported = |problem: &str| ConfigError::Unsupported {
+        path: path.into(),
+        key: if key.is_empty() { "(top level)".into() } else { key.into() },
+        problem: problem.into(),
+    };
+    Ok(match value {
+        Y::Null => return Err(unsupported("no value")),
+        Y::Bool(b) => toml::Value::Boolean(b),
+        Y::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => toml::Value::Integer(i),
+            (None, Some(f)) => toml::Value::Float(f),
+            _ => return Err(unsupported("a number out of range")),
+        },
+        Y::String(s) => toml::Value::String(s),
+        Y::Sequence(items) => {
+            toml::Value::Array(items.into_iter().map(|item| yaml_to_toml(item, key, path)).collect::<Result<_, _>>()?)
+        }
+        Y::Mapping(map) => {
+            let mut table = toml::Table::new();
+            for (k, v) in map {
+                let name = match k {
+                    Y::String(s) => s,
+                    Y::Bool(b) => b.to_string(),
+                    Y::Number(n) => n.to_string(),
+                    _ => return Err(unsupported("a map key that is not text")),
+                };
+                let full = if key.is_empty() { name.clone() } else { format!("{key}.{name}") };
+                table.insert(name, yaml_to_toml(v, &full, path)?);
+            }
+            toml::Value::Table(table)
+        }
+        Y::Tagged(tagged) => return Err(unsupported(&format!("a tagged value ({}) is not a setting", tagged.tag))),
+    })
 }
 
 fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, toml::Value>) {
@@ -550,11 +740,154 @@ mod tests {
         assert_eq!(c.checkpoint_storage, StorageLocation::Directory("/data/ckpt".into()));
         c.apply_override("execution.checkpointing.dir=relative/dir").unwrap();
         assert_eq!(c.checkpoint_storage, StorageLocation::Directory("relative/dir".into()));
-        c.apply_override("state.checkpoints.dir=s3://bucket/prefix").unwrap();
+        c.apply_override("execution.checkpointing.dir=s3://bucket/prefix").unwrap();
         assert_eq!(c.checkpoint_storage, StorageLocation::S3 { bucket: "bucket".into(), prefix: "prefix".into() });
         let e = c.apply_override("state.checkpoints.dir=hdfs://nn/x").unwrap_err().to_string();
         assert!(e.contains("hdfs://") && e.contains("state.checkpoints.dir"), "{e}");
         assert!(c.apply_override("state.checkpoints.dir=file://relative").is_err());
+        // The deprecated name does not override the new one, but a bad value is still an error.
+        c.apply_override("state.checkpoints.dir=/elsewhere").unwrap();
+        assert_eq!(c.checkpoint_storage, StorageLocation::S3 { bucket: "bucket".into(), prefix: "prefix".into() });
+    }
+
+    #[test]
+    fn flink_2_keys_with_deprecated_names_as_fallbacks() {
+        let c = parse(
+            "execution.state-recovery.from-local = true\n\
+             execution.checkpointing.local-backup.dirs = \"file:///ssd/a, /ssd/b\"\n\
+             execution.checkpointing.num-retained = 4\n\
+             execution.checkpointing.dir = \"file:///data/ckpt\"",
+        )
+        .unwrap();
+        // Writing local copies follows restoring from them unless set itself.
+        assert!(c.local_recovery.enabled && c.local_recovery.from_local);
+        assert_eq!(c.local_recovery.root_dirs, vec![PathBuf::from("/ssd/a"), PathBuf::from("/ssd/b")]);
+        assert_eq!(c.retained_checkpoints, 4);
+        assert_eq!(c.checkpoint_storage, StorageLocation::Directory("/data/ckpt".into()));
+        assert_eq!(c.sources[NUM_RETAINED].written_as, NUM_RETAINED);
+        assert_eq!(c.sources[NUM_RETAINED].origin, "configuration file test.toml");
+
+        // The switches apart, in either order.
+        for text in [
+            "execution.state-recovery.from-local = true\nexecution.checkpointing.local-backup.enabled = false",
+            "execution.checkpointing.local-backup.enabled = false\nexecution.state-recovery.from-local = true",
+        ] {
+            let c = parse(text).unwrap();
+            assert!(!c.local_recovery.enabled && c.local_recovery.from_local, "{text}");
+        }
+        let c = parse("execution.checkpointing.local-backup.enabled = true").unwrap();
+        assert!(c.local_recovery.enabled && !c.local_recovery.from_local);
+
+        // Flink 1.x names: accepted, recorded as written, and never over a new name.
+        let old = parse(
+            "state.backend.local-recovery = true\ntaskmanager.state.local.root-dirs = \"/x\"\n\
+             state.checkpoints.num-retained = 2",
+        )
+        .unwrap();
+        assert!(old.local_recovery.enabled && old.local_recovery.from_local);
+        assert_eq!(old.retained_checkpoints, 2);
+        assert_eq!(old.sources[FROM_LOCAL].written_as, LOCAL_RECOVERY);
+        assert_eq!(old.sources[LOCAL_BACKUP_DIRS].written_as, LOCAL_ROOT_DIRS);
+        let mut c = Config::default();
+        c.apply_override("execution.checkpointing.num-retained=5").unwrap();
+        c.apply_override("state.checkpoints.num-retained=2").unwrap();
+        assert_eq!(c.retained_checkpoints, 5);
+        let e = c.apply_override("state.checkpoints.num-retained=none").unwrap_err().to_string();
+        assert!(e.contains("state.checkpoints.num-retained") && e.contains("none"), "{e}");
+        assert_eq!(current_key(LOCAL_RECOVERY), FROM_LOCAL);
+        assert_eq!(current_key(PLUGIN_TIMEOUT), PLUGIN_TIMEOUT);
+        for (old, new) in DEPRECATED_KEYS {
+            assert!(!KNOWN.contains(old) && KNOWN.contains(new), "{old} -> {new}");
+        }
+    }
+
+    #[test]
+    fn local_copy_directories_are_paths_or_file_uris() {
+        let mut c = Config::default();
+        c.apply_override("execution.checkpointing.local-backup.dirs=file:///mnt/ssd,rel/dir").unwrap();
+        assert_eq!(c.local_recovery.root_dirs, vec![PathBuf::from("/mnt/ssd"), PathBuf::from("rel/dir")]);
+        for bad in ["s3://bucket/local", "file://relative"] {
+            let e = c.apply_override(&format!("execution.checkpointing.local-backup.dirs={bad}")).unwrap_err();
+            assert!(e.to_string().contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn yaml_as_flink_writes_it_nested_or_flat() {
+        let nested = "execution:\n  checkpointing:\n    dir: file:///data/ckpt\n    num-retained: 3\n    local-backup:\n      enabled: true\n      dirs: [/ssd/a, /ssd/b]\n  state-recovery:\n    from-local: true\nplugin:\n  timeout: 10 s\n  memory-limit: 256mb\n";
+        let flat = "execution.checkpointing.dir: file:///data/ckpt\nexecution.checkpointing.num-retained: 3\nexecution.checkpointing.local-backup.enabled: true\nexecution.checkpointing.local-backup.dirs: /ssd/a, /ssd/b\nexecution.state-recovery.from-local: true\nplugin.timeout: 10 s\nplugin.memory-limit: 256mb\n";
+        let toml = "execution.checkpointing.dir = \"file:///data/ckpt\"\nexecution.checkpointing.num-retained = 3\nexecution.checkpointing.local-backup.enabled = true\nexecution.checkpointing.local-backup.dirs = [\"/ssd/a\", \"/ssd/b\"]\nexecution.state-recovery.from-local = true\nplugin.timeout = \"10 s\"\nplugin.memory-limit = \"256mb\"\n";
+        let mut configs = Vec::new();
+        for (text, name) in [(nested, "config.yaml"), (flat, "config.yml")] {
+            let mut c = Config::default();
+            c.apply_yaml(text, Path::new(name)).unwrap();
+            configs.push(c);
+        }
+        let t = parse(toml).unwrap();
+        for c in &configs {
+            assert_eq!(c.checkpoint_storage, t.checkpoint_storage);
+            assert_eq!(c.local_recovery, t.local_recovery);
+            assert_eq!(c.retained_checkpoints, 3);
+            assert_eq!(c.plugin_limits.timeout, std::time::Duration::from_secs(10));
+            assert_eq!(c.plugin_limits.memory_bytes, 256 << 20);
+        }
+        let mut c = Config::default();
+        c.apply_yaml("", Path::new("empty.yaml")).unwrap();
+        assert_eq!(c, Config::default());
+        let e = c.apply_yaml("execution:\n  checkpointing:\n    dir:\n", Path::new("c.yaml")).unwrap_err();
+        assert!(e.to_string().contains("execution.checkpointing.dir: no value"), "{e}");
+        let e = c.apply_yaml("execution.checkpointing.dirr: /x\n", Path::new("c.yaml")).unwrap_err();
+        assert!(e.to_string().contains("unknown configuration key \"execution.checkpointing.dirr\""), "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_file_line_and_column() {
+        let e = Config::default().apply_yaml("a: 1\nb: [1, 2\n", Path::new("conf/config.yaml")).unwrap_err();
+        assert!(matches!(e, ConfigError::Syntax { format: "YAML", line: 3, .. }), "{e:?}");
+        assert!(e.to_string().starts_with("configuration file conf/config.yaml:3:"), "{e}");
+        let e = parse("plugin.fuel = 1\nplugin.timeout = = 3\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Syntax { format: "TOML", line: 2, column: 18, .. }), "{e:?}");
+        assert!(e.to_string().starts_with("configuration file test.toml:2:18: not valid TOML"), "{e}");
+    }
+
+    #[test]
+    fn sizes_and_durations_as_flink_writes_them() {
+        let size = |s: &str| parse_size(&toml::Value::String(s.into()));
+        for (text, bytes) in [
+            ("256mb", 256u64 << 20),
+            ("256 MiB", 256 << 20),
+            ("1g", 1 << 30),
+            ("1 GB", 1 << 30),
+            ("64 kb", 64 << 10),
+            ("10 mebibytes", 10 << 20),
+            ("1024", 1024),
+            ("100 bytes", 100),
+            ("2t", 2 << 40),
+        ] {
+            assert_eq!(size(text), Some(bytes), "{text}");
+        }
+        for bad in ["lots", "0", "-1", "12 parsecs", ""] {
+            assert_eq!(size(bad), None, "{bad}");
+        }
+        let duration = |s: &str| parse_duration(&toml::Value::String(s.into()));
+        let secs = std::time::Duration::from_secs;
+        for (text, expected) in [
+            ("500", std::time::Duration::from_millis(500)),
+            ("500 ms", std::time::Duration::from_millis(500)),
+            ("10 s", secs(10)),
+            ("10s", secs(10)),
+            ("1 min", secs(60)),
+            ("2 h", secs(7200)),
+            ("1h 30min", secs(5400)),
+            ("1 d", secs(86400)),
+        ] {
+            assert_eq!(duration(text), Some(expected), "{text}");
+        }
+        for bad in ["soon", "0", "0 s", "-5 s", "10 parsecs"] {
+            assert_eq!(duration(bad), None, "{bad}");
+        }
+        let c = parse("plugin.memory-limit = \"256mb\"\nplugin.timeout = \"1 min\"").unwrap();
+        assert_eq!((c.plugin_limits.memory_bytes, c.plugin_limits.timeout), (256 << 20, secs(60)));
     }
 
     #[test]

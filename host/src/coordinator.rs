@@ -48,7 +48,7 @@ pub struct CompletedCheckpoint {
     /// From trigger to durable metadata.
     pub duration: Duration,
     /// Completed checkpoints retired because this one completed (beyond
-    /// `state.checkpoints.num-retained`), oldest first: their files are deleted.
+    /// `execution.checkpointing.num-retained`), oldest first: their files are deleted.
     pub retired: Vec<u64>,
     /// Older checkpoints still in flight that this one subsumed: aborted and discarded.
     pub subsumed: Vec<u64>,

@@ -242,7 +242,7 @@ impl Primary {
         match self {
             Primary::Directory => {
                 let root = dir.join("checkpoints");
-                (vec![format!("state.checkpoints.dir={}", root.display())], root)
+                (vec![format!("execution.checkpointing.dir={}", root.display())], root)
             }
             Primary::S3 => {
                 let server = s3_server();
@@ -254,7 +254,7 @@ impl Primary {
                 let bucket = format!("t-{:016x}", hasher.finish());
                 server.create_bucket(&bucket).expect("creating a bucket");
                 let mut overrides = server.config_overrides();
-                overrides.push(format!("state.checkpoints.dir=s3://{bucket}/ckpt"));
+                overrides.push(format!("execution.checkpointing.dir=s3://{bucket}/ckpt"));
                 (overrides, server.root().join(bucket).join("ckpt"))
             }
         }

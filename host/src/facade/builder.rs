@@ -29,7 +29,7 @@ enum PluginSource {
 /// use snapshot_host::{Config, SnapshotHost};
 ///
 /// let mut config = Config::default();
-/// config.apply_override("state.checkpoints.num-retained=3")?;
+/// config.apply_override("execution.checkpointing.num-retained=3")?;
 /// let host = SnapshotHost::builder("payments")
 ///     .config(config)
 ///     .set("execution.checkpointing.max-concurrent-checkpoints", "2")
@@ -98,16 +98,18 @@ impl SnapshotHostBuilder {
     }
 
     /// Durable checkpoint storage: a directory, `file:///path`, `s3://bucket/prefix` (with
-    /// the `s3.*` keys) or `memory://name` (`state.checkpoints.dir`).
+    /// the `s3.*` keys) or `memory://name` (`execution.checkpointing.dir`).
     pub fn checkpoint_storage(mut self, location: impl AsRef<Path>) -> Self {
         self.storage = Some(location.as_ref().to_string_lossy().into_owned());
         self
     }
 
-    /// Enables local recovery with these root directories (`state.backend.local-recovery` and
-    /// `taskmanager.state.local.root-dirs`).
+    /// Enables local recovery with these root directories: local copies written and restored
+    /// from first (`execution.checkpointing.local-backup.enabled`,
+    /// `execution.state-recovery.from-local` and `execution.checkpointing.local-backup.dirs`).
     pub fn local_recovery<P: Into<PathBuf>>(mut self, roots: impl IntoIterator<Item = P>) -> Self {
         self.config.local_recovery.enabled = true;
+        self.config.local_recovery.from_local = true;
         self.config.local_recovery.root_dirs = roots.into_iter().map(Into::into).collect();
         self
     }

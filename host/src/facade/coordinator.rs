@@ -17,7 +17,7 @@ use crate::runtime::CancelToken;
 ///
 /// Checkpoints may complete out of order: every decision is made by id. A checkpoint that
 /// completes after a newer one is discarded; retention keeps the newest ones
-/// (`state.checkpoints.num-retained`); an abort discards everything written for the
+/// (`execution.checkpointing.num-retained`); an abort discards everything written for the
 /// checkpoint, primary and local, and never touches a completed one.
 ///
 /// ```

@@ -69,7 +69,7 @@ pub struct RecoveredSubtask {
 /// let host = SnapshotHost::builder("events")
 ///     .plugin_file(snapshot_host::doc_plugin_path())
 ///     .checkpoint_storage(dir.path())
-///     .set("state.checkpoints.num-retained", "2")
+///     .set("execution.checkpointing.num-retained", "2")
 ///     .build()?;
 /// let job = host.recover()?;
 /// let task = &job.subtasks[0];

@@ -1,5 +1,5 @@
-//! Where the primary lives: the value of `state.checkpoints.dir` (or Flink 2.x's
-//! `execution.checkpointing.dir`), parsed once so that every later step knows the backend.
+//! Where the primary lives: the value of `execution.checkpointing.dir` (or its deprecated
+//! name `state.checkpoints.dir`), parsed once so that every later step knows the backend.
 
 use std::fmt;
 use std::path::PathBuf;

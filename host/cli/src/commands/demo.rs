@@ -41,7 +41,7 @@ pub struct DemoArgs {
     checkpoint_interval: Option<u64>,
     /// The durable primary: `embedded-s3` (an S3-compatible server the demo starts in this
     /// process, shaped like a remote store), a directory, or a URI (`s3://bucket/prefix` with
-    /// the `s3.*` keys, `file:///dir`). Default: `state.checkpoints.dir` when configured,
+    /// the `s3.*` keys, `file:///dir`). Default: `execution.checkpointing.dir` when configured,
     /// else `embedded-s3`.
     #[arg(long)]
     primary: Option<String>,

@@ -98,10 +98,11 @@ enum PluginCommand {
 /// `--config FILE` and `--set key=value`, shared by the commands that run jobs.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ConfigArgs {
-    /// A TOML configuration file (keys like `state.backend.local-recovery`).
+    /// A configuration file: YAML when named `*.yaml`/`*.yml` (as Flink's `config.yaml`), else
+    /// TOML; keys like `execution.state-recovery.from-local`.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Overrides one configuration key, e.g. `--set state.backend.local-recovery=false`.
+    /// Overrides one configuration key, e.g. `--set execution.state-recovery.from-local=false`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
 }
@@ -112,6 +113,7 @@ impl ConfigArgs {
     pub(crate) fn load_with_demo_defaults(&self) -> anyhow::Result<snapshot_host::Config> {
         let mut config = snapshot_host::Config::default();
         config.local_recovery.enabled = true;
+        config.local_recovery.from_local = true;
         config.local_recovery.root_dirs = vec![PathBuf::from("local-state")];
         config.retained_checkpoints = 2;
         self.load_over(config)
@@ -119,11 +121,8 @@ impl ConfigArgs {
 
     /// `base`, then the file, then the overrides.
     pub(crate) fn load_over(&self, mut config: snapshot_host::Config) -> anyhow::Result<snapshot_host::Config> {
-        use anyhow::Context;
         if let Some(path) = &self.config {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading configuration file {}", path.display()))?;
-            config.apply_toml(&text, path)?;
+            config.apply_file(path)?;
         }
         for assignment in &self.overrides {
             config.apply_override(assignment)?;
