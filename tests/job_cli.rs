@@ -246,3 +246,84 @@ fn a_flink_2_config_yaml_runs_the_demo() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains(&format!("{}:3:", bad.display())), "{stderr}");
 }
+
+/// `-v` logs the checkpoint lifecycle (triggered, completed with size, duration and pause,
+/// subsumed, restored with source and alternative), `--log-format json` as one JSON object a
+/// line with its target; `-q` leaves only errors.
+#[test]
+fn logs_show_the_checkpoint_lifecycle_at_the_level_asked_for() {
+    let demo = |flags: &[&str]| {
+        // A fresh directory each: checkpoint ids start at 1.
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(suite::host_binary())
+            .current_dir(dir.path())
+            .env_remove("RUST_LOG")
+            .args(flags)
+            .args(["demo", "--events", "20000", "--keys", "500", "--primary", "checkpoints", "--plugin"])
+            .arg(suite::plugin_path("full-keyed"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let json = demo(&["-v", "--log-format", "json"]);
+    let lines: Vec<serde_json::Value> =
+        json.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    let message = |needle: &str| {
+        lines
+            .iter()
+            .find(|l| l["fields"]["message"].as_str().is_some_and(|m| m.contains(needle)))
+            .unwrap_or_else(|| panic!("no log line with {needle:?} in\n{json}"))
+    };
+    assert_eq!(message("checkpoint 1 triggered")["level"], "INFO");
+    let completed = message("checkpoint 1 completed");
+    assert!(completed["fields"]["bytes"].as_u64().unwrap() > 0, "{completed}");
+    assert!(completed["fields"]["sync_pause_us"].is_u64() && completed["fields"]["duration_ms"].is_u64());
+    assert_eq!(completed["target"], "snapshot_host::facade::coordinator");
+    message("subsumed by");
+    let restored = message("restored checkpoint");
+    assert!(restored["fields"]["source"].is_string() && restored["fields"]["alternative"].is_u64(), "{restored}");
+
+    let text = demo(&["-v"]);
+    assert!(text.contains(" INFO snapshot_host::facade::coordinator: checkpoint 1 triggered"), "{text}");
+    assert!(!text.contains('\u{1b}'), "colour on a pipe: {text}");
+    assert!(!demo(&[]).contains(" INFO "));
+    assert_eq!(demo(&["-q"]), "");
+}
+
+/// `snapshot-host config` prints what a run would use and where each value came from.
+#[test]
+fn config_prints_the_effective_configuration_and_its_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yaml");
+    std::fs::write(&file, "execution:\n  checkpointing:\n    num-retained: 5\nstate.checkpoints.dir: /data/x\n")
+        .unwrap();
+    let out = Command::new(suite::host_binary())
+        .args(["config", "--json", "--set", "plugin.timeout=1 min", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let values: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let get = |key: &str| values.iter().find(|v| v["key"] == key).unwrap_or_else(|| panic!("no {key}")).clone();
+    let origin = format!("configuration file {}", file.display());
+    assert_eq!(
+        (
+            get("execution.checkpointing.num-retained")["value"].as_str(),
+            get("execution.checkpointing.num-retained")["source"].as_str()
+        ),
+        (Some("5"), Some(origin.as_str()))
+    );
+    assert_eq!(get("execution.checkpointing.dir")["deprecated_name"], "state.checkpoints.dir");
+    assert_eq!(get("plugin.timeout")["source"], "command line");
+    assert_eq!(get("execution.state-recovery.from-local")["source"], "the demo's defaults");
+    assert_eq!(get("s3.region")["source"], "default");
+    let table = Command::new(suite::host_binary()).args(["config", "-q", "--library-defaults"]).output().unwrap();
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.lines().any(|l| l.starts_with("execution.state-recovery.from-local")
+            && l.contains("false")
+            && l.ends_with("default")),
+        "{text}"
+    );
+}

@@ -345,6 +345,7 @@ impl CheckpointCoordinator {
         for (k, p) in subsumed {
             let acked: Vec<SubtaskState> = p.acks.into_iter().flatten().collect();
             self.discard_everything(k, &acked);
+            tracing::info!(checkpoint = k, by = id, "checkpoint {k} subsumed by {id} while in flight; aborted");
             subsumed_ids.push(k);
         }
         Ok(Some(CompletedCheckpoint { metadata, duration, retired, subsumed: subsumed_ids }))

@@ -198,12 +198,12 @@ pub fn restore_keyed(
         if cancel.is_cancelled() {
             return Err(RestoreError::Cancelled { what: what() });
         }
-        tracing::info!(range = %range, "restoring key groups from alternative {}/{total} ({source})", index + 1);
+        tracing::debug!(range = %range, "restoring key groups from alternative {}/{total} ({source})", index + 1);
         let started = Instant::now();
         match attempt(plugin, max_parallelism, range, &handles, cancel) {
             Ok(backend) => {
                 let duration = started.elapsed();
-                tracing::info!(range = %range, ?duration, "restored from alternative {}/{total} ({source})", index + 1);
+                tracing::debug!(range = %range, ?duration, "restored from alternative {}/{total} ({source})", index + 1);
                 return Ok(RestoredKeyedState {
                     backend,
                     source,
@@ -299,7 +299,7 @@ pub fn restore_operator(
         };
         match attempt() {
             Ok(backend) => {
-                tracing::info!(subtask, "restored operator state from alternative {}/{total} ({source})", index + 1);
+                tracing::debug!(subtask, "restored operator state from alternative {}/{total} ({source})", index + 1);
                 return Ok(RestoredOperatorState { backend, source, alternative: index + 1, alternatives: total });
             }
             Err(PluginError::Cancelled { .. }) => return Err(RestoreError::Cancelled { what: what() }),

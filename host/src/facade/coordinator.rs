@@ -1,6 +1,8 @@
 //! The coordinator side of the facade: start checkpoints, collect acknowledgements, end them.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::subtask::Acknowledgement;
 use super::SnapshotHost;
@@ -45,6 +47,8 @@ use crate::runtime::CancelToken;
 pub struct Coordinator {
     host: SnapshotHost,
     inner: Arc<CheckpointCoordinator>,
+    /// Per checkpoint in flight, the longest synchronous pause a subtask acknowledged.
+    sync_pauses: Arc<Mutex<BTreeMap<u64, Duration>>>,
 }
 
 /// Checkpoint `id` has started: the token every subtask needs to take part in it, handed out
@@ -100,7 +104,7 @@ impl Coordinator {
             stores,
             retained,
         );
-        Coordinator { host, inner: Arc::new(inner) }
+        Coordinator { host, inner: Arc::new(inner), sync_pauses: Arc::default() }
     }
 
     /// Whether [`trigger`](Self::trigger) would start a checkpoint now: fewer than
@@ -118,6 +122,7 @@ impl Coordinator {
         }
         let id = self.host.next_checkpoint_id();
         self.inner.trigger(id, source_offset);
+        tracing::info!(checkpoint = id, source_offset, "checkpoint {id} triggered");
         let cancel = self.inner.cancel_token(id);
         Some(CheckpointBarrier { id, source_offset, cancel, host: self.host.clone() })
     }
@@ -138,9 +143,41 @@ impl Coordinator {
             ));
         }
         let id = ack.id;
-        self.inner
+        {
+            let mut pauses = self.sync_pauses.lock().unwrap_or_else(|e| e.into_inner());
+            let longest = pauses.entry(id).or_default();
+            *longest = (*longest).max(ack.sync_pause);
+        }
+        let completed = self
+            .inner
             .acknowledge(id, ack.subtask, ack.state)
-            .map_err(|e| Error::from(e).context(format!("completing checkpoint {id}")))
+            .map_err(|e| Error::from(e).context(format!("completing checkpoint {id}")))?;
+        if let Some(done) = &completed {
+            let sync_pause = {
+                let mut pauses = self.sync_pauses.lock().unwrap_or_else(|e| e.into_inner());
+                let longest = pauses.get(&id).copied().unwrap_or_default();
+                // Older ones can no longer complete: forget them too.
+                pauses.retain(|k, _| *k > id);
+                longest
+            };
+            tracing::info!(
+                checkpoint = id,
+                bytes = done.metadata.state_size(),
+                duration_ms = done.duration.as_millis() as u64,
+                sync_pause_us = sync_pause.as_micros() as u64,
+                "checkpoint {id} completed: {} bytes in {:.1?}, longest synchronous pause {sync_pause:.1?}",
+                done.metadata.state_size(),
+                done.duration,
+            );
+            for old in &done.retired {
+                tracing::info!(
+                    checkpoint = old,
+                    by = id,
+                    "checkpoint {old} subsumed by {id} and discarded (beyond execution.checkpointing.num-retained)"
+                );
+            }
+        }
+        Ok(completed)
     }
 
     /// A subtask could not write its part of checkpoint `id`: aborts the checkpoint as failed

@@ -91,6 +91,9 @@ pub struct Acknowledgement {
     pub(super) id: u64,
     pub(super) subtask: u32,
     pub(super) state: SubtaskState,
+    /// How long the synchronous phase paused the subtask (the checkpoint's completion log
+    /// reports the longest).
+    pub(super) sync_pause: Duration,
 }
 
 impl Acknowledgement {
@@ -211,6 +214,20 @@ impl Subtask {
             operator_source: operators.source,
             duration: started.elapsed(),
         };
+        tracing::info!(
+            checkpoint = id,
+            subtask = self.index,
+            source = %report.source,
+            alternative = report.alternative,
+            alternatives = report.alternatives,
+            duration_ms = report.duration.as_millis() as u64,
+            "subtask {} restored checkpoint {id} from {} (alternative {}/{}) in {:.1?}",
+            self.index,
+            report.source,
+            report.alternative,
+            report.alternatives,
+            report.duration,
+        );
         Ok(RestoredState { keyed: keyed.backend, operators: operators.backend, report })
     }
 }
@@ -269,7 +286,7 @@ impl SnapshotTask {
     }
 
     fn write(self) -> Result<Acknowledgement> {
-        let SnapshotTask { subtask, id, cancel, keyed, operators, .. } = self;
+        let SnapshotTask { subtask, id, cancel, keyed, operators, sync_pause, .. } = self;
         let host = &subtask.host;
         let plugin = host.plugin();
         let factory = host.checkpoints().stream_factory(id)?;
@@ -296,6 +313,6 @@ impl SnapshotTask {
             .into_parts();
         let state = SubtaskState { keyed, operator };
         store.store_copy_of(id, &state, keyed_local, operator_local);
-        Ok(Acknowledgement { host: host.clone(), id, subtask: subtask.index, state })
+        Ok(Acknowledgement { host: host.clone(), id, subtask: subtask.index, state, sync_pause })
     }
 }

@@ -2,6 +2,7 @@
 //! input (file, option) the user should look at.
 
 mod bench;
+mod config;
 mod demo;
 mod exit;
 mod job;
@@ -18,6 +19,39 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// More log lines on stderr: -v adds the checkpoint and restore lifecycle (INFO), -vv
+    /// debugging detail. `RUST_LOG` (e.g. `RUST_LOG=snapshot_host=debug`) overrides both.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Log lines as text (coloured only on a terminal) or as JSON objects, one per line.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs to stderr at the level `-v`/`-q` ask for, unless `RUST_LOG` says otherwise.
+fn init_logging(verbose: u8, quiet: bool, format: LogFormat) {
+    use std::io::IsTerminal;
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(true);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -30,6 +64,19 @@ enum Command {
     Job {
         #[command(subcommand)]
         command: job::JobCommand,
+    },
+    /// Print the configuration `demo` and `job run` would use, and where each value came from
+    /// (a default, the file, the command line, a deprecated key name).
+    Config {
+        /// The file and overrides to read, as for `demo` and `job run`.
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Start from the library's defaults instead of the demo's and `job run`'s.
+        #[arg(long)]
+        library_defaults: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Inspect and work with strategy plugins.
     Plugin {
@@ -111,12 +158,7 @@ impl ConfigArgs {
     /// The configuration: the demo's defaults (primary in `./checkpoints`, local recovery on
     /// with local copies in `./local-state`), then the file, then the overrides.
     pub(crate) fn load_with_demo_defaults(&self) -> anyhow::Result<snapshot_host::Config> {
-        let mut config = snapshot_host::Config::default();
-        config.local_recovery.enabled = true;
-        config.local_recovery.from_local = true;
-        config.local_recovery.root_dirs = vec![PathBuf::from("local-state")];
-        config.retained_checkpoints = 2;
-        self.load_over(config)
+        self.load_over(demo_defaults())
     }
 
     /// `base`, then the file, then the overrides.
@@ -129,6 +171,19 @@ impl ConfigArgs {
         }
         Ok(config)
     }
+}
+
+/// The library's defaults with the demo's own on top: primary in `./checkpoints`, local
+/// copies written and restored from under `./local-state`, two checkpoints retained.
+fn demo_defaults() -> snapshot_host::Config {
+    use snapshot_host::config::{FROM_LOCAL, LOCAL_BACKUP_DIRS, NUM_RETAINED};
+    let mut config = snapshot_host::Config::default();
+    for assignment in
+        [format!("{FROM_LOCAL}=true"), format!("{LOCAL_BACKUP_DIRS}=local-state"), format!("{NUM_RETAINED}=2")]
+    {
+        config.apply_assignment(&assignment, "the demo's defaults").expect("valid demo defaults");
+    }
+    config
 }
 
 /// An error and its causes, each said once: `a: b: c`, leaving out a cause whose text the
@@ -160,15 +215,15 @@ pub fn main() -> ExitCode {
 
 fn run() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    init_logging(cli.verbose, cli.quiet, cli.log_format);
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Job { command } => job::run(command),
         Command::Bench(args) => bench::run(args),
+        Command::Config { config, library_defaults, json } => {
+            let base = if library_defaults { snapshot_host::Config::default() } else { demo_defaults() };
+            config.load_over(base).and_then(|c| config::print(&c, json))
+        }
         Command::Plugin { command: PluginCommand::Info { plugin, json, config } } => {
             config.load_over(snapshot_host::Config::default()).and_then(|config| plugin::info(&plugin, json, &config))
         }

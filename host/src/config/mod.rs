@@ -10,6 +10,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+mod effective;
+mod units;
+mod yaml;
+
+pub use effective::EffectiveValue;
+pub use units::{parse_duration, parse_size};
+use yaml::yaml_to_toml;
+
 use crate::runtime::PluginLimits;
 use crate::storage::{s3, S3Settings, StorageLocation};
 
@@ -325,6 +333,12 @@ impl Config {
 
     /// Applies a command-line override `key=value`.
     pub fn apply_override(&mut self, assignment: &str) -> Result<(), ConfigError> {
+        self.apply_assignment(assignment, "command line")
+    }
+
+    /// Applies `key=value` from `origin` (what [`sources`](Self::sources) records and errors
+    /// name, e.g. `"the demo's defaults"`).
+    pub fn apply_assignment(&mut self, assignment: &str, origin: &str) -> Result<(), ConfigError> {
         let (key, value) = assignment.split_once('=').ok_or_else(|| ConfigError::BadOverride(assignment.into()))?;
         let key = key.trim();
         let value = value.trim();
@@ -347,7 +361,7 @@ impl Config {
             }
             _ => toml::Value::String(value.into()),
         };
-        self.set_value("command line", key, &parsed)
+        self.set_value(origin, key, &parsed)
     }
 
     fn set_value(&mut self, origin: &str, key: &str, value: &toml::Value) -> Result<(), ConfigError> {
@@ -553,94 +567,12 @@ fn local_dir(text: &str) -> Result<PathBuf, String> {
     }
 }
 
-/// A size as Flink's `MemorySize` writes it, all units binary: a positive integer (bytes) or
-/// a number with a unit, case-insensitive, with or without a space: `b`/`bytes`,
-/// `k`/`kb`/`kibibytes`, `m`/`mb`/`mebibytes`, `g`/`gb`/`gibibytes`, `t`/`tb`/`tebibytes`,
-/// and `KiB`/`MiB`/`GiB`/`TiB` (`256mb`, `1g`, `64 KiB`).
-pub fn parse_size(value: &toml::Value) -> Option<u64> {
-    match value {
-        toml::Value::Integer(n) if *n > 0 => Some(*n as u64),
-        toml::Value::String(s) => {
-            let lower = s.trim().to_ascii_lowercase();
-            // Flink's long unit names, which the parser does not know, as their short ones.
-            let number_end = lower.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(lower.len());
-            let (number, unit) = lower.split_at(number_end);
-            let unit = match unit.trim() {
-                "bytes" => "b",
-                "kibibytes" => "k",
-                "mebibytes" => "m",
-                "gibibytes" => "g",
-                "tebibytes" => "t",
-                other => other,
-            };
-            let bytes = parse_size::Config::new().with_binary().parse_size(format!("{number}{unit}")).ok()?;
-            (bytes > 0).then_some(bytes)
-        }
-        _ => None,
-    }
-}
-
-/// A duration as Flink's `TimeUtils` writes it: a positive integer (milliseconds) or numbers
-/// with units, with or without spaces (`500 ms`, `10 s`, `1 min`, `2h`, `1 d`, `1h 30min`).
-pub fn parse_duration(value: &toml::Value) -> Option<std::time::Duration> {
-    let duration = match value {
-        toml::Value::Integer(n) if *n > 0 => std::time::Duration::from_millis(*n as u64),
-        toml::Value::String(s) => {
-            let s = s.trim();
-            match s.parse::<u64>() {
-                Ok(ms) => std::time::Duration::from_millis(ms),
-                Err(_) => humantime::parse_duration(s).ok()?,
-            }
-        }
-        _ => return None,
-    };
-    (!duration.is_zero()).then_some(duration)
-}
-
 /// 1-based line and column of byte `offset` of `text`.
 fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
     (line, column)
-}
-
-/// A YAML value as the TOML value the keys are read from (both are maps of scalars and lists).
-fn yaml_to_toml(value: serde_yaml_ng::Value, key: &str, path: &Path) -> Result<toml::Value, ConfigError> {
-    use serde_yaml_ng::Value as Y;
-    let unsupported = |problem: &str| ConfigError::Unsupported {
-        path: path.into(),
-        key: if key.is_empty() { "(top level)".into() } else { key.into() },
-        problem: problem.into(),
-    };
-    Ok(match value {
-        Y::Null => return Err(unsupported("no value")),
-        Y::Bool(b) => toml::Value::Boolean(b),
-        Y::Number(n) => match (n.as_i64(), n.as_f64()) {
-            (Some(i), _) => toml::Value::Integer(i),
-            (None, Some(f)) => toml::Value::Float(f),
-            _ => return Err(unsupported("a number out of range")),
-        },
-        Y::String(s) => toml::Value::String(s),
-        Y::Sequence(items) => {
-            toml::Value::Array(items.into_iter().map(|item| yaml_to_toml(item, key, path)).collect::<Result<_, _>>()?)
-        }
-        Y::Mapping(map) => {
-            let mut table = toml::Table::new();
-            for (k, v) in map {
-                let name = match k {
-                    Y::String(s) => s,
-                    Y::Bool(b) => b.to_string(),
-                    Y::Number(n) => n.to_string(),
-                    _ => return Err(unsupported("a map key that is not text")),
-                };
-                let full = if key.is_empty() { name.clone() } else { format!("{key}.{name}") };
-                table.insert(name, yaml_to_toml(v, &full, path)?);
-            }
-            toml::Value::Table(table)
-        }
-        Y::Tagged(tagged) => return Err(unsupported(&format!("a tagged value ({}) is not a setting", tagged.tag))),
-    })
 }
 
 fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, toml::Value>) {
