@@ -327,3 +327,53 @@ fn config_prints_the_effective_configuration_and_its_sources() {
         "{text}"
     );
 }
+
+/// Ctrl-C (SIGINT) or SIGTERM during `job run`: in-flight checkpoints are cancelled and their
+/// files removed, the last completed checkpoint is printed, the status is 130 or 143, and the
+/// checkpoint left behind restores exactly.
+#[test]
+fn a_signal_stops_job_run_cleanly() {
+    use std::io::BufRead;
+    for (signal, status) in [("-INT", 130), ("-TERM", 143)] {
+        let dir = tempfile::tempdir().unwrap();
+        let plugin = suite::plugin_path("full-keyed");
+        let mut child = Command::new(suite::host_binary())
+            .current_dir(dir.path())
+            .args(["job", "run", "--events", "1000000000", "--checkpoint-interval", "20000", "--plugin"])
+            .arg(&plugin)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut seen = Vec::new();
+        while !seen.iter().any(|l: &String| l == "completed checkpoint 3") {
+            seen.push(lines.next().expect("job run ended early").unwrap());
+        }
+        let killed = Command::new("kill").arg(signal).arg(child.id().to_string()).status().unwrap();
+        assert!(killed.success());
+        seen.extend(lines.map(Result::unwrap));
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(status), "{signal}: {stderr}");
+        let last = seen.iter().find(|l| l.starts_with("stopped at event")).unwrap_or_else(|| panic!("{seen:?}"));
+        assert!(last.contains("last completed checkpoint"), "{last}");
+        let mut stack = vec![dir.path().to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).unwrap().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                assert!(!name.contains("inprogress") && !name.starts_with(".tmp"), "{signal}: left {:?}", entry.path());
+                if entry.file_type().unwrap().is_dir() {
+                    stack.push(entry.path());
+                }
+            }
+        }
+        let verify = Command::new(suite::host_binary())
+            .current_dir(dir.path())
+            .args(["job", "verify", "--events", "1000000000", "--checkpoint-interval", "20000", "--plugin"])
+            .arg(&plugin)
+            .output()
+            .unwrap();
+        assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+    }
+}

@@ -18,6 +18,7 @@
 //! final counts equal a failure-free run's.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -178,6 +179,16 @@ pub enum AttemptOutcome {
     Failed {
         /// The offset.
         at: u64,
+    },
+    /// Stopped from outside (a signal) at this offset: checkpoints in flight were aborted and
+    /// their files removed; what completed before stays.
+    Stopped {
+        /// The offset.
+        at: u64,
+        /// What set the stop flag (a signal number).
+        by: usize,
+        /// The newest checkpoint that completed, if any did in this attempt or before it.
+        last_completed: Option<CheckpointMetadata>,
     },
 }
 
@@ -364,6 +375,18 @@ impl JobRunner {
         options: AttemptOptions,
         events: &Sender<JobEvent>,
     ) -> Result<AttemptOutcome, JobError> {
+        self.run_attempt_until(options, events, &AtomicUsize::new(0))
+    }
+
+    /// [`run_attempt`](Self::run_attempt), stopping early once `stop` is non-zero (a signal
+    /// handler sets it to the signal's number): checkpoints in flight are aborted, so that
+    /// their snapshots stop at their next host call and delete what they wrote.
+    pub fn run_attempt_until(
+        &mut self,
+        options: AttemptOptions,
+        events: &Sender<JobEvent>,
+        stop: &AtomicUsize,
+    ) -> Result<AttemptOutcome, JobError> {
         let recovery = self.host.recover()?;
         let (restored, subtasks, coordinator) = self.restored_job(recovery)?;
         for event in restored.events {
@@ -401,6 +424,7 @@ impl JobRunner {
             })
         };
         let mut failed_at = None;
+        let mut stopped = None;
         let mut job_failure = None;
         // The next checkpoint is due at the next multiple of the interval; when concurrency or
         // the minimum pause holds it back, it is taken as soon as they allow.
@@ -415,6 +439,17 @@ impl JobRunner {
                 }
             }
             if offset % 1024 == 0 {
+                let by = stop.load(Ordering::Relaxed);
+                if by != 0 {
+                    // Cancel what is in flight first: the subtasks' writers stop sooner.
+                    for id in coordinator.abort_pending(AbortReason::Cancelled) {
+                        let _ = events
+                            .send(JobEvent::Aborted { checkpoint_id: id, reason: AbortReason::Cancelled.to_string() });
+                    }
+                    stopped = Some((offset, by));
+                    failed_at = Some(offset);
+                    break;
+                }
                 if let Some(e) = too_many_failures() {
                     job_failure = Some(e);
                     failed_at = Some(offset);
@@ -449,12 +484,21 @@ impl JobRunner {
             }
         }
         // Checkpoints still pending now can never complete.
-        let reason = if failed_at.is_some() { AbortReason::TaskFailure } else { AbortReason::JobFinished };
+        let reason = match (stopped, failed_at) {
+            (Some(_), _) => AbortReason::Cancelled,
+            (None, Some(_)) => AbortReason::TaskFailure,
+            (None, None) => AbortReason::JobFinished,
+        };
         for id in coordinator.abort_pending(reason.clone()) {
             let _ = events.send(JobEvent::Aborted { checkpoint_id: id, reason: reason.to_string() });
         }
         if let Some(e) = thread_error.or(job_failure).or_else(too_many_failures) {
             return Err(e);
+        }
+        if let Some((at, by)) = stopped {
+            let last_completed =
+                coordinator.completed().last().and_then(|id| self.host.checkpoints().read_metadata(*id).ok());
+            return Ok(AttemptOutcome::Stopped { at, by, last_completed: last_completed.or(restored.checkpoint) });
         }
         Ok(match failed_at {
             Some(at) => AttemptOutcome::Failed { at },

@@ -43,8 +43,9 @@ pub const CHECKPOINT_DIR: &str = "state.checkpoints.dir";
 /// Flink 1.x's name for [`NUM_RETAINED`]: still accepted, with a deprecation warning.
 pub const RETAINED_CHECKPOINTS: &str = "state.checkpoints.num-retained";
 
-/// Deprecated keys and the key each is now spelled as. A value given under the new name wins
-/// over one given under the old name, whatever their order (Flink's rule).
+/// Deprecated keys and the key each is now spelled as. Within one file or command line, a value
+/// given under the new name wins over one given under the old name, whatever their order
+/// (Flink's rule).
 pub const DEPRECATED_KEYS: &[(&str, &str)] = &[
     (LOCAL_RECOVERY, FROM_LOCAL),
     (LOCAL_ROOT_DIRS, LOCAL_BACKUP_DIRS),
@@ -367,7 +368,9 @@ impl Config {
     fn set_value(&mut self, origin: &str, key: &str, value: &toml::Value) -> Result<(), ConfigError> {
         let current = current_key(key);
         if current != key {
-            if self.sources.get(current).is_some_and(|s| s.written_as == current) {
+            // Within one file or command line; a later layer overrides an earlier one whatever
+            // the names (a file's old name over a default's new one).
+            if self.sources.get(current).is_some_and(|s| s.written_as == current && s.origin == origin) {
                 // Ignored, but a bad value is still an error.
                 self.clone().set_current(origin, key, current, value)?;
                 tracing::warn!(

@@ -101,11 +101,7 @@ const RESCALINGS: [(u32, u32); 3] = [(1, 3), (4, 2), (3, 5)];
 
 /// Every rescaling of [`RESCALINGS`], the first failure reported.
 pub fn rescaling(cx: &Context) -> CaseOutput {
-    let mut bytes = 0;
-    for (from, to) in RESCALINGS {
-        bytes += rescale(cx, from, to)?.bytes;
-    }
-    Ok(bytes.into())
+    super::every_rescaling(cx, &RESCALINGS, rescale)
 }
 
 /// Snapshot at parallelism `from`, restore at `to` from the intersecting handles, compare.

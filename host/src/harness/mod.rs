@@ -226,6 +226,19 @@ const CASES: &[(&str, CaseFn)] = &[
     ("resources/memory-proportional", resources::proportional),
 ];
 
+/// Runs `rescale` for every (from, to) of `rescalings`; the first failure is the case's.
+fn every_rescaling(
+    cx: &Context,
+    rescalings: &[(u32, u32)],
+    rescale: fn(&Context, u32, u32) -> CaseOutput,
+) -> CaseOutput {
+    let mut bytes = 0;
+    for &(from, to) in rescalings {
+        bytes += rescale(cx, from, to)?.bytes;
+    }
+    Ok(bytes.into())
+}
+
 /// The cases that check what the host guarantees every plugin rather than what a plugin does:
 /// snapshots of the same state are identical (clocks and randomness are deterministic), the
 /// description is the same on every instance, a failing local copy never fails a snapshot, a

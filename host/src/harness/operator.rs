@@ -78,11 +78,7 @@ const RESCALINGS: [(u32, u32); 2] = [(3, 2), (2, 5)];
 
 /// Every rescaling of [`RESCALINGS`], the first failure reported.
 pub fn rescaling(cx: &Context) -> CaseOutput {
-    let mut bytes = 0;
-    for (from, to) in RESCALINGS {
-        bytes += rescale(cx, from, to)?.bytes;
-    }
-    Ok(bytes.into())
+    super::every_rescaling(cx, &RESCALINGS, rescale)
 }
 
 /// Snapshot `from` subtasks, restore at `to` through the host's redistribution, and compare

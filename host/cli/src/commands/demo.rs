@@ -206,6 +206,8 @@ fn expect_failure(outcome: &AttemptOutcome) -> anyhow::Result<()> {
             Ok(())
         }
         AttemptOutcome::Finished { .. } => bail!("the injected failure did not happen"),
+        // The demo does not stop on signals (it runs in seconds; Ctrl-C ends it as usual).
+        AttemptOutcome::Stopped { at, .. } => bail!("the demo was stopped at event {at}"),
     }
 }
 

@@ -25,6 +25,35 @@ pub(crate) struct PluginFailedTests {
     pub(crate) failed: Vec<String>,
 }
 
+/// Stopped by a signal (its number): exit status 128 + the number, as a shell reports it.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped by {}", signal_name(*.0))]
+pub(crate) struct Interrupted(pub(crate) usize);
+
+fn signal_name(signal: usize) -> String {
+    match signal as i32 {
+        signal_hook::consts::SIGINT => "SIGINT".into(),
+        signal_hook::consts::SIGTERM => "SIGTERM".into(),
+        other => format!("signal {other}"),
+    }
+}
+
+/// A flag that SIGINT and SIGTERM set to their number, for a command to stop cleanly at its
+/// next check. A second signal of the same kind ends the process at once (a user who presses
+/// Ctrl-C twice means it), with the same status.
+pub(crate) fn stop_on_signals() -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicUsize>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for signal in [SIGINT, SIGTERM] {
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Registered first, so it runs before the flag below is set: on the second signal.
+        signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, flag.clone())?;
+        signal_hook::flag::register(signal, flag)?;
+        signal_hook::flag::register_usize(signal, stop.clone(), signal as usize)?;
+    }
+    Ok(stop)
+}
+
 /// A command line that clap accepted but that does not make sense (e.g. `--set` without `=`).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -32,7 +61,9 @@ pub(crate) struct UsageError(pub(crate) String);
 
 /// The exit status for an error.
 pub(crate) fn status_of(error: &anyhow::Error) -> u8 {
-    if error.downcast_ref::<PluginFailedTests>().is_some() {
+    if let Some(Interrupted(signal)) = error.downcast_ref::<Interrupted>() {
+        u8::try_from(128 + signal).unwrap_or(RUNTIME)
+    } else if error.downcast_ref::<PluginFailedTests>().is_some() {
         TESTS_FAILED
     } else if error.downcast_ref::<UsageError>().is_some()
         || matches!(
@@ -86,6 +117,8 @@ mod tests {
         let bad_set = snapshot_host::Config::default().apply_override("no-equals-sign").unwrap_err();
         assert_eq!(status_of(&anyhow::Error::new(bad_set)), USAGE);
         assert_eq!(status_of(&anyhow::anyhow!("disk full")), RUNTIME);
+        assert_eq!(status_of(&anyhow::Error::new(Interrupted(signal_hook::consts::SIGINT as usize))), 130);
+        assert_eq!(status_of(&anyhow::Error::new(Interrupted(signal_hook::consts::SIGTERM as usize))), 143);
         assert_ne!(SUCCESS, RUNTIME);
     }
 

@@ -118,10 +118,22 @@ pub fn run(command: JobCommand) -> anyhow::Result<()> {
             let _ = out.flush();
         }
     });
-    let outcome = runner.run_attempt(AttemptOptions::default(), &tx);
+    let stop = super::exit::stop_on_signals()?;
+    let outcome = runner.run_attempt_until(AttemptOptions::default(), &tx, &stop);
     drop(tx);
     let _ = printer.join();
-    if let AttemptOutcome::Finished { checkpoints, .. } = outcome? {
+    let outcome = outcome?;
+    if let AttemptOutcome::Stopped { at, by, last_completed } = &outcome {
+        match last_completed {
+            Some(m) => println!(
+                "stopped at event {at}; last completed checkpoint {} (offset {}), the next run resumes from it",
+                m.checkpoint_id, m.source_offset
+            ),
+            None => println!("stopped at event {at}; no checkpoint completed, the next run starts from the beginning"),
+        }
+        return Err(super::exit::Interrupted(*by).into());
+    }
+    if let AttemptOutcome::Finished { checkpoints, .. } = outcome {
         if checkpoints.triggered > 0 && checkpoints.completed == 0 {
             bail!(
                 "the job finished, but none of its {} checkpoints completed (last failure: {})",

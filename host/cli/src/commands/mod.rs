@@ -21,6 +21,7 @@ struct Cli {
     command: Command,
     /// More log lines on stderr: -v adds the checkpoint and restore lifecycle (INFO), -vv
     /// debugging detail. `RUST_LOG` (e.g. `RUST_LOG=snapshot_host=debug`) overrides both.
+    /// For `plugin test`: each failure's detail (wasm backtrace, guest output, host log).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
     /// Only errors on stderr.
@@ -109,9 +110,6 @@ enum PluginCommand {
         /// million; still every shape and length boundary), for quick iterations.
         #[arg(long)]
         quick: bool,
-        /// Show each failure's detail (wasm backtrace, guest output, host log) under it.
-        #[arg(long, short)]
-        verbose: bool,
         /// The plugin limits (`plugin.*` keys). The harness starts from its own: a deadline of
         /// 15 s per invocation and 512 MiB of output per snapshot, e.g.
         /// `--set plugin.timeout=60s` for a slow interpreter.
@@ -216,6 +214,7 @@ pub fn main() -> ExitCode {
 fn run() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet, cli.log_format);
+    let verbose = cli.verbose;
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Job { command } => job::run(command),
@@ -230,7 +229,8 @@ fn run() -> ExitCode {
         Command::Plugin { command: PluginCommand::Compile { plugin, cache_dir } } => {
             plugin::compile(&plugin, cache_dir)
         }
-        Command::Plugin { command: PluginCommand::Test { plugin, format, quick, verbose, config } } => {
+        Command::Plugin { command: PluginCommand::Test { plugin, format, quick, config } } => {
+            let verbose = verbose > 0;
             let base = snapshot_host::Config {
                 plugin_limits: snapshot_host::harness::harness_limits(),
                 ..snapshot_host::Config::default()
@@ -245,5 +245,15 @@ fn run() -> ExitCode {
             eprintln!("error: {}", render_error(&e));
             ExitCode::from(exit::status_of(&e))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Clap's own consistency checks (unique names, also of global flags across subcommands).
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }
