@@ -29,7 +29,7 @@ impl Config {
             (CHECKPOINT_DIR_2X, self.checkpoint_storage.to_string()),
             (NUM_RETAINED, self.retained_checkpoints.to_string()),
             (LOCAL_BACKUP, self.local_recovery.enabled.to_string()),
-            (FROM_LOCAL, self.local_recovery.from_local.to_string()),
+            (FROM_LOCAL, self.local_recovery.restores_from_local().to_string()),
             (LOCAL_BACKUP_DIRS, dirs.join(",")),
             (MAX_CONCURRENT_CHECKPOINTS, self.checkpointing.max_concurrent.to_string()),
             (MIN_PAUSE, format_duration(self.checkpointing.min_pause)),
@@ -122,6 +122,10 @@ mod tests {
         }
         again.sources.clear();
         c.sources.clear();
+        // "Follows local-backup.enabled" and "said to be the same" restore alike.
+        for config in [&mut again, &mut c] {
+            config.local_recovery.from_local = Some(config.local_recovery.restores_from_local());
+        }
         assert_eq!(again, c);
     }
 }

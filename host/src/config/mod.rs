@@ -173,11 +173,20 @@ pub enum ConfigError {
 pub struct LocalRecoveryConfig {
     /// Whether local copies are written ([`LOCAL_BACKUP`]).
     pub enabled: bool,
-    /// Whether a restore tries the local copy before the primary ([`FROM_LOCAL`]). Without
+    /// Whether a restore tries the local copy before the primary ([`FROM_LOCAL`]); `None`
+    /// follows [`enabled`](Self::enabled) (copies that are written are also used). Without
     /// local copies being written there is nothing to restore from, and the primary is read.
-    pub from_local: bool,
+    pub from_local: Option<bool>,
     /// Root directories for local copies (each gets a `localState` sub-directory).
     pub root_dirs: Vec<PathBuf>,
+}
+
+impl LocalRecoveryConfig {
+    /// Whether a restore tries the local copy first: [`from_local`](Self::from_local) when it
+    /// was said, else whether copies are written.
+    pub fn restores_from_local(&self) -> bool {
+        self.from_local.unwrap_or(self.enabled)
+    }
 }
 
 /// How checkpoints are scheduled and how many failures a job tolerates.
@@ -253,7 +262,7 @@ impl Default for Config {
         Config {
             local_recovery: LocalRecoveryConfig {
                 enabled: false,
-                from_local: false,
+                from_local: None,
                 root_dirs: vec![std::env::temp_dir()],
             },
             checkpoint_storage: StorageLocation::default(),
@@ -306,7 +315,7 @@ impl Config {
     /// let yaml = "execution:\n  checkpointing:\n    num-retained: 3\nexecution.state-recovery.from-local: true\n";
     /// config.apply_yaml(yaml, "config.yaml".as_ref())?;
     /// assert_eq!(config.retained_checkpoints, 3);
-    /// assert!(config.local_recovery.from_local);
+    /// assert!(config.local_recovery.restores_from_local());
     /// # Ok::<(), snapshot_host::config::ConfigError>(())
     /// ```
     pub fn apply_yaml(&mut self, text: &str, path: &Path) -> Result<(), ConfigError> {
@@ -411,7 +420,7 @@ impl Config {
         match current {
             FROM_LOCAL => {
                 let on = boolean().ok_or_else(|| invalid("expected true or false"))?;
-                self.local_recovery.from_local = on;
+                self.local_recovery.from_local = Some(on);
                 // Flink: writing local copies follows restoring from them unless set itself.
                 if !self.sources.contains_key(LOCAL_BACKUP) {
                     self.local_recovery.enabled = on;
@@ -419,6 +428,8 @@ impl Config {
             }
             LOCAL_BACKUP => {
                 self.local_recovery.enabled = boolean().ok_or_else(|| invalid("expected true or false"))?;
+                // As in Flink, writing local copies alone does not restore from them.
+                self.local_recovery.from_local.get_or_insert(false);
             }
             START_EMPTY_IF_UNRESTORABLE => {
                 self.start_empty_if_unrestorable = boolean().ok_or_else(|| invalid("expected true or false"))?;
@@ -605,6 +616,10 @@ mod tests {
     #[test]
     fn defaults_have_local_recovery_off() {
         assert!(!Config::default().local_recovery.enabled);
+        // An embedder that turns on writing copies (the field alone) also restores from them.
+        let mut c = Config::default();
+        c.local_recovery.enabled = true;
+        assert!(c.local_recovery.restores_from_local());
     }
 
     #[test]
@@ -695,7 +710,7 @@ mod tests {
         )
         .unwrap();
         // Writing local copies follows restoring from them unless set itself.
-        assert!(c.local_recovery.enabled && c.local_recovery.from_local);
+        assert!(c.local_recovery.enabled && c.local_recovery.restores_from_local());
         assert_eq!(c.local_recovery.root_dirs, vec![PathBuf::from("/ssd/a"), PathBuf::from("/ssd/b")]);
         assert_eq!(c.retained_checkpoints, 4);
         assert_eq!(c.checkpoint_storage, StorageLocation::Directory("/data/ckpt".into()));
@@ -708,10 +723,10 @@ mod tests {
             "execution.checkpointing.local-backup.enabled = false\nexecution.state-recovery.from-local = true",
         ] {
             let c = parse(text).unwrap();
-            assert!(!c.local_recovery.enabled && c.local_recovery.from_local, "{text}");
+            assert!(!c.local_recovery.enabled && c.local_recovery.restores_from_local(), "{text}");
         }
         let c = parse("execution.checkpointing.local-backup.enabled = true").unwrap();
-        assert!(c.local_recovery.enabled && !c.local_recovery.from_local);
+        assert!(c.local_recovery.enabled && !c.local_recovery.restores_from_local());
 
         // Flink 1.x names: accepted, recorded as written, and never over a new name.
         let old = parse(
@@ -719,7 +734,7 @@ mod tests {
              state.checkpoints.num-retained = 2",
         )
         .unwrap();
-        assert!(old.local_recovery.enabled && old.local_recovery.from_local);
+        assert!(old.local_recovery.enabled && old.local_recovery.restores_from_local());
         assert_eq!(old.retained_checkpoints, 2);
         assert_eq!(old.sources[FROM_LOCAL].written_as, LOCAL_RECOVERY);
         assert_eq!(old.sources[LOCAL_BACKUP_DIRS].written_as, LOCAL_ROOT_DIRS);

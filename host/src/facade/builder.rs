@@ -109,7 +109,7 @@ impl SnapshotHostBuilder {
     /// `execution.state-recovery.from-local` and `execution.checkpointing.local-backup.dirs`).
     pub fn local_recovery<P: Into<PathBuf>>(mut self, roots: impl IntoIterator<Item = P>) -> Self {
         self.config.local_recovery.enabled = true;
-        self.config.local_recovery.from_local = true;
+        self.config.local_recovery.from_local = Some(true);
         self.config.local_recovery.root_dirs = roots.into_iter().map(Into::into).collect();
         self
     }

@@ -202,7 +202,7 @@ impl Subtask {
         let started = Instant::now();
         let plugin = host.plugin();
         // Local copies are tried first only when the configuration says to restore from them.
-        let store = host.config().local_recovery.from_local.then_some(self.store.as_ref());
+        let store = host.config().local_recovery.restores_from_local().then_some(self.store.as_ref());
         let keyed = restore_keyed(plugin, checkpoint, self.range, store, cancel).map_err(|e| context(e.into()))?;
         let operators = restore_operator(plugin, checkpoint, self.index, host.parallelism(), store, cancel)
             .map_err(|e| context(e.into()))?;
