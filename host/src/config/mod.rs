@@ -1,9 +1,10 @@
-//! Configuration: the keys the host understands, read from a TOML file and overridable on the
-//! command line (`--set key=value`), with errors that name the key and the value.
+//! Configuration: the keys the host understands, read from a YAML (Flink's `config.yaml`) or
+//! TOML file and overridable on the command line (`--set key=value`), with errors that name
+//! the key and the value.
 //!
-//! Keys are Flink's where Flink has one. In TOML they may be written dotted
-//! (`state.backend.local-recovery = true`, which TOML nests into tables) or quoted
-//! (`"state.backend.local-recovery" = true`); both mean the same key. Unknown keys are errors:
+//! Keys are Flink 2.x's where Flink has one, with Flink 1.x's names as deprecated fallbacks. They
+//! may be written dotted (`execution.state-recovery.from-local = true`, which TOML and YAML nest
+//! into tables) or as one flat key; both mean the same key. Unknown keys are errors:
 //! a typo must not silently disable a feature (Flink silently disabled local recovery on a
 //! bad value; this does not).
 
@@ -213,11 +214,11 @@ impl Default for CheckpointingConfig {
 /// use snapshot_host::Config;
 ///
 /// let mut config = Config::default();
-/// config.apply_toml("[state.checkpoints]\nnum-retained = 3\n", "job.toml".as_ref())?;
-/// config.apply_override("state.backend.local-recovery=true")?;
+/// config.apply_toml("[execution.checkpointing]\nnum-retained = 3\n", "job.toml".as_ref())?;
+/// config.apply_override("execution.state-recovery.from-local=true")?;
 /// assert_eq!(config.retained_checkpoints, 3);
-/// assert!(config.local_recovery.enabled);
-/// assert!(config.apply_override("state.checkpoints.num-retained=0").is_err());
+/// assert!(config.local_recovery.enabled && config.local_recovery.restores_from_local());
+/// assert!(config.apply_override("execution.checkpointing.num-retained=0").is_err());
 /// # Ok::<(), snapshot_host::config::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -742,6 +743,16 @@ mod tests {
         c.apply_override("execution.checkpointing.num-retained=5").unwrap();
         c.apply_override("state.checkpoints.num-retained=2").unwrap();
         assert_eq!(c.retained_checkpoints, 5);
+        // In one file too, whichever comes first; a later layer (the command line) still wins.
+        for text in [
+            "state.checkpoints.num-retained = 2\nexecution.checkpointing.num-retained = 5",
+            "execution.checkpointing.num-retained = 5\nstate.checkpoints.num-retained = 2",
+        ] {
+            let mut c = parse(text).unwrap();
+            assert_eq!(c.retained_checkpoints, 5, "{text}");
+            c.apply_override("state.checkpoints.num-retained=7").unwrap();
+            assert_eq!(c.retained_checkpoints, 7, "{text}");
+        }
         let e = c.apply_override("state.checkpoints.num-retained=none").unwrap_err().to_string();
         assert!(e.contains("state.checkpoints.num-retained") && e.contains("none"), "{e}");
         assert_eq!(current_key(LOCAL_RECOVERY), FROM_LOCAL);

@@ -160,13 +160,13 @@ impl Coordinator {
                 pauses.retain(|k, _| *k > id);
                 longest
             };
+            let bytes = done.metadata.state_size();
             tracing::info!(
                 checkpoint = id,
-                bytes = done.metadata.state_size(),
+                bytes,
                 duration_ms = done.duration.as_millis() as u64,
                 sync_pause_us = sync_pause.as_micros() as u64,
-                "checkpoint {id} completed: {} bytes in {:.1?}, longest synchronous pause {sync_pause:.1?}",
-                done.metadata.state_size(),
+                "checkpoint {id} completed: {bytes} bytes in {:.1?}, longest synchronous pause {sync_pause:.1?}",
                 done.duration,
             );
             for old in &done.retired {
@@ -185,18 +185,20 @@ impl Coordinator {
     /// whether this call aborted it (`false` when it had already ended, for instance because
     /// another subtask's failure aborted it first and interrupted this one).
     pub fn decline(&self, id: u64, error: &Error) -> bool {
-        self.inner.abort(id, AbortReason::Failed(error.display_chain()))
+        self.abort(id, AbortReason::Failed(error.display_chain()))
     }
 
     /// Aborts checkpoint `id` for `reason`, discarding what was written for it; a completed
     /// checkpoint is never affected. Returns whether this call aborted a pending checkpoint.
     pub fn abort(&self, id: u64, reason: AbortReason) -> bool {
+        // A checkpoint that ended without completing never logs its pauses.
+        self.sync_pauses.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
         self.inner.abort(id, reason)
     }
 
     /// Aborts every pending checkpoint (the job is failing or stopping); returns their ids.
     pub fn abort_pending(&self, reason: AbortReason) -> Vec<u64> {
-        self.inner.pending_ids().into_iter().filter(|id| self.inner.abort(*id, reason.clone())).collect()
+        self.inner.pending_ids().into_iter().filter(|id| self.abort(*id, reason.clone())).collect()
     }
 
     /// Checkpoints started but neither completed nor aborted.
