@@ -83,7 +83,8 @@
 //! [`CompletedCheckpoint`]), configuration ([`Config`], module [`config`] for the keys) and the
 //! one error type ([`Error`], [`ErrorKind`]). The [`harness`] module is the reference host
 //! harness plugin authors test against; [`plugin`] has the tools to inspect and precompile
-//! plugins. Every other module is an implementation detail, hidden
+//! plugins; [`inspect`] lists, verifies and decodes checkpoints from outside a job (the CLI's
+//! `checkpoint` commands). Every other module is an implementation detail, hidden
 //! from the documentation and free to change.
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
@@ -92,6 +93,7 @@ pub mod config;
 mod error;
 mod facade;
 pub mod harness;
+pub mod inspect;
 
 /// Tools for strategy plugins themselves, for programs that inspect, precompile or test them
 /// (the CLI's `plugin info` and `plugin compile` are written with this): loading with explicit

@@ -311,7 +311,7 @@ impl TaskLocalStateStore {
 
 /// Why a local checkpoint directory's metadata could not be used.
 #[derive(Debug, thiserror::Error)]
-enum LocalMetadataError {
+pub(crate) enum LocalMetadataError {
     #[error("it has no {LOCAL_METADATA_FILE}")]
     Missing,
     #[error("{LOCAL_METADATA_FILE} is unreadable: {0}")]
@@ -320,7 +320,7 @@ enum LocalMetadataError {
     Corrupt(String),
 }
 
-fn read_local_metadata(dir: &Path) -> Result<LocalSnapshot, LocalMetadataError> {
+pub(crate) fn read_local_metadata(dir: &Path) -> Result<LocalSnapshot, LocalMetadataError> {
     let bytes = std::fs::read(dir.join(LOCAL_METADATA_FILE)).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => LocalMetadataError::Missing,
         _ => LocalMetadataError::Unreadable(e),

@@ -119,14 +119,13 @@ fn join_failures(failures: &[AlternativeFailure]) -> String {
     parts.join("; ")
 }
 
-/// Refuses a checkpoint the configured plugin cannot read: another strategy name, another
-/// format, or a newer format version.
+/// Refuses a checkpoint the configured plugin cannot read: another format, or a newer format
+/// version. The strategy's name is not compared: the format identifies the bytes, so any
+/// plugin of that format reads them (a strategy ported to another language, or a newer build
+/// under another name, keeps its format).
 pub fn check_plugin(metadata: &CheckpointMetadata, configured: &PluginInfo) -> Result<(), RestoreError> {
     let written = &metadata.plugin;
-    if written.name != configured.name
-        || written.format != configured.format
-        || written.format_version > configured.format_version
-    {
+    if written.format != configured.format || written.format_version > configured.format_version {
         return Err(RestoreError::PluginMismatch {
             checkpoint: metadata.checkpoint_id,
             written_name: written.name.clone(),

@@ -257,6 +257,50 @@ impl CheckpointStorage {
         })
     }
 
+    /// When checkpoint `id` completed: the time its metadata was written (the store's
+    /// modification time of `_metadata`).
+    pub fn completed_at(&self, id: u64) -> Result<std::time::SystemTime, StorageError> {
+        let relative = format!("chk-{id}/{METADATA_FILE}");
+        let meta = block_on(self.backend.store.head(&self.backend.key(&relative)))
+            .map_err(|source| self.store_error(&relative, source))?;
+        let millis = meta.last_modified.timestamp_millis().max(0) as u64;
+        Ok(std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis))
+    }
+
+    /// The jobs that have checkpoint storage at `location` (their directory names), sorted:
+    /// for tools that are not told which job to look at. Reading only; nothing is created.
+    pub fn list_jobs(location: &StorageLocation, s3: &S3Settings) -> Result<Vec<String>, StorageError> {
+        let mut jobs = match location {
+            StorageLocation::Directory(dir) => match std::fs::read_dir(dir) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+                Err(source) => return Err(StorageError::Io { path: dir.clone(), source }),
+                Ok(entries) => entries
+                    .flatten()
+                    .filter(|e| e.path().is_dir())
+                    .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                    .collect(),
+            },
+            StorageLocation::S3 { bucket, prefix } => {
+                let url = location.to_string();
+                let store = s3.build(bucket).map_err(|source| StorageError::Store { location: url.clone(), source })?;
+                let base = prefix.split('/').filter(|s| !s.is_empty()).fold(ObjectPath::default(), |p, s| p.join(s));
+                Self::prefixes(store.as_ref(), &base, &url)?
+            }
+            StorageLocation::Memory { name } => {
+                Self::prefixes(backend::memory_store(name).as_ref(), &ObjectPath::default(), &location.to_string())?
+            }
+        };
+        jobs.retain(|j| validate_id("job id", j).is_ok());
+        jobs.sort();
+        Ok(jobs)
+    }
+
+    fn prefixes(store: &dyn ObjectStore, base: &ObjectPath, url: &str) -> Result<Vec<String>, StorageError> {
+        let listing = block_on(store.list_with_delimiter(Some(base)))
+            .map_err(|source| StorageError::Store { location: url.to_string(), source })?;
+        Ok(listing.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect())
+    }
+
     /// Ids of the checkpoint directories, ascending, with whether each has metadata.
     fn checkpoint_dirs(&self) -> Result<Vec<(u64, bool)>, StorageError> {
         let base = &self.backend.base;

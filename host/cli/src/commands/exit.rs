@@ -12,6 +12,11 @@ pub(crate) const RUNTIME: u8 = 1;
 pub(crate) const USAGE: u8 = 2;
 /// `plugin test` ran and the plugin failed at least one case.
 pub(crate) const TESTS_FAILED: u8 = 3;
+/// `checkpoint verify` found the primary damaged: the checkpoint cannot be restored.
+pub(crate) const PRIMARY_DAMAGED: u8 = 4;
+/// `checkpoint verify` found the primary intact and a local copy damaged: restores fall back
+/// to the primary, but the machine's disk deserves a look.
+pub(crate) const LOCAL_COPY_DAMAGED: u8 = 5;
 /// The reader of stdout went away: what a Unix tool killed by SIGPIPE reports (128 + 13).
 pub(crate) const BROKEN_PIPE: u8 = 141;
 
@@ -54,6 +59,17 @@ pub(crate) fn stop_on_signals() -> anyhow::Result<std::sync::Arc<std::sync::atom
     Ok(stop)
 }
 
+/// `checkpoint verify` found damage: the files are named in its report; the status says whether
+/// the primary or only local copies are damaged.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", if *.primary { format!("{} checkpoint(s) damaged in the primary: cannot be restored", .checkpoints.len()) } else { format!("local copies of {} checkpoint(s) damaged (the primary is intact; restores fall back to it)", .checkpoints.len()) })]
+pub(crate) struct CheckpointDamaged {
+    /// Whether the primary (not only local copies) is damaged.
+    pub(crate) primary: bool,
+    /// The checkpoints with damage.
+    pub(crate) checkpoints: Vec<u64>,
+}
+
 /// A command line that clap accepted but that does not make sense (e.g. `--set` without `=`).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -65,6 +81,12 @@ pub(crate) fn status_of(error: &anyhow::Error) -> u8 {
         u8::try_from(128 + signal).unwrap_or(RUNTIME)
     } else if error.downcast_ref::<PluginFailedTests>().is_some() {
         TESTS_FAILED
+    } else if let Some(damaged) = error.downcast_ref::<CheckpointDamaged>() {
+        if damaged.primary {
+            PRIMARY_DAMAGED
+        } else {
+            LOCAL_COPY_DAMAGED
+        }
     } else if error.downcast_ref::<UsageError>().is_some()
         || matches!(
             error.downcast_ref::<snapshot_host::config::ConfigError>(),
@@ -75,6 +97,15 @@ pub(crate) fn status_of(error: &anyhow::Error) -> u8 {
     } else {
         RUNTIME
     }
+}
+
+/// Whether `error` is a write to stdout that failed because its reader went away (commands
+/// that write with `writeln!` and `?` get it as an error, not as `println!`'s panic).
+pub(crate) fn is_closed_stdout(error: &anyhow::Error) -> bool {
+    let broken = |e: &std::io::Error| e.kind() == std::io::ErrorKind::BrokenPipe;
+    error.downcast_ref::<std::io::Error>().is_some_and(broken)
+        || matches!(error.downcast_ref::<snapshot_host::inspect::InspectError>(),
+            Some(snapshot_host::inspect::InspectError::Output(e)) if broken(e))
 }
 
 /// The text `println!` panics with when stdout is a closed pipe.

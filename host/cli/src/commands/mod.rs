@@ -2,6 +2,7 @@
 //! input (file, option) the user should look at.
 
 mod bench;
+mod checkpoint;
 mod config;
 mod demo;
 mod exit;
@@ -61,6 +62,11 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure snapshot, restore and plugin costs as ratios measured side by side.
     Bench(bench::BenchArgs),
+    /// List, show, verify and dump a job's checkpoints (on any primary).
+    Checkpoint {
+        #[command(subcommand)]
+        command: checkpoint::CheckpointCommand,
+    },
     /// Run or verify the counting job (used by the crash test).
     Job {
         #[command(subcommand)]
@@ -218,6 +224,7 @@ fn run() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Job { command } => job::run(command),
+        Command::Checkpoint { command } => checkpoint::run(command),
         Command::Bench(args) => bench::run(args),
         Command::Config { config, library_defaults, json } => {
             let base = if library_defaults { snapshot_host::Config::default() } else { demo_defaults() };
@@ -241,6 +248,7 @@ fn run() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::from(exit::SUCCESS),
+        Err(e) if exit::is_closed_stdout(&e) => ExitCode::from(exit::BROKEN_PIPE),
         Err(e) => {
             eprintln!("error: {}", render_error(&e));
             ExitCode::from(exit::status_of(&e))
