@@ -377,3 +377,82 @@ fn a_signal_stops_job_run_cleanly() {
         assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
     }
 }
+
+/// One scrape of `http://addr/metrics`, parsed; `None` while nothing listens yet.
+fn scrape(addr: &str) -> Option<prometheus_parse::Scrape> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let lines = body.lines().map(|l| Ok(l.to_string()));
+    Some(prometheus_parse::Scrape::parse(lines).expect("the Prometheus text format"))
+}
+
+/// The value of `name` for job `job` (with `label=value` if given).
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name && s.labels.get("job") == Some("job"))
+        .find(|s| label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => panic!("{name} is neither a counter nor a gauge"),
+        })
+}
+
+/// Starts `job run` serving metrics, scrapes until `ready` holds, stops it with SIGTERM.
+fn scrape_job_run(dir: &Path, ready: impl Fn(&prometheus_parse::Scrape) -> bool) -> prometheus_parse::Scrape {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(suite::host_binary())
+        .current_dir(dir)
+        .args(["job", "run", "--events", "1000000000", "--checkpoint-interval", "20000", "--metrics-addr", &addr])
+        .arg("--plugin")
+        .arg(suite::plugin_path("full-keyed"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let last = loop {
+        assert!(std::time::Instant::now() < deadline, "the metrics never became ready");
+        if let Some(s) = scrape(&addr).filter(|s| ready(s)) {
+            break s;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "job run ended early");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", String::from_utf8_lossy(&out.stderr));
+    last
+}
+
+#[test]
+fn job_run_serves_checkpoint_metrics_in_prometheus_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let completed = |s: &prometheus_parse::Scrape| sample(s, "numberOfCompletedCheckpoints", None).unwrap_or(0.0);
+    let first = scrape_job_run(dir.path(), |s| completed(s) >= 3.0);
+    assert_eq!(sample(&first, "numberOfFailedCheckpoints", None), Some(0.0), "failures are reported from zero");
+    assert!(sample(&first, "totalNumberOfCheckpoints", None).unwrap() >= completed(&first));
+    assert!(sample(&first, "lastCompletedCheckpointId", None).unwrap() >= 3.0);
+    assert!(sample(&first, "lastCheckpointSize", None).unwrap() > 1000.0);
+    assert!(sample(&first, "lastCheckpointDuration", None).unwrap() > 0.0);
+    assert!(sample(&first, "lastCheckpointSyncDuration", None).is_some());
+    assert!(sample(&first, "numberOfInProgressCheckpoints", None).is_some());
+    assert_eq!(sample(&first, "lastCheckpointRestoreTimestamp", None), None, "nothing was restored");
+
+    // The next run restores every subtask from its local copy, and says so.
+    let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as f64;
+    let second = scrape_job_run(dir.path(), |s| sample(s, "lastCheckpointRestoreTimestamp", None).is_some());
+    assert!(sample(&second, "lastCheckpointRestoreTimestamp", None).unwrap() >= before);
+    assert_eq!(sample(&second, "numberOfRestoredSubtasks", Some(("source", "local"))), Some(2.0));
+    assert_eq!(sample(&second, "numberOfRestoredSubtasks", Some(("source", "primary"))), None);
+}

@@ -84,7 +84,8 @@
 //! one error type ([`Error`], [`ErrorKind`]). The [`harness`] module is the reference host
 //! harness plugin authors test against; [`plugin`] has the tools to inspect and precompile
 //! plugins; [`inspect`] lists, verifies and decodes checkpoints from outside a job (the CLI's
-//! `checkpoint` commands). Every other module is an implementation detail, hidden
+//! `checkpoint` commands); [`metrics`] names the checkpoint metrics the host records through the
+//! `metrics` facade (Flink's names). Every other module is an implementation detail, hidden
 //! from the documentation and free to change.
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
@@ -150,6 +151,7 @@ pub use coordinator::{AbortReason, CheckpointStats, CompletedCheckpoint};
 pub use error::{Error, ErrorKind, Result};
 #[doc(hidden)]
 pub use facade::doc_plugin_path;
+pub use facade::metrics;
 pub use facade::{
     Acknowledgement, CheckpointBarrier, Coordinator, MapState, RecoveredSubtask, Recovery, RestoreReport,
     RestoredState, SnapshotHost, SnapshotHostBuilder, SnapshotTask, Subtask,

@@ -104,6 +104,7 @@ impl Coordinator {
             stores,
             retained,
         );
+        super::metrics::register(host.job_id());
         Coordinator { host, inner: Arc::new(inner), sync_pauses: Arc::default() }
     }
 
@@ -122,6 +123,7 @@ impl Coordinator {
         }
         let id = self.host.next_checkpoint_id();
         self.inner.trigger(id, source_offset);
+        super::metrics::triggered(self.host.job_id(), self.inner.pending_ids().len());
         tracing::info!(checkpoint = id, source_offset, "checkpoint {id} triggered");
         let cancel = self.inner.cancel_token(id);
         Some(CheckpointBarrier { id, source_offset, cancel, host: self.host.clone() })
@@ -161,6 +163,14 @@ impl Coordinator {
                 longest
             };
             let bytes = done.metadata.state_size();
+            super::metrics::completed(
+                self.host.job_id(),
+                id,
+                bytes,
+                done.duration,
+                sync_pause,
+                self.inner.pending_ids().len(),
+            );
             tracing::info!(
                 checkpoint = id,
                 bytes,
@@ -193,7 +203,11 @@ impl Coordinator {
     pub fn abort(&self, id: u64, reason: AbortReason) -> bool {
         // A checkpoint that ended without completing never logs its pauses.
         self.sync_pauses.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-        self.inner.abort(id, reason)
+        let aborted = self.inner.abort(id, reason);
+        if aborted {
+            super::metrics::failed(self.host.job_id(), self.inner.pending_ids().len());
+        }
+        aborted
     }
 
     /// Aborts every pending checkpoint (the job is failing or stopping); returns their ids.

@@ -18,6 +18,7 @@
 mod adapter;
 mod builder;
 mod coordinator;
+pub mod metrics;
 mod recovery;
 mod subtask;
 

@@ -207,6 +207,10 @@ impl SnapshotHost {
                 for subtask in &subtasks {
                     subtask.store().retain_only(restored_id);
                 }
+                for (_, _, report) in &states {
+                    super::metrics::restored_subtask(self.job_id(), report.source);
+                }
+                super::metrics::restored(self.job_id());
             }
             for (id, _) in &skipped {
                 match storage.quarantine(*id) {

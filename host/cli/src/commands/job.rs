@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::mpsc::channel;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use snapshot_host::{default_max_parallelism, CancelToken, SnapshotHost};
 use snapshot_host_cli::job::{
@@ -45,6 +45,10 @@ pub struct JobArgs {
     /// Events between checkpoints.
     #[arg(long, default_value_t = 10_000)]
     checkpoint_interval: u64,
+    /// Serve the checkpoint metrics (Flink's names: numberOfCompletedCheckpoints,
+    /// lastCheckpointDuration, ...) in the Prometheus text format at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 pub fn run(command: JobCommand) -> anyhow::Result<()> {
@@ -53,6 +57,9 @@ pub fn run(command: JobCommand) -> anyhow::Result<()> {
         JobCommand::Verify(a) => (a, true),
     };
     let config = args.config.load_with_demo_defaults()?;
+    if let Some(addr) = args.metrics_addr {
+        serve_metrics(addr)?;
+    }
     let plugin = SnapshotHost::load_plugin(&args.plugin, &config)?;
     let spec = JobSpec {
         job_id: args.job_id,
@@ -143,5 +150,17 @@ pub fn run(command: JobCommand) -> anyhow::Result<()> {
         }
     }
     println!("finished");
+    Ok(())
+}
+
+/// Installs the Prometheus exporter as the process's metrics recorder, serving on `addr`
+/// until the process ends. Fails (naming the address) when it cannot listen there.
+fn serve_metrics(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .with_context(|| format!("--metrics-addr {addr}: cannot serve metrics there"))?;
+    snapshot_host::metrics::describe();
+    tracing::info!(%addr, "serving checkpoint metrics at http://{addr}/metrics");
     Ok(())
 }
