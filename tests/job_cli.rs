@@ -456,3 +456,72 @@ fn job_run_serves_checkpoint_metrics_in_prometheus_format() {
     assert_eq!(sample(&second, "numberOfRestoredSubtasks", Some(("source", "local"))), Some(2.0));
     assert_eq!(sample(&second, "numberOfRestoredSubtasks", Some(("source", "primary"))), None);
 }
+
+#[test]
+fn bench_reports_progress_on_stderr_and_json_rows_of_the_state_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("not-built.wasm");
+    let out = Command::new(suite::host_binary())
+        .current_dir(dir.path())
+        .args(["bench", "--state-mib", "4", "--runs", "1", "--scaling-events", "20000", "--json", "--plugin"])
+        .arg(suite::plugin_path("full-keyed"))
+        .arg("--compact-plugin")
+        .arg(suite::plugin_path("compact-keyed"))
+        .arg("--python-plugin")
+        .arg(&missing)
+        .arg("--js-plugin")
+        .arg(&missing)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // stdout is one JSON document; the table and the progress lines are on stderr.
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bench --json prints JSON only");
+    assert!(stderr.contains("] building 4 MiB of keyed state") && stderr.contains("] row 8:"), "{stderr}");
+    assert!(stderr.contains("| 1. WASM strategy / native Rust"), "{stderr}");
+    let rows = report["rows"].as_array().unwrap();
+    assert!(rows.len() >= 20, "{report}");
+    for row in rows {
+        assert_eq!(row["state_mib"], 4, "{row}");
+        let (min, median, max) =
+            (row["min"].as_f64().unwrap(), row["median"].as_f64().unwrap(), row["max"].as_f64().unwrap());
+        assert!(min <= median && median <= max, "{row}");
+        assert!(!row["samples"].as_array().unwrap().is_empty(), "{row}");
+    }
+    // Row 5 measures no state larger than the one asked for (it built 256 MiB regardless).
+    let pauses: Vec<&str> = rows.iter().filter_map(|r| r["name"].as_str()).filter(|n| n.starts_with("5.")).collect();
+    assert_eq!(pauses, ["5. synchronous pause, 4 MiB state"]);
+    let notes = report["notes"].as_array().unwrap();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("Python plugin") && n.as_str().unwrap().contains("not built")),
+        "{notes:?}"
+    );
+    assert!(!dir.path().join("bench-data").exists(), "bench leaves its files behind");
+}
+
+#[test]
+fn job_verify_notices_other_events_or_keys_than_the_run_it_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = suite::plugin_path("full-keyed");
+    let (ok, out, err) = job_run(dir.path(), &plugin, &["--keys", "300"]);
+    assert!(ok, "{out}{err}");
+    let verify = |extra: &[&str]| {
+        Command::new(suite::host_binary())
+            .current_dir(dir.path())
+            .args(["job", "verify", "--checkpoint-interval", "5000", "--plugin"])
+            .arg(&plugin)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let same = verify(&["--events", "30000", "--keys", "300"]);
+    assert!(same.status.success(), "{}", String::from_utf8_lossy(&same.stderr));
+    for other in [["--events", "40000", "--keys", "300"], ["--events", "30000", "--keys", "301"]] {
+        let out = verify(&other);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{other:?}: {stderr}");
+        assert!(stderr.contains("written by a run of job=job keys=300 events=30000"), "{stderr}");
+    }
+}

@@ -11,6 +11,7 @@ use clap::{Args, Subcommand};
 use snapshot_host::{default_max_parallelism, CancelToken, SnapshotHost};
 use snapshot_host_cli::job::{
     counts_of, expected_counts, processed_total, AttemptOptions, AttemptOutcome, JobEvent, JobRunner, JobSpec,
+    JOB_STATE,
 };
 
 use super::ConfigArgs;
@@ -87,6 +88,20 @@ pub fn run(command: JobCommand) -> anyhow::Result<()> {
             .collect();
         let expected = expected_counts(latest.source_offset, spec.keys);
         let (keyed, operators): (Vec<_>, Vec<_>) = restored.subtasks.into_iter().unzip();
+        // The run recorded what it was (its broadcast state): verifying it against other
+        // --events or --keys would compare with another source.
+        let asked = runner.job_description();
+        for o in &operators {
+            let recorded: Vec<String> =
+                o.get(JOB_STATE)?.iter().map(|e| String::from_utf8_lossy(e).into_owned()).collect();
+            if recorded != [asked.clone()] {
+                bail!(
+                    "checkpoint {} was written by a run of {}, not of {asked}: pass the --events and --keys of that run",
+                    latest.checkpoint_id,
+                    recorded.join(", ")
+                );
+            }
+        }
         if processed_total(&operators) != latest.source_offset {
             bail!(
                 "checkpoint {} restored operator state that counted {} processed events, its offset is {}",
