@@ -525,3 +525,38 @@ fn job_verify_notices_other_events_or_keys_than_the_run_it_verifies() {
         assert!(stderr.contains("written by a run of job=job keys=300 events=30000"), "{stderr}");
     }
 }
+
+#[test]
+fn a_signal_stops_the_demo_cleanly() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(suite::host_binary())
+        .current_dir(dir.path())
+        .args(["demo", "--primary", "checkpoints", "--events", "50000000", "--keys", "1000"])
+        .args(["--checkpoint-interval", "20000", "--plugin"])
+        .arg(suite::plugin_path("full-keyed"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.contains("checkpoint   3:")) {
+        seen.push(lines.next().expect("the demo ended early").unwrap());
+    }
+    assert!(Command::new("kill").arg("-INT").arg(child.id().to_string()).status().unwrap().success());
+    seen.extend(lines.map(Result::unwrap));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(seen.iter().any(|l| l.contains("stopped at event") && l.contains("last completed checkpoint")), "{seen:?}");
+    let mut stack = vec![dir.path().to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            assert!(!name.contains("inprogress") && !name.starts_with(".tmp"), "left {:?}", entry.path());
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+}

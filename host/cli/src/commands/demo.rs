@@ -129,6 +129,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         .with_context(|| format!("clearing earlier checkpoints in {}", config.checkpoint_storage))?;
     runner.delete_local_state().context("clearing earlier local state")?;
 
+    // Ctrl-C or SIGTERM stops the attempt running: its checkpoints in flight are cancelled and
+    // their files removed, as `job run` does.
+    let stop = super::exit::stop_on_signals()?;
     let started = Instant::now();
     let expected = expected_counts(spec.events, spec.keys);
     println!("reference:  failure-free counts computed in {:.1?}\n", started.elapsed());
@@ -136,11 +139,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let fail_1 = spec.events * 2 / 5;
     let fail_2 = spec.events * 7 / 10;
     println!("attempt 1:  run, with a task failure injected at event {fail_1}");
-    let (outcome, _, _) = attempt(&mut runner, Some(fail_1))?;
+    let (outcome, _, _) = attempt(&mut runner, Some(fail_1), &stop)?;
     expect_failure(&outcome)?;
 
     println!("attempt 2:  recover (local copies present), with a task failure injected at event {fail_2}");
-    let (outcome, sources, local_restore) = attempt(&mut runner, Some(fail_2))?;
+    let (outcome, sources, local_restore) = attempt(&mut runner, Some(fail_2), &stop)?;
     expect_failure(&outcome)?;
     if config.local_recovery.enabled && sources.iter().any(|s| *s != RestoreSource::Local) {
         bail!("local recovery is on, but attempt 2 did not restore every subtask from its local copy: {sources:?}");
@@ -149,7 +152,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     runner.delete_local_state().context("deleting local state")?;
     println!("            local state deleted (as if the machine holding it was lost)");
     println!("attempt 3:  recover (no local copies), run to the end");
-    let (outcome, sources, primary_restore) = attempt(&mut runner, None)?;
+    let (outcome, sources, primary_restore) = attempt(&mut runner, None, &stop)?;
     if sources.iter().any(|s| *s != RestoreSource::Primary) {
         bail!("with local state deleted, attempt 3 must restore from the primary: {sources:?}");
     }
@@ -161,7 +164,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
     let AttemptOutcome::Finished { backends, operators, checkpoints } = outcome else {
-        bail!("attempt 3 did not finish")
+        return Err(stopped(&outcome).unwrap_or_else(|| anyhow::anyhow!("attempt 3 did not finish")));
     };
     if checkpoints.triggered > 0 && checkpoints.completed == 0 {
         bail!(
@@ -206,9 +209,22 @@ fn expect_failure(outcome: &AttemptOutcome) -> anyhow::Result<()> {
             Ok(())
         }
         AttemptOutcome::Finished { .. } => bail!("the injected failure did not happen"),
-        // The demo does not stop on signals (it runs in seconds; Ctrl-C ends it as usual).
-        AttemptOutcome::Stopped { at, .. } => bail!("the demo was stopped at event {at}"),
+        AttemptOutcome::Stopped { .. } => Err(stopped(outcome).expect("a stopped outcome")),
     }
+}
+
+/// For an attempt stopped by a signal: says where it stopped and what is durable, and returns
+/// the error that exits with the signal's status.
+fn stopped(outcome: &AttemptOutcome) -> Option<anyhow::Error> {
+    let AttemptOutcome::Stopped { at, by, last_completed } = outcome else { return None };
+    match last_completed {
+        Some(m) => println!(
+            "            stopped at event {at}; last completed checkpoint {} (offset {})",
+            m.checkpoint_id, m.source_offset
+        ),
+        None => println!("            stopped at event {at}; no checkpoint completed"),
+    }
+    Some(super::exit::Interrupted(*by).into())
 }
 
 /// Runs one attempt, printing its events; returns the outcome and where each subtask was
@@ -217,6 +233,7 @@ fn expect_failure(outcome: &AttemptOutcome) -> anyhow::Result<()> {
 fn attempt(
     runner: &mut JobRunner,
     fail_at: Option<u64>,
+    stop: &std::sync::atomic::AtomicUsize,
 ) -> anyhow::Result<(AttemptOutcome, Vec<RestoreSource>, Duration)> {
     let events_total = runner.spec().events;
     let bar = ProgressBar::new(events_total);
@@ -229,7 +246,7 @@ fn attempt(
     let mut sources = Vec::new();
     let mut slowest = Duration::ZERO;
     let outcome = std::thread::scope(|scope| {
-        let job = scope.spawn(move || runner.run_attempt(AttemptOptions { fail_at }, &tx));
+        let job = scope.spawn(move || runner.run_attempt_until(AttemptOptions { fail_at }, &tx, stop));
         for event in rx {
             match event {
                 JobEvent::Restored { subtask, source, alternative, alternatives, operator_source, duration } => {

@@ -1,0 +1,85 @@
+//! The inspection library (`snapshot_host::inspect`) on the in-memory primary, which only a
+//! process of its own reaches (the CLI tests cover directories and S3): list, verify, dump,
+//! and damage to one object found and named.
+
+use std::sync::mpsc::channel;
+use std::sync::Arc;
+
+use snapshot_host::handles::StreamStateHandle;
+use snapshot_host::inspect::{CheckpointInspector, DumpFilter};
+use snapshot_host::runtime::{PluginLimits, PluginRuntime};
+use snapshot_host::Config;
+use snapshot_host_cli::job::{expected_counts, AttemptOptions, AttemptOutcome, JobRunner, JobSpec};
+
+#[test]
+fn a_memory_primary_can_be_listed_verified_and_dumped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.apply_override("execution.checkpointing.dir=memory://inspect-test").unwrap();
+    config.local_recovery.enabled = true;
+    config.local_recovery.root_dirs = vec![dir.path().join("local")];
+    let keys = 20_000;
+    let spec = JobSpec {
+        job_id: "test".into(),
+        allocation_id: "alloc".into(),
+        parallelism: 2,
+        max_parallelism: 128,
+        events: 60_000,
+        keys,
+        checkpoint_interval: 20_000,
+        config: config.clone(),
+    };
+    let runtime = PluginRuntime::new().unwrap();
+    let plugin = Arc::new(runtime.load(&suite::plugin_path("full-keyed"), PluginLimits::default()).unwrap());
+    let mut runner = JobRunner::new(spec, plugin.clone()).unwrap();
+    let (tx, _rx) = channel();
+    let outcome = runner.run_attempt(AttemptOptions::default(), &tx).unwrap();
+    assert!(matches!(outcome, AttemptOutcome::Finished { .. }));
+
+    assert_eq!(CheckpointInspector::jobs(&config.checkpoint_storage, &config.s3).unwrap(), ["test"]);
+    let inspector = CheckpointInspector::open(&config, "test").unwrap();
+    let rows = inspector.list().unwrap();
+    let ids: Vec<u64> = rows.iter().map(|r| r.id).collect();
+    assert_eq!(ids, runner.storage().completed_checkpoint_ids().unwrap());
+    let newest = rows.last().unwrap();
+    assert_eq!(newest.local_copies, [0, 1], "{newest:?}");
+    assert!(newest.completed_at.is_some() && newest.error.is_none());
+    let report = inspector.verify(newest.id).unwrap();
+    assert!(report.intact(), "{report:?}");
+    assert_eq!(report.files.iter().filter(|f| f.copy == "local").count(), 6, "{report:?}");
+
+    // The decoded counts are the source's first `offset` events.
+    let mut counts = std::collections::BTreeMap::new();
+    let dumped = inspector
+        .dump(newest.id, &plugin, &DumpFilter { states: vec!["count".into()], key_groups: None }, &mut |row| {
+            let snapshot_host::inspect::Bytes::Text(key) = row.key.clone().unwrap() else { panic!("{row:?}") };
+            let snapshot_host::inspect::Bytes::Hex { hex } = &row.value else { panic!("{row:?}") };
+            let bytes: Vec<u8> =
+                (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+            counts.insert(key.into_bytes(), u64::from_le_bytes(bytes.try_into().unwrap()));
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(dumped as usize, counts.len());
+    assert_eq!(counts, expected_counts(newest.source_offset, keys));
+
+    // Damage one primary object: verify names it, restores of the primary would fail, the
+    // local copies are still intact.
+    let metadata = inspector.metadata(newest.id).unwrap();
+    let handle = metadata.subtasks[1].keyed.as_ref().unwrap().stream().clone();
+    let StreamStateHandle::Object { path, .. } = &handle else { panic!("{handle:?}") };
+    let (store, key) = inspector.storage().raw(path);
+    let rt = snapshot_host::storage::backend::runtime();
+    use snapshot_host::storage::object_store::ObjectStoreExt;
+    let mut bytes = rt.block_on(async { store.get(&key).await.unwrap().bytes().await.unwrap() }).to_vec();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    rt.block_on(store.put(&key, bytes.into())).unwrap();
+    let report = inspector.verify(newest.id).unwrap();
+    assert!(!report.primary_intact());
+    let damaged: Vec<_> = report.damaged().collect();
+    assert_eq!(damaged.len(), 1, "{report:?}");
+    assert_eq!((damaged[0].subtask, damaged[0].part, damaged[0].copy), (Some(1), "keyed", "primary"));
+    let reason = &damaged[0].damage.as_ref().unwrap().reason;
+    assert!(reason.contains(path.as_str()) && reason.contains("key group"), "{reason}");
+}
