@@ -287,3 +287,57 @@ fn a_closed_stdout_ends_a_dump_quietly() {
     assert_eq!(out.status.code(), Some(141), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn a_demo_run_can_be_listed_verified_and_dumped() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = suite::plugin_path("full-keyed");
+    let demo = host(
+        dir.path(),
+        &[
+            "demo",
+            "--primary",
+            "checkpoints",
+            "--events",
+            "80000",
+            "--keys",
+            "20000",
+            "--plugin",
+            plugin.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(demo.code, 0, "{}{}", demo.stdout, demo.stderr);
+    let at = ["--primary", "checkpoints"];
+    // The demo's job is found on its own: it is the only one there.
+    let list = checkpoint(dir.path(), &["list", "--json", at[0], at[1]], &[]);
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    let rows: Vec<Value> = serde_json::from_str(&list.stdout).unwrap();
+    let newest = rows.last().unwrap_or_else(|| panic!("{}", list.stdout));
+    let id = newest["id"].as_u64().unwrap().to_string();
+    assert_eq!(newest["subtasks"], 4);
+    let verify = checkpoint(dir.path(), &["verify", at[0], at[1]], &[]);
+    assert_eq!(verify.code, 0, "{}{}", verify.stdout, verify.stderr);
+    let dump = checkpoint(dir.path(), &["dump", &id, "--state", "count", at[0], at[1]], &[]);
+    assert_eq!(dump.code, 0, "{}", dump.stderr);
+    let offset = newest["source_offset"].as_u64().unwrap();
+    assert_eq!(dump.stdout.lines().count(), expected_keys(offset, 20_000), "one line per counted key");
+
+    // A flipped bit in one of its state files: verify fails and names the file.
+    let files: Vec<PathBuf> = files_below(&dir.path().join("checkpoints/demo").join(format!("chk-{id}")))
+        .into_iter()
+        .filter(|f| f.file_name().unwrap() != "_metadata")
+        .collect();
+    let mut rng = suite::Rng::new(std::process::id() as u64);
+    let file = &files[rng.below(files.len() as u64) as usize];
+    flip_bit(file, &mut rng);
+    let verify = checkpoint(dir.path(), &["verify", &id, at[0], at[1]], &[]);
+    assert_eq!(verify.code, 4, "{}", verify.stdout);
+    let name = file.file_name().unwrap().to_str().unwrap();
+    assert!(verify.stdout.lines().any(|l| l.starts_with("DAMAGED") && l.contains(name)), "{}", verify.stdout);
+    assert!(verify.stderr.contains("damaged in the primary"), "{}", verify.stderr);
+}
+
+fn expected_keys(offset: u64, keys: u64) -> usize {
+    snapshot_host_cli::job::expected_counts(offset, keys).len()
+}

@@ -99,7 +99,9 @@ impl Target {
                     .with_context(|| format!("listing the jobs at {location}"))?;
                 match jobs.as_slice() {
                     [only] => only.clone(),
-                    [] => anyhow::bail!("no job has checkpoints at {location} (set the primary with --primary or execution.checkpointing.dir)"),
+                    [] => anyhow::bail!(
+                        "no job has checkpoints at {location} (set the primary with --primary or execution.checkpointing.dir; the demo's default primary, an embedded S3 server, lives only while the demo runs: run it with --primary ./checkpoints to keep its checkpoints)"
+                    ),
                     many => {
                         return Err(UsageError(format!(
                             "{} jobs have checkpoints at {location} ({}): say which with --job-id",
