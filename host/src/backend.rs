@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::changes::{ChangeCounters, RowChange, SnapshotChanges, Touched};
 use crate::key_groups::{key_group_for_key, KeyGroupRange};
 
 /// How a state stores its entries; see the WIT `state-kind`.
@@ -103,6 +104,9 @@ pub enum BackendError {
         /// The max parallelism.
         max_parallelism: u32,
     },
+    /// A delta was asked for, but there is no base to compute it against.
+    #[error("no base state to write a delta against: the backend does not track changes, or no full snapshot was confirmed yet")]
+    NoChangeBase,
     /// A restored entry's key hashes to another key group than the one being restored.
     #[error("entry of state {state:?} has a key of key group {actual}, but key group {expected} is being restored")]
     ForeignKey {
@@ -120,6 +124,8 @@ struct StateTable {
     name: String,
     kind: StateKind,
     groups: Vec<Arc<GroupTable>>,
+    /// Per group, the rows changed since the base (only filled while tracking changes).
+    touched: Vec<Arc<Touched>>,
 }
 
 /// Keyed state of one subtask: the key groups of its range, for every registered state.
@@ -146,6 +152,8 @@ pub struct KeyedStateBackend {
     range: KeyGroupRange,
     states: Vec<StateTable>,
     by_name: HashMap<String, u32>,
+    /// Change tracking, when on (see [`crate::changes`]).
+    changes: Option<ChangeCounters>,
 }
 
 impl KeyedStateBackend {
@@ -155,7 +163,7 @@ impl KeyedStateBackend {
             Some(end) if end < max_parallelism => {}
             _ => return Err(BackendError::InvalidRange { range, max_parallelism }),
         }
-        Ok(KeyedStateBackend { max_parallelism, range, states: Vec::new(), by_name: HashMap::new() })
+        Ok(KeyedStateBackend { max_parallelism, range, states: Vec::new(), by_name: HashMap::new(), changes: None })
     }
 
     /// The key groups this backend owns.
@@ -180,7 +188,8 @@ impl KeyedStateBackend {
         }
         let index = self.states.len() as u32;
         let groups = (0..self.range.len()).map(|_| Arc::new(GroupTable::new())).collect();
-        self.states.push(StateTable { name: name.into(), kind, groups });
+        let touched = (0..self.range.len()).map(|_| Arc::new(Touched::new())).collect();
+        self.states.push(StateTable { name: name.into(), kind, groups, touched });
         self.by_name.insert(name.into(), index);
         Ok(index)
     }
@@ -213,12 +222,67 @@ impl KeyedStateBackend {
         Ok(table)
     }
 
-    fn group_mut(&mut self, state: u32, kind: StateKind, key: &[u8]) -> Result<&mut GroupTable, BackendError> {
+    fn group_mut(
+        &mut self,
+        state: u32,
+        kind: StateKind,
+        key: &[u8],
+        namespace: &[u8],
+    ) -> Result<&mut GroupTable, BackendError> {
         self.table(state, kind)?;
         let key_group = self.key_group_of(key)?;
         let index = self.range.index_of(key_group).expect("key_group_of checked the range");
+        let table = &mut self.states[state as usize];
+        if let Some(counters) = &mut self.changes {
+            counters.sequence += 1;
+            Arc::make_mut(&mut table.touched[index]).insert((key.to_vec(), namespace.to_vec()), counters.sequence);
+        }
         // Copy-on-write: clones the group only if a snapshot still shares it.
-        Ok(Arc::make_mut(&mut self.states[state as usize].groups[index]))
+        Ok(Arc::make_mut(&mut table.groups[index]))
+    }
+
+    /// Starts tracking which rows change (for incremental checkpoints). There is no base yet:
+    /// the next snapshot must be written in full and confirmed with
+    /// [`confirm_base`](Self::confirm_base) before deltas can be written. A no-op when on.
+    pub fn track_changes(&mut self) {
+        if self.changes.is_none() {
+            self.changes = Some(ChangeCounters::default());
+        }
+    }
+
+    /// The change counters, while tracking.
+    pub fn change_counters(&self) -> Option<ChangeCounters> {
+        self.changes
+    }
+
+    /// The snapshot taken when the counter was `upto` is now the base deltas are relative to
+    /// (its checkpoint completed): changes up to it are forgotten. A base older than the
+    /// current one is ignored (checkpoints may complete out of order; the base only moves
+    /// forward). `O(changed rows)`, off the synchronous phase.
+    pub fn confirm_base(&mut self, upto: u64) {
+        let Some(counters) = &mut self.changes else { return };
+        if counters.base.is_some_and(|base| upto <= base) || upto > counters.sequence {
+            return;
+        }
+        counters.base = Some(upto);
+        for table in &mut self.states {
+            for touched in &mut table.touched {
+                if touched.values().any(|&seq| seq <= upto) {
+                    crate::changes::prune(Arc::make_mut(touched), upto);
+                }
+            }
+        }
+    }
+
+    /// The state as it is now is the base (after a restore of the checkpoint it was
+    /// restored from): nothing has changed since.
+    pub fn mark_base_now(&mut self) {
+        if let Some(sequence) = self.changes.map(|c| c.sequence) {
+            self.confirm_base(sequence);
+            if let Some(c) = &mut self.changes {
+                c.base = Some(sequence);
+            }
+        }
     }
 
     fn group(&self, state: u32, kind: StateKind, key: &[u8]) -> Result<&GroupTable, BackendError> {
@@ -229,7 +293,7 @@ impl KeyedStateBackend {
 
     /// Sets the value of a value state.
     pub fn put(&mut self, state: u32, key: &[u8], namespace: &[u8], value: &[u8]) -> Result<(), BackendError> {
-        let group = self.group_mut(state, StateKind::Value, key)?;
+        let group = self.group_mut(state, StateKind::Value, key, namespace)?;
         group.insert((key.to_vec(), namespace.to_vec()), StateValue::Value(value.to_vec()));
         Ok(())
     }
@@ -245,7 +309,7 @@ impl KeyedStateBackend {
 
     /// Appends to a list state.
     pub fn add(&mut self, state: u32, key: &[u8], namespace: &[u8], element: &[u8]) -> Result<(), BackendError> {
-        let group = self.group_mut(state, StateKind::List, key)?;
+        let group = self.group_mut(state, StateKind::List, key, namespace)?;
         match group.entry((key.to_vec(), namespace.to_vec())).or_insert_with(|| StateValue::List(Vec::new())) {
             StateValue::List(l) => l.push(element.to_vec()),
             _ => unreachable!("a list state's table holds lists"),
@@ -271,7 +335,7 @@ impl KeyedStateBackend {
         user_key: &[u8],
         value: &[u8],
     ) -> Result<(), BackendError> {
-        let group = self.group_mut(state, StateKind::Map, key)?;
+        let group = self.group_mut(state, StateKind::Map, key, namespace)?;
         match group.entry((key.to_vec(), namespace.to_vec())).or_insert_with(|| StateValue::Map(BTreeMap::new())) {
             StateValue::Map(m) => {
                 m.insert(user_key.to_vec(), value.to_vec());
@@ -299,7 +363,7 @@ impl KeyedStateBackend {
     /// Removes what (key, namespace) holds in a state of any kind.
     pub fn remove(&mut self, state: u32, key: &[u8], namespace: &[u8]) -> Result<(), BackendError> {
         let kind = self.states.get(state as usize).ok_or(BackendError::UnknownStateIndex(state))?.kind;
-        self.group_mut(state, kind, key)?.remove(&(key.to_vec(), namespace.to_vec()));
+        self.group_mut(state, kind, key, namespace)?.remove(&(key.to_vec(), namespace.to_vec()));
         Ok(())
     }
 
@@ -335,8 +399,14 @@ impl KeyedStateBackend {
             states: self
                 .states
                 .iter()
-                .map(|s| SnapshotState { name: s.name.clone(), kind: s.kind, groups: s.groups.clone() })
+                .map(|s| SnapshotState {
+                    name: s.name.clone(),
+                    kind: s.kind,
+                    groups: s.groups.clone(),
+                    touched: s.touched.clone(),
+                })
                 .collect(),
+            changes: self.changes.map(|c| SnapshotChanges { upto: c.sequence, base: c.base }),
         }
     }
 
@@ -376,6 +446,7 @@ struct SnapshotState {
     name: String,
     kind: StateKind,
     groups: Vec<Arc<GroupTable>>,
+    touched: Vec<Arc<Touched>>,
 }
 
 /// A read-only, point-in-time copy of a backend's state, shared with the backend until the
@@ -385,9 +456,33 @@ pub struct KeyedSnapshot {
     max_parallelism: u32,
     range: KeyGroupRange,
     states: Vec<SnapshotState>,
+    changes: Option<SnapshotChanges>,
 }
 
 impl KeyedSnapshot {
+    /// What this snapshot knows about changes: `None` when the backend did not track them.
+    pub fn changes(&self) -> Option<SnapshotChanges> {
+        self.changes
+    }
+
+    /// The delta of `state` in `key_group` against the base in force when the snapshot was
+    /// taken: every row changed since, with its whole value now or its deletion, in row
+    /// order. Fails when there is no base (track changes, then confirm a full snapshot).
+    pub fn delta(&self, state: u32, key_group: u32) -> Result<Vec<(&RowKey, RowChange<'_>)>, BackendError> {
+        let base = self.changes.and_then(|c| c.base).ok_or(BackendError::NoChangeBase)?;
+        let s = self.states.get(state as usize).ok_or(BackendError::UnknownStateIndex(state))?;
+        let index =
+            self.range.index_of(key_group).ok_or(BackendError::KeyGroupOutOfRange { key_group, range: self.range })?;
+        Ok(crate::changes::delta(&s.touched[index], &s.groups[index], base).collect())
+    }
+
+    /// Rows changed since the base over all states and key groups (`None` without a base):
+    /// what decides between a delta and a full key group.
+    pub fn changed_rows(&self) -> Option<usize> {
+        let base = self.changes?.base?;
+        Some(self.states.iter().flat_map(|s| s.touched.iter()).map(|t| t.values().filter(|&&q| q > base).count()).sum())
+    }
+
     /// The key groups of the snapshot.
     pub fn key_group_range(&self) -> KeyGroupRange {
         self.range

@@ -111,6 +111,8 @@ pub mod plugin {
 #[doc(hidden)]
 pub mod backend;
 #[doc(hidden)]
+pub mod changes;
+#[doc(hidden)]
 pub mod checksum;
 #[doc(hidden)]
 pub mod coordinator;
