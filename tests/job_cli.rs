@@ -59,6 +59,8 @@ fn a_clean_run_over_normal_leftovers_prints_no_warning() {
     let leftover = dir.path().join("local-state/localState/aid_local/jid_job/vtx_counter_sti_0/chk_999");
     std::fs::create_dir_all(&leftover).unwrap();
     std::fs::write(leftover.join("0a1b2c.inprogress"), b"half").unwrap();
+    // (The helper the clean-stop tests rely on sees such a file.)
+    assert_eq!(suite::partial_files(dir.path()), [leftover.join("0a1b2c.inprogress")]);
     let (ok, out, err) = job_run(dir.path(), &plugin, &[]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("completed checkpoint") && out.contains("finished"), "{out}");
@@ -167,19 +169,7 @@ fn a_closed_stdout_ends_the_demo_quietly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(141), "{stderr}");
     assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
-    let mut leftovers = Vec::new();
-    let mut stack = vec![dir.path().to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.contains("in-progress") || name.ends_with(".tmp") {
-                leftovers.push(entry.path());
-            }
-            if entry.file_type().unwrap().is_dir() {
-                stack.push(entry.path());
-            }
-        }
-    }
+    let leftovers = suite::partial_files(dir.path());
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
@@ -358,16 +348,8 @@ fn a_signal_stops_job_run_cleanly() {
         assert_eq!(out.status.code(), Some(status), "{signal}: {stderr}");
         let last = seen.iter().find(|l| l.starts_with("stopped at event")).unwrap_or_else(|| panic!("{seen:?}"));
         assert!(last.contains("last completed checkpoint"), "{last}");
-        let mut stack = vec![dir.path().to_path_buf()];
-        while let Some(d) = stack.pop() {
-            for entry in std::fs::read_dir(&d).unwrap().flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                assert!(!name.contains("inprogress") && !name.starts_with(".tmp"), "{signal}: left {:?}", entry.path());
-                if entry.file_type().unwrap().is_dir() {
-                    stack.push(entry.path());
-                }
-            }
-        }
+        let leftovers = suite::partial_files(dir.path());
+        assert!(leftovers.is_empty(), "{signal}: left {leftovers:?}");
         let verify = Command::new(suite::host_binary())
             .current_dir(dir.path())
             .args(["job", "verify", "--events", "1000000000", "--checkpoint-interval", "20000", "--plugin"])
@@ -549,14 +531,6 @@ fn a_signal_stops_the_demo_cleanly() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(seen.iter().any(|l| l.contains("stopped at event") && l.contains("last completed checkpoint")), "{seen:?}");
-    let mut stack = vec![dir.path().to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            assert!(!name.contains("inprogress") && !name.starts_with(".tmp"), "left {:?}", entry.path());
-            if entry.file_type().unwrap().is_dir() {
-                stack.push(entry.path());
-            }
-        }
-    }
+    let leftovers = suite::partial_files(dir.path());
+    assert!(leftovers.is_empty(), "left {leftovers:?}");
 }

@@ -278,3 +278,24 @@ macro_rules! both_primaries {
         }
     )*};
 }
+
+/// Every partial file below `dir`: a stream not yet completed (`*.inprogress`), an atomic
+/// write not yet renamed (`.tmp-*`), or an `object_store` local upload being staged (`*#N`).
+/// A clean stop (a signal, a closed pipe) must leave none.
+pub fn partial_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let staged = name.rsplit_once('#').is_some_and(|(_, n)| n.parse::<u64>().is_ok());
+            if name.ends_with(snapshot_host::streams::IN_PROGRESS_SUFFIX) || name.starts_with(".tmp-") || staged {
+                found.push(entry.path());
+            }
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    found
+}

@@ -14,11 +14,13 @@ mod tests {
     /// compiler cannot enforce this; this test does.
     #[test]
     fn the_demo_job_uses_only_the_public_surface() {
-        let public = ["config", "harness", "plugin"];
+        let public = ["config", "harness", "plugin", "inspect", "metrics"];
         let sources = [
             ("job.rs", include_str!("job.rs")),
             ("commands/demo.rs", include_str!("commands/demo.rs")),
             ("commands/job.rs", include_str!("commands/job.rs")),
+            ("commands/checkpoint.rs", include_str!("commands/checkpoint.rs")),
+            ("commands/exit.rs", include_str!("commands/exit.rs")),
             ("commands/plugin.rs", include_str!("commands/plugin.rs")),
             ("commands/mod.rs", include_str!("commands/mod.rs")),
             ("embedded_s3.rs", include_str!("embedded_s3.rs")),
