@@ -9,7 +9,10 @@
 //!   after a newer checkpoint completed is subsumed and discarded, never retained over it;
 //! - retention keeps the `retained` highest completed ids; the newest is never discarded;
 //! - an abort, a cancellation or a late (or duplicate) acknowledgement of a completed
-//!   checkpoint changes nothing of it.
+//!   checkpoint changes nothing of it;
+//! - objects of the primary's shared area are deleted only through the shared-state registry
+//!   ([`SharedStateRegistry`]): when the last checkpoint holding one is gone (a pending
+//!   checkpoint holds what it acknowledged and everything retained when it was triggered).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 use crate::local_store::TaskLocalStateStore;
 use crate::runtime::CancelToken;
 use crate::runtime::PluginInfo;
-use crate::storage::{CheckpointMetadata, CheckpointStorage, StorageError, SubtaskState};
+use crate::storage::{CheckpointMetadata, CheckpointStorage, SharedStateRegistry, StorageError, SubtaskState};
 
 /// What the coordinator needs to know about the job.
 #[derive(Debug, Clone)]
@@ -116,6 +119,8 @@ struct State {
     cancel_tokens: BTreeMap<u64, CancelToken>,
     last_finished: Option<Instant>,
     stats: CheckpointStats,
+    /// Who refers to which object of the primary's shared area.
+    shared: SharedStateRegistry,
 }
 
 impl State {
@@ -143,6 +148,10 @@ pub struct CheckpointCoordinator {
     storage: CheckpointStorage,
     local_stores: Vec<Arc<TaskLocalStateStore>>,
     state: Mutex<State>,
+    // Whether the shared-state registry knows every checkpoint in storage. When some metadata
+    // could not be read at start, what those checkpoints refer to is unknown, so this run
+    // deletes no shared object (the next start-up sweep removes what it leaves).
+    shared_complete: bool,
     // Held while a checkpoint is committed (metadata written, older ones retired) or aborted,
     // so that two completions, or a completion and an abort, never interleave. Taken before
     // `state` when both are needed.
@@ -159,8 +168,51 @@ impl CheckpointCoordinator {
         local_stores: Vec<Arc<TaskLocalStateStore>>,
         completed: impl IntoIterator<Item = u64>,
     ) -> Self {
-        let state = State { completed: completed.into_iter().collect(), ..State::default() };
-        CheckpointCoordinator { config, storage, local_stores, state: Mutex::new(state), commit: Mutex::new(()) }
+        let (shared, shared_complete) = match storage.shared_state_registry() {
+            Ok((registry, unreadable)) => {
+                for (id, e) in &unreadable {
+                    tracing::warn!(
+                        checkpoint = id,
+                        error = %e,
+                        "metadata unreadable: no shared state will be deleted while this job runs"
+                    );
+                }
+                (registry, unreadable.is_empty())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list checkpoints: no shared state will be deleted while this job runs");
+                (SharedStateRegistry::new(), false)
+            }
+        };
+        let state = State { completed: completed.into_iter().collect(), shared, ..State::default() };
+        CheckpointCoordinator {
+            config,
+            storage,
+            local_stores,
+            state: Mutex::new(state),
+            shared_complete,
+            commit: Mutex::new(()),
+        }
+    }
+
+    /// Deletes shared objects nobody holds any longer (the registry said so, and the metadata
+    /// of the checkpoints that held them is gone). A failure leaves them for the start-up sweep.
+    fn delete_orphans(&self, orphans: &[String]) {
+        if orphans.is_empty() {
+            return;
+        }
+        if !self.shared_complete {
+            tracing::debug!(objects = orphans.len(), "keeping unreferenced shared objects (registry incomplete)");
+            return;
+        }
+        if let Err(e) = self.storage.delete_shared(orphans) {
+            tracing::warn!(error = %e, "could not delete unreferenced shared state; it is swept at the next start");
+        }
+    }
+
+    /// Objects shared checkpoints hold, for tests and tools: `(object, holders)`.
+    pub fn shared_state(&self) -> SharedStateRegistry {
+        self.lock().shared.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -188,6 +240,9 @@ impl CheckpointCoordinator {
     pub fn trigger(&self, id: u64, source_offset: u64) {
         let acks = vec![None; self.config.parallelism as usize];
         let mut s = self.lock();
+        // Whatever a subtask bases this checkpoint on is held until it completes or aborts.
+        let completed: Vec<u64> = s.completed.iter().copied().collect();
+        s.shared.pin(id, completed);
         s.pending.insert(id, Pending { source_offset, started: Instant::now(), acks });
         s.cancel_tokens.insert(id, CancelToken::new());
         s.stats.triggered += 1;
@@ -220,6 +275,11 @@ impl CheckpointCoordinator {
         let _commit = self.lock_commit();
         let ready = {
             let mut s = self.lock();
+            if s.pending.contains_key(&id) {
+                // Held from the acknowledgement on: no retirement can delete what it refers to.
+                let objects: Vec<String> = state.shared_objects().collect();
+                s.shared.register(id, objects);
+            }
             if let Some(pending) = s.pending.get_mut(&id) {
                 if let Some(slot) = pending.acks.get_mut(subtask as usize) {
                     if let Some(previous) = slot.replace(state) {
@@ -257,7 +317,12 @@ impl CheckpointCoordinator {
                 // Never touches the completed checkpoint's files or local copies.
                 let metadata = metadata.or_else(|| self.storage.read_metadata(id).ok());
                 match metadata.as_ref().and_then(|m| m.subtasks.get(subtask as usize)) {
-                    Some(referenced) => state.discard_except(referenced),
+                    Some(referenced) => {
+                        state.discard_except(referenced);
+                        let brought: Vec<String> = state.shared_objects().collect();
+                        let orphans = self.lock().shared.unheld(brought.iter().map(String::as_str));
+                        self.delete_orphans(&orphans);
+                    }
                     None => tracing::warn!(
                         checkpoint = id,
                         subtask,
@@ -308,8 +373,10 @@ impl CheckpointCoordinator {
         for store in &self.local_stores {
             store.confirm(id);
         }
-        let (retired, subsumed) = {
+        let (retired, subsumed, settled) = {
             let mut s = self.lock();
+            // From now on the checkpoint holds exactly what its metadata names; its pins go.
+            let settled = s.shared.settle(id, metadata.shared_objects());
             s.completed.insert(id);
             s.completed_metadata.insert(id, metadata.clone());
             s.last_finished = Some(Instant::now());
@@ -334,11 +401,21 @@ impl CheckpointCoordinator {
                     subsumed.push((k, p));
                 }
             }
-            (retired, subsumed)
+            (retired, subsumed, settled)
         };
+        self.delete_orphans(&settled);
         for &old in &retired {
-            if let Err(e) = self.storage.discard_checkpoint(old) {
-                tracing::warn!(checkpoint = old, error = %e, "could not discard a subsumed checkpoint");
+            // The metadata goes first; only then may the objects it named.
+            match self.storage.discard_checkpoint(old) {
+                Ok(()) => {
+                    let orphans = self.lock().shared.release(old);
+                    self.delete_orphans(&orphans);
+                }
+                Err(e) => {
+                    // Its metadata may still name them: release the holds of this run, delete nothing.
+                    let _ = self.lock().shared.release(old);
+                    tracing::warn!(checkpoint = old, error = %e, "could not discard a subsumed checkpoint");
+                }
             }
         }
         let mut subsumed_ids = Vec::new();
@@ -355,8 +432,19 @@ impl CheckpointCoordinator {
     /// local copies.
     fn discard_everything(&self, id: u64, states: &[SubtaskState]) {
         states.iter().for_each(SubtaskState::discard);
-        if let Err(e) = self.storage.discard_checkpoint(id) {
-            tracing::warn!(checkpoint = id, error = %e, "could not delete the checkpoint's directory");
+        let discarded = self.storage.discard_checkpoint(id);
+        let orphans = {
+            let mut s = self.lock();
+            let mut orphans = s.shared.release(id);
+            let brought: Vec<String> = states.iter().flat_map(SubtaskState::shared_objects).collect();
+            orphans.extend(s.shared.unheld(brought.iter().map(String::as_str)));
+            orphans.sort();
+            orphans.dedup();
+            orphans
+        };
+        match discarded {
+            Ok(()) => self.delete_orphans(&orphans),
+            Err(e) => tracing::warn!(checkpoint = id, error = %e, "could not delete the checkpoint's directory"),
         }
         self.abort_local(id);
     }

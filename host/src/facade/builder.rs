@@ -198,6 +198,8 @@ impl SnapshotHostBuilder {
         if !removed.is_empty() {
             tracing::info!(?removed, "removed checkpoints that never completed");
         }
+        // After the incomplete checkpoints: their shared uploads are now unreferenced too.
+        storage.sweep_shared()?;
         let next_id = storage.completed_checkpoint_ids()?.last().map_or(1, |id| id + 1);
         let inner = Inner {
             job_id: self.job_id,

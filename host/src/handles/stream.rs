@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{HandleError, StreamIdentity};
+use crate::storage::SHARED_DIR;
 use crate::streams::CheckpointInputStream;
 
 /// A reference to the complete bytes of one snapshot stream.
@@ -132,6 +133,31 @@ impl StreamStateHandle {
             StreamStateHandle::Object { path, .. } => crate::streams::delete_object(self.backend()?.as_ref(), path)
                 .map_err(|source| HandleError::Io { handle: self.describe(), source }),
             StreamStateHandle::Inline { .. } => Ok(()),
+        }
+    }
+
+    /// The key of the object below the job root (`shared/<name>`) when the stream lives in
+    /// the primary's shared area: such a stream may be referenced by several checkpoints and
+    /// is deleted only by the shared-state registry, never by discarding one state.
+    pub fn shared_object(&self) -> Option<String> {
+        match self {
+            StreamStateHandle::File { path, .. } => {
+                let in_shared = path.parent().and_then(Path::file_name).is_some_and(|d| d == SHARED_DIR);
+                let name = path.file_name()?.to_str()?;
+                in_shared.then(|| format!("{SHARED_DIR}/{name}"))
+            }
+            StreamStateHandle::Object { path, .. } => {
+                path.strip_prefix(SHARED_DIR).is_some_and(|rest| rest.starts_with('/')).then(|| path.clone())
+            }
+            StreamStateHandle::Inline { .. } => None,
+        }
+    }
+
+    /// Deletes the bytes unless the stream is shared (see [`shared_object`](Self::shared_object)).
+    pub fn discard_exclusive(&self) -> Result<(), HandleError> {
+        match self.shared_object() {
+            Some(_) => Ok(()),
+            None => self.discard(),
         }
     }
 

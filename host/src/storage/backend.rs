@@ -102,10 +102,21 @@ pub fn lookup(id: &str) -> Option<Arc<ObjectBackend>> {
     registry().lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
 }
 
+fn memory_stores() -> &'static Mutex<HashMap<String, Arc<dyn ObjectStore>>> {
+    static STORES: OnceLock<Mutex<HashMap<String, Arc<dyn ObjectStore>>>> = OnceLock::new();
+    STORES.get_or_init(Default::default)
+}
+
 /// The in-memory store called `name`: one per name and process, so that a job and its
 /// restore (or a test and its assertions) see the same objects.
 pub fn memory_store(name: &str) -> Arc<dyn ObjectStore> {
-    static STORES: OnceLock<Mutex<HashMap<String, Arc<dyn ObjectStore>>>> = OnceLock::new();
-    let mut stores = STORES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let mut stores = memory_stores().lock().unwrap_or_else(|e| e.into_inner());
     stores.entry(name.to_string()).or_insert_with(|| Arc::new(object_store::memory::InMemory::new())).clone()
+}
+
+/// Makes `store` the one a `memory://<name>` location opens from now on: how an embedder
+/// brings its own `ObjectStore` (or a test a store that fails on purpose, see
+/// [`super::fault::CrashingStore`]). Storage opened before keeps the store it had.
+pub fn install_memory_store(name: &str, store: Arc<dyn ObjectStore>) {
+    memory_stores().lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), store);
 }

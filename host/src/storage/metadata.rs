@@ -17,42 +17,35 @@ pub struct SubtaskState {
 }
 
 impl SubtaskState {
-    /// Deletes the referenced files, logging (not failing on) errors: used when a checkpoint is
-    /// aborted or subsumed.
-    pub fn discard(&self) {
-        if let Some(h) = &self.keyed {
-            if let Err(e) = h.discard() {
-                tracing::warn!(error = %e, "could not discard keyed state");
-            }
-        }
-        if let Some(h) = &self.operator {
-            if let Err(e) = h.discard() {
-                tracing::warn!(error = %e, "could not discard operator state");
-            }
-        }
+    /// Every stream the state refers to.
+    pub fn streams(&self) -> impl Iterator<Item = &StreamStateHandle> {
+        self.keyed.as_ref().map(|h| h.stream()).into_iter().chain(self.operator.as_ref().map(|h| h.stream()))
     }
-}
 
-impl SubtaskState {
+    /// The objects of the primary's shared area it refers to (`shared/<name>`).
+    pub fn shared_objects(&self) -> impl Iterator<Item = String> + '_ {
+        self.streams().filter_map(StreamStateHandle::shared_object)
+    }
+
+    /// Deletes the referenced files that belong to this state alone, logging (not failing on)
+    /// errors: used when a checkpoint is aborted or subsumed. Shared ones are left to the
+    /// shared-state registry, which knows who else refers to them.
+    pub fn discard(&self) {
+        self.discard_except(&SubtaskState::default());
+    }
+
     /// The same state with every stream mapped by `f` (to relocate files).
     pub fn map_streams(self, f: impl Fn(StreamStateHandle) -> StreamStateHandle) -> Self {
         SubtaskState { keyed: self.keyed.map(|h| h.map_stream(&f)), operator: self.operator.map(|h| h.map_stream(&f)) }
     }
 
-    /// Deletes the referenced files except those `keep` also references: for a duplicate
-    /// acknowledgement, whose state may be the very files a checkpoint already holds.
+    /// Like [`discard`](Self::discard), but keeps the files `keep` also references: for a
+    /// duplicate acknowledgement, whose state may be the very files a checkpoint already holds.
     pub fn discard_except(&self, keep: &SubtaskState) {
-        let kept = |s: &crate::handles::StreamStateHandle| {
-            [keep.keyed.as_ref().map(|h| h.stream()), keep.operator.as_ref().map(|h| h.stream())].contains(&Some(s))
-        };
-        if let Some(h) = self.keyed.as_ref().filter(|h| !kept(h.stream())) {
-            if let Err(e) = h.discard() {
-                tracing::warn!(error = %e, "could not discard keyed state");
-            }
-        }
-        if let Some(h) = self.operator.as_ref().filter(|h| !kept(h.stream())) {
-            if let Err(e) = h.discard() {
-                tracing::warn!(error = %e, "could not discard operator state");
+        let kept: Vec<&StreamStateHandle> = keep.streams().collect();
+        for stream in self.streams().filter(|s| !kept.contains(s)) {
+            if let Err(e) = stream.discard_exclusive() {
+                tracing::warn!(error = %e, "could not discard state");
             }
         }
     }
@@ -78,6 +71,11 @@ pub struct CheckpointMetadata {
 }
 
 impl CheckpointMetadata {
+    /// The objects of the primary's shared area the checkpoint refers to.
+    pub fn shared_objects(&self) -> std::collections::BTreeSet<String> {
+        self.subtasks.iter().flat_map(SubtaskState::shared_objects).collect()
+    }
+
     /// Total bytes of primary state.
     pub fn state_size(&self) -> u64 {
         self.subtasks

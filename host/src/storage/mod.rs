@@ -14,11 +14,15 @@
 //! root, so a checkpoint copied or synced elsewhere restores from its new place.
 
 pub mod backend;
+pub mod fault;
 /// The `object_store` crate this storage is built on, for embedders that bring their own store.
 pub use object_store;
 mod location;
 mod metadata;
 pub mod s3;
+mod shared;
+#[cfg(test)]
+mod shared_faults;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -31,6 +35,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 pub use location::StorageLocation;
 pub use metadata::{decode_with_checksum, encode_with_checksum, CheckpointMetadata, SubtaskState};
 pub use s3::S3Settings;
+pub use shared::{SharedStateRegistry, SHARED_DIR};
 
 use crate::directories::validate_id;
 use crate::streams::{CheckpointStreamFactory, FileStreamFactory, ObjectStreamFactory};
@@ -113,7 +118,7 @@ impl CheckpointStorage {
                 let io_err = |source| StorageError::Io { path: dir.clone(), source };
                 std::fs::create_dir_all(dir).map_err(io_err)?;
                 let root = dir.canonicalize().map_err(io_err)?.join(job_id);
-                std::fs::create_dir_all(root.join("shared"))
+                std::fs::create_dir_all(root.join(SHARED_DIR))
                     .map_err(|source| StorageError::Io { path: root.clone(), source })?;
                 let store = object_store::local::LocalFileSystem::new_with_prefix(&root)
                     .map_err(|source| StorageError::Store { location: root.display().to_string(), source })?
@@ -204,7 +209,7 @@ impl CheckpointStorage {
         Ok(match &self.local_root {
             Some(root) => Box::new(FileStreamFactory::new(
                 root.join(format!("chk-{id}")),
-                root.join("shared"),
+                root.join(SHARED_DIR),
                 self.inline_threshold,
             )?),
             None => {
@@ -435,6 +440,105 @@ impl CheckpointStorage {
             }
         }
         Ok(())
+    }
+
+    /// The objects in the shared area (`shared/<name>`), sorted.
+    pub fn shared_objects(&self) -> Result<Vec<String>, StorageError> {
+        let mut objects = match &self.local_root {
+            Some(root) => {
+                let dir = root.join(SHARED_DIR);
+                let io_err = |source| StorageError::Io { path: dir.clone(), source };
+                match std::fs::read_dir(&dir) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+                    Err(source) => return Err(io_err(source)),
+                    Ok(entries) => {
+                        let mut names = Vec::new();
+                        for entry in entries {
+                            let name = entry.map_err(io_err)?.file_name();
+                            names.push(format!("{SHARED_DIR}/{}", name.to_string_lossy()));
+                        }
+                        names
+                    }
+                }
+            }
+            None => {
+                let base = self.backend.key("");
+                self.objects_below(SHARED_DIR)?
+                    .into_iter()
+                    .filter_map(|key| {
+                        let parts: Vec<String> = key.prefix_match(&base)?.map(|p| p.as_ref().to_string()).collect();
+                        Some(parts.join("/"))
+                    })
+                    .collect()
+            }
+        };
+        objects.sort();
+        Ok(objects)
+    }
+
+    /// Deletes `objects` of the shared area (keys as [`shared_objects`](Self::shared_objects)
+    /// names them); one already gone counts as deleted. Stops at the first failure: what is
+    /// left is swept at the next start-up.
+    pub fn delete_shared(&self, objects: &[String]) -> Result<(), StorageError> {
+        for object in objects {
+            if !object.starts_with(&format!("{SHARED_DIR}/")) || object.split('/').any(|p| p == "..") {
+                return Err(StorageError::Corrupted {
+                    location: self.url_of(object),
+                    reason: "not an object of the shared area".into(),
+                });
+            }
+            match &self.local_root {
+                Some(root) => match std::fs::remove_file(root.join(object)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err(StorageError::Io { path: root.join(object), source: e })
+                    }
+                    _ => {}
+                },
+                None => match block_on(self.backend.store.delete(&self.backend.key(object))) {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(source) => return Err(self.store_error(object, source)),
+                },
+            }
+            tracing::debug!(object = %object, "deleted a shared object no retained checkpoint refers to");
+        }
+        Ok(())
+    }
+
+    /// The shared-state registry as the completed checkpoints in storage define it: each
+    /// holds the shared objects its metadata names. Also returns the checkpoints whose
+    /// metadata could not be read (what they refer to is unknown).
+    pub fn shared_state_registry(&self) -> Result<(SharedStateRegistry, Vec<(u64, StorageError)>), StorageError> {
+        let mut registry = SharedStateRegistry::new();
+        let mut unreadable = Vec::new();
+        for id in self.completed_checkpoint_ids()? {
+            match self.read_metadata(id) {
+                Ok(metadata) => registry.register(id, metadata.shared_objects()),
+                Err(e) => unreadable.push((id, e)),
+            }
+        }
+        Ok((registry, unreadable))
+    }
+
+    /// Deletes the shared objects no completed checkpoint refers to: uploads of checkpoints
+    /// that never completed, and objects whose deletion a crash or a failure cut short.
+    /// Call only when no checkpoint is in flight (at start-up). Deletes nothing when the
+    /// metadata of some checkpoint cannot be read; returns the deleted objects.
+    pub fn sweep_shared(&self) -> Result<Vec<String>, StorageError> {
+        let (registry, unreadable) = self.shared_state_registry()?;
+        if let Some((id, e)) = unreadable.first() {
+            tracing::warn!(
+                checkpoint = id,
+                error = %e,
+                "not sweeping the shared area: what this checkpoint refers to cannot be read"
+            );
+            return Ok(Vec::new());
+        }
+        let orphans: Vec<String> = self.shared_objects()?.into_iter().filter(|o| !registry.is_held(o)).collect();
+        self.delete_shared(&orphans)?;
+        if !orphans.is_empty() {
+            tracing::info!(objects = orphans.len(), "removed shared objects no checkpoint refers to");
+        }
+        Ok(orphans)
     }
 
     /// Removes checkpoints that never completed. Call only when no checkpoint is in flight
