@@ -210,11 +210,6 @@ impl CheckpointCoordinator {
         }
     }
 
-    /// Objects shared checkpoints hold, for tests and tools: `(object, holders)`.
-    pub fn shared_state(&self) -> SharedStateRegistry {
-        self.lock().shared.clone()
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -534,7 +529,7 @@ impl CheckpointCoordinator {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::directories::LocalRecoveryDirectoryProvider;
     use crate::handles::{KeyGroupRangeOffsets, KeyGroupsStateHandle, StreamStateHandle};
@@ -542,7 +537,7 @@ mod tests {
     use crate::local_store::LocalSnapshot;
     use std::path::{Path, PathBuf};
 
-    fn plugin_info() -> PluginInfo {
+    pub(crate) fn plugin_info() -> PluginInfo {
         PluginInfo {
             name: "p".into(),
             version: "1".into(),

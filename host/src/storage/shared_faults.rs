@@ -22,7 +22,6 @@ use crate::handles::{
     DistributionMode, KeyGroupRangeOffsets, KeyGroupsStateHandle, OperatorStateHandle, PartitionInfo, StreamStateHandle,
 };
 use crate::key_groups::KeyGroupRange;
-use crate::runtime::PluginInfo;
 use crate::streams::StateScope;
 
 const PARALLELISM: u32 = 2;
@@ -46,14 +45,16 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-fn plugin() -> PluginInfo {
-    PluginInfo {
-        name: "p".into(),
-        version: "1".into(),
-        format: "f".into(),
-        format_version: 1,
-        deterministic: true,
-        content_hash: "0".into(),
+/// The coordinator of a two-subtask job keeping `retained` checkpoints, two in flight at most.
+fn config(retained: usize) -> CoordinatorConfig {
+    CoordinatorConfig {
+        job_id: "job".into(),
+        parallelism: PARALLELISM,
+        max_parallelism: 8,
+        plugin: crate::coordinator::tests::plugin_info(),
+        retained,
+        max_concurrent: 2,
+        min_pause: Duration::ZERO,
     }
 }
 
@@ -77,17 +78,8 @@ impl Job {
     fn open(name: &str, retained: usize) -> Option<Job> {
         let location = StorageLocation::parse(&format!("memory://{name}")).unwrap();
         let storage = CheckpointStorage::open(&location, &S3Settings::default(), "job", 0).ok()?;
-        let config = CoordinatorConfig {
-            job_id: "job".into(),
-            parallelism: PARALLELISM,
-            max_parallelism: 8,
-            plugin: plugin(),
-            retained,
-            max_concurrent: 2,
-            min_pause: Duration::ZERO,
-        };
         let completed = storage.completed_checkpoint_ids().ok()?;
-        let coordinator = CheckpointCoordinator::new(config, storage.clone(), Vec::new(), completed);
+        let coordinator = CheckpointCoordinator::new(config(retained), storage.clone(), Vec::new(), completed);
         Some(Job { storage, coordinator, next_id: 1, base: [None, None], reported: Vec::new() })
     }
 
@@ -271,16 +263,7 @@ fn a_directory_primary_shares_and_retires_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let location = StorageLocation::Directory(dir.path().join("ckpt"));
     let storage = CheckpointStorage::open(&location, &S3Settings::default(), "job", 0).unwrap();
-    let config = CoordinatorConfig {
-        job_id: "job".into(),
-        parallelism: PARALLELISM,
-        max_parallelism: 8,
-        plugin: plugin(),
-        retained: 2,
-        max_concurrent: 2,
-        min_pause: Duration::ZERO,
-    };
-    let coordinator = CheckpointCoordinator::new(config, storage.clone(), Vec::new(), []);
+    let coordinator = CheckpointCoordinator::new(config(2), storage.clone(), Vec::new(), []);
     let mut job = Job { storage: storage.clone(), coordinator, next_id: 1, base: [None, None], reported: Vec::new() };
     for step in schedule() {
         job.run(&step);
@@ -298,15 +281,6 @@ fn unreadable_metadata_stops_the_sweep_and_every_deletion_of_shared_state() {
     let dir = tempfile::tempdir().unwrap();
     let location = StorageLocation::Directory(dir.path().join("ckpt"));
     let storage = CheckpointStorage::open(&location, &S3Settings::default(), "job", 0).unwrap();
-    let config = |retained| CoordinatorConfig {
-        job_id: "job".into(),
-        parallelism: PARALLELISM,
-        max_parallelism: 8,
-        plugin: plugin(),
-        retained,
-        max_concurrent: 2,
-        min_pause: Duration::ZERO,
-    };
     let coordinator = CheckpointCoordinator::new(config(5), storage.clone(), Vec::new(), []);
     let mut job = Job { storage: storage.clone(), coordinator, next_id: 1, base: [None, None], reported: Vec::new() };
     for _ in 0..3 {
