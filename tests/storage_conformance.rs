@@ -92,7 +92,7 @@ fn subtask_with(handle: StreamStateHandle) -> SubtaskState {
     use snapshot_host::handles::{KeyGroupRangeOffsets, KeyGroupsStateHandle};
     use snapshot_host::key_groups::KeyGroupRange;
     let offsets = std::sync::Arc::new(KeyGroupRangeOffsets::new(KeyGroupRange::new(0, 0), vec![0]).unwrap());
-    SubtaskState { keyed: Some(KeyGroupsStateHandle::new(offsets, handle)), operator: None }
+    SubtaskState { keyed: Some(KeyGroupsStateHandle::new(offsets, handle)), operator: None, keyed_chain: None }
 }
 
 #[test]

@@ -92,7 +92,8 @@ pub use operator::{
     OperatorSink, OperatorStateInfo, OperatorStateView,
 };
 pub use state::{
-    Batch, BatchBuilder, Entries, Entry, KeyedStateView, PendingBatch, PluginInfo, RestoreSink, StateInfo, StateKind,
+    Batch, BatchBuilder, Entries, Entry, GroupPart, KeyedStateView, PendingBatch, PluginInfo, RestoreSink, StateInfo,
+    StateKind,
 };
 
 /// What a snapshot strategy implements.
@@ -114,14 +115,18 @@ pub trait SnapshotStrategy {
     }
 
     /// Reads the key group `key_group` from `input` (already positioned at its offset) and
-    /// puts its entries into `sink`.
+    /// puts its entries into `sink`: the restore of a full key group. Strategies that write
+    /// deltas, or that want the format version the host recorded, implement
+    /// [`restore_key_group_part`](Self::restore_key_group_part) instead.
     ///
     /// # Format versions
     ///
-    /// This call is not told which format version wrote the bytes, and it never sees the
-    /// start of the stream (after rescaling, a restore begins in the middle of one). So
-    /// start every key group, and every operator element, with the format version, and read
-    /// every version this strategy ever wrote:
+    /// A restore never sees the start of the stream (after rescaling, a restore begins in the
+    /// middle of one), so a version written only in a stream header cannot guide it. Either
+    /// use the version the host passes to
+    /// [`restore_key_group_part`](Self::restore_key_group_part), or start every key group, and
+    /// every operator element, with the format version, and read every version this strategy
+    /// ever wrote:
     ///
     /// ```
     /// use snapshot_guest::{codec::ReadExt, Error, RestoreReader, RestoreSink, Result};
@@ -140,6 +145,27 @@ pub trait SnapshotStrategy {
     fn restore_key_group(key_group: u32, input: &mut RestoreReader<'_>, sink: &mut RestoreSink<'_>) -> Result<()> {
         let _ = (key_group, input, sink);
         Err(unsupported::<Self>("keyed state"))
+    }
+
+    /// Restores one stored part of `key_group`: the host calls it for the group's full part,
+    /// then for each of its deltas, oldest first, into the same sink. `format_version` is the
+    /// version the writing build described (an older build's bytes may need an older
+    /// reader). The default reads full parts with
+    /// [`restore_key_group`](Self::restore_key_group) and refuses deltas, which the host only
+    /// stores for strategies that describe themselves as
+    /// [`incremental`](PluginInfo::incremental).
+    fn restore_key_group_part(
+        key_group: u32,
+        part: GroupPart,
+        format_version: u32,
+        input: &mut RestoreReader<'_>,
+        sink: &mut RestoreSink<'_>,
+    ) -> Result<()> {
+        let _ = format_version;
+        match part {
+            GroupPart::Full => Self::restore_key_group(key_group, input, sink),
+            GroupPart::Delta => Err(unsupported::<Self>("deltas (it does not describe itself as incremental)")),
+        }
     }
 
     /// Writes the operator list states of `state` into `out`, announcing every element with
@@ -189,10 +215,12 @@ macro_rules! export_strategy {
 
                 fn restore_key_group(
                     key_group: u32,
+                    part: $crate::__private::bindings::GroupPart,
+                    format_version: u32,
                     input: &$crate::__private::bindings::InputStream,
                     sink: &$crate::__private::bindings::RestoreSink,
                 ) -> ::core::result::Result<(), $crate::__private::String> {
-                    $crate::__private::restore_key_group::<$strategy>(key_group, input, sink)
+                    $crate::__private::restore_key_group::<$strategy>(key_group, part, format_version, input, sink)
                 }
 
                 fn snapshot_operator(
@@ -259,12 +287,15 @@ pub mod __private {
 
     pub fn restore_key_group<S: SnapshotStrategy>(
         key_group: u32,
+        part: bindings::GroupPart,
+        format_version: u32,
         input: &bindings::InputStream,
         sink: &bindings::RestoreSink,
     ) -> Result<(), String> {
         let mut reader = RestoreReader::new(input);
         let mut sink = RestoreSink::new(sink);
-        S::restore_key_group(key_group, &mut reader, &mut sink).map_err(|e| e.to_string())
+        S::restore_key_group_part(key_group, part.into(), format_version, &mut reader, &mut sink)
+            .map_err(|e| e.to_string())
     }
 
     pub fn snapshot_operator<S: SnapshotStrategy>(

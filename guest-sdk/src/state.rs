@@ -81,10 +81,14 @@ pub struct PluginInfo {
     pub format_version: u32,
     /// Whether equal state always gives identical bytes (checked by the plugin harness).
     pub deterministic: bool,
+    /// Whether the strategy writes and restores deltas: a job that checkpoints incrementally
+    /// then asks it for deltas (see [`KeyedStateView::group_part`]); otherwise it is asked for
+    /// full key groups only.
+    pub incremental: bool,
 }
 
 impl PluginInfo {
-    /// A deterministic strategy's description.
+    /// A deterministic, non-incremental strategy's description.
     pub fn new(name: &str, version: &str, format: &str, format_version: u32) -> Self {
         PluginInfo {
             name: name.into(),
@@ -92,6 +96,37 @@ impl PluginInfo {
             format: format.into(),
             format_version,
             deterministic: true,
+            incremental: false,
+        }
+    }
+
+    /// The same description for a strategy that writes deltas when asked
+    /// ([`GroupPart::Delta`]) and restores them through [`RestoreSink::replace`] and
+    /// [`RestoreSink::remove`].
+    pub fn incremental(mut self) -> Self {
+        self.incremental = true;
+        self
+    }
+}
+
+/// What the host asks a snapshot to write for one key group, and what a restore call reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GroupPart {
+    /// Every entry of the key group ([`KeyedStateView::entries`]); restored with
+    /// [`RestoreSink::put`] into an empty group.
+    Full,
+    /// Only the rows changed ([`KeyedStateView::changed_entries`], each row whole) and removed
+    /// ([`KeyedStateView::removed_rows`]) since the checkpoint before; restored on top of the
+    /// group's full part and earlier deltas with [`RestoreSink::replace`] and
+    /// [`RestoreSink::remove`].
+    Delta,
+}
+
+impl From<wit_types::GroupPart> for GroupPart {
+    fn from(p: wit_types::GroupPart) -> Self {
+        match p {
+            wit_types::GroupPart::Full => GroupPart::Full,
+            wit_types::GroupPart::Delta => GroupPart::Delta,
         }
     }
 }
@@ -104,6 +139,7 @@ impl From<PluginInfo> for wit_types::PluginInfo {
             format: p.format,
             format_version: p.format_version,
             deterministic: p.deterministic,
+            incremental: p.incremental,
         }
     }
 }
@@ -137,6 +173,28 @@ impl<'a> KeyedStateView<'a> {
     /// The entries of state `state` (an index into [`states`](Self::states)) in `key_group`.
     pub fn entries(&self, state: u32, key_group: u32) -> Result<Entries> {
         Ok(Entries { reader: self.view.entries(state, key_group)? })
+    }
+
+    /// What to write for `key_group`: always [`GroupPart::Full`] unless the strategy is
+    /// [`incremental`](PluginInfo::incremental), the job checkpoints incrementally and the
+    /// group has a chain to add a delta to. The host decides per group (it rewrites a group in
+    /// full when its chain of deltas grew too long), so one snapshot may hold both.
+    pub fn group_part(&self, key_group: u32) -> GroupPart {
+        self.view.group_part(key_group).into()
+    }
+
+    /// For a [`GroupPart::Delta`] group: the entries of the rows of state `state` that changed
+    /// since the checkpoint before, each row whole (a changed list or map comes with all its
+    /// entries), in the order of [`entries`](Self::entries).
+    pub fn changed_entries(&self, state: u32, key_group: u32) -> Result<Entries> {
+        Ok(Entries { reader: self.view.changed_entries(state, key_group)? })
+    }
+
+    /// For a [`GroupPart::Delta`] group: the rows of state `state` removed since the
+    /// checkpoint before, one entry each with its key and namespace (user key and value are
+    /// empty).
+    pub fn removed_rows(&self, state: u32, key_group: u32) -> Result<Entries> {
+        Ok(Entries { reader: self.view.removed_rows(state, key_group)? })
     }
 }
 
@@ -344,6 +402,27 @@ impl<'a> RestoreSink<'a> {
             return Ok(());
         }
         self.sink.put(state, &batch.batch)?;
+        Ok(())
+    }
+
+    /// Removes every entry of each row (key, namespace) of `rows` from state `state`: the
+    /// removed rows of a delta. Only each entry's key and namespace count.
+    pub fn remove(&mut self, state: u32, rows: &BatchBuilder) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.sink.remove(state, &rows.batch)?;
+        Ok(())
+    }
+
+    /// Replaces rows of state `state`: each row (key, namespace) of `batch` loses what it had,
+    /// then gets the batch's entries, so a changed list or map of a delta is restored whole
+    /// rather than appended to. Give each row whole in one call.
+    pub fn replace(&mut self, state: u32, batch: &BatchBuilder) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.sink.replace(state, &batch.batch)?;
         Ok(())
     }
 }

@@ -246,7 +246,8 @@ impl KeyedStateBackend {
     /// [`confirm_base`](Self::confirm_base) before deltas can be written. A no-op when on.
     pub fn track_changes(&mut self) {
         if self.changes.is_none() {
-            self.changes = Some(ChangeCounters::default());
+            let tracker = uuid::Uuid::new_v4().as_u64_pair().0;
+            self.changes = Some(ChangeCounters { tracker, ..ChangeCounters::default() });
         }
     }
 
@@ -391,6 +392,24 @@ impl KeyedStateBackend {
         }
     }
 
+    /// Removes a restored row (a delta's removal, or the old entries of a row a delta
+    /// replaces) from `state`. The key must belong to `key_group`, as for
+    /// [`restore_entry`](Self::restore_entry); a row that does not exist is no error.
+    pub fn restore_remove(
+        &mut self,
+        state: u32,
+        key_group: u32,
+        key: &[u8],
+        namespace: &[u8],
+    ) -> Result<(), BackendError> {
+        let table = self.states.get(state as usize).ok_or(BackendError::UnknownStateIndex(state))?;
+        let actual = key_group_for_key(key, self.max_parallelism);
+        if actual != key_group {
+            return Err(BackendError::ForeignKey { state: table.name.clone(), expected: key_group, actual });
+        }
+        self.remove(state, key, namespace)
+    }
+
     /// A point-in-time view for a snapshot: cheap, and unaffected by later writes.
     pub fn snapshot(&self) -> KeyedSnapshot {
         KeyedSnapshot {
@@ -406,7 +425,7 @@ impl KeyedStateBackend {
                     touched: s.touched.clone(),
                 })
                 .collect(),
-            changes: self.changes.map(|c| SnapshotChanges { upto: c.sequence, base: c.base }),
+            changes: self.changes.map(|c| SnapshotChanges { tracker: c.tracker, upto: c.sequence, base: c.base }),
         }
     }
 
@@ -504,6 +523,22 @@ impl KeyedSnapshot {
         let index =
             self.range.index_of(key_group).ok_or(BackendError::KeyGroupOutOfRange { key_group, range: self.range })?;
         Ok(EntryCursor { group: s.groups[index].clone(), after: None, done: false })
+    }
+
+    /// Cursors over the delta of `state` in `key_group`: the changed rows (each whole, with
+    /// its entries now) and the removed rows (each one entry with an empty user key and
+    /// value). Costs a copy of the changed rows only.
+    pub fn delta_cursors(&self, state: u32, key_group: u32) -> Result<(EntryCursor, EntryCursor), BackendError> {
+        let mut changed = GroupTable::new();
+        let mut removed = GroupTable::new();
+        for (row, change) in self.delta(state, key_group)? {
+            match change {
+                RowChange::Upsert(value) => changed.insert(row.clone(), value.clone()),
+                RowChange::Delete => removed.insert(row.clone(), StateValue::Value(Vec::new())),
+            };
+        }
+        let cursor = |group| EntryCursor { group: Arc::new(group), after: None, done: false };
+        Ok((cursor(changed), cursor(removed)))
     }
 }
 

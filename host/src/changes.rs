@@ -26,6 +26,9 @@ pub type Touched = BTreeMap<RowKey, u64>;
 /// relative to (`None` until one exists: then only full snapshots can be written).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ChangeCounters {
+    /// Identifies this backend's tracking (random), so that a base recorded for one backend
+    /// is never taken for another's with the same counter.
+    pub tracker: u64,
     /// The last mutation's sequence number.
     pub sequence: u64,
     /// Sequence number of the base state: rows stamped after it are in a delta.
@@ -35,6 +38,8 @@ pub struct ChangeCounters {
 /// What a snapshot knows about changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SnapshotChanges {
+    /// The backend's tracking identity ([`ChangeCounters::tracker`]).
+    pub tracker: u64,
     /// The counter when the snapshot was taken: it holds every change up to it.
     pub upto: u64,
     /// The base in force then (`None`: no delta possible, write a full snapshot).

@@ -545,6 +545,7 @@ pub(crate) mod tests {
             format_version: 1,
             deterministic: true,
             content_hash: "0".into(),
+            ..PluginInfo::default()
         }
     }
 
@@ -555,7 +556,7 @@ pub(crate) mod tests {
         std::fs::write(&path, b"xyz").unwrap();
         let offsets = Arc::new(KeyGroupRangeOffsets::new(KeyGroupRange::new(0, 0), vec![0]).unwrap());
         let stream = StreamStateHandle::File { path, size: 3, crc32c: None };
-        SubtaskState { keyed: Some(KeyGroupsStateHandle::new(offsets, stream)), operator: None }
+        SubtaskState { keyed: Some(KeyGroupsStateHandle::new(offsets, stream)), operator: None, keyed_chain: None }
     }
 
     fn path_of(state: &SubtaskState) -> PathBuf {

@@ -94,6 +94,7 @@ pub mod config;
 mod error;
 mod facade;
 pub mod harness;
+mod incremental;
 pub mod inspect;
 
 /// Tools for strategy plugins themselves, for programs that inspect, precompile or test them
@@ -104,7 +105,7 @@ pub mod inspect;
 pub mod plugin {
     pub use crate::runtime::{
         grant_of, CacheOutcome, CompiledCache, Grant, Plugin, PluginError, PluginInfo, PluginLimits, PluginRuntime,
-        RuntimeOptions, WASI_POLICY, WIT_PACKAGE, WIT_VERSION,
+        RuntimeOptions, WASI_POLICY, WIT_LEGACY_VERSION, WIT_PACKAGE, WIT_VERSION, WIT_VERSIONS,
     };
 }
 

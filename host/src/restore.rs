@@ -9,13 +9,13 @@
 use std::time::{Duration, Instant};
 
 use crate::backend::KeyedStateBackend;
-use crate::handles::{KeyGroupsStateHandle, OperatorStateHandle};
+use crate::handles::{restore_pieces, KeyedRestorePiece, OperatorStateHandle};
 use crate::key_groups::KeyGroupRange;
 use crate::local_store::TaskLocalStateStore;
 use crate::operator_backend::OperatorStateBackend;
 use crate::repartition::{is_identity, repartition, OperatorStreamAssignment};
 use crate::runtime::{CancelToken, Plugin, PluginError, PluginInfo};
-use crate::storage::CheckpointMetadata;
+use crate::storage::{CheckpointMetadata, SubtaskState};
 
 /// Where restored state came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,18 +156,45 @@ pub fn restore_keyed(
     check_plugin(metadata, plugin.info())?;
     let max_parallelism = metadata.max_parallelism;
     let what = || format!("key groups {range} of checkpoint {}", metadata.checkpoint_id);
-    let primary: Vec<&KeyGroupsStateHandle> = metadata
+    let states: Vec<&SubtaskState> = metadata
         .subtasks
         .iter()
-        .filter_map(|s| s.keyed.as_ref())
-        .filter(|h| !h.key_group_range().intersection(&range).is_empty())
+        .filter(|s| s.keyed.as_ref().is_some_and(|h| !h.key_group_range().intersection(&range).is_empty()))
         .collect();
-    let mut alternatives: Vec<(RestoreSource, Vec<KeyGroupsStateHandle>)> = Vec::new();
-    if let (Some(store), [only]) = (local, primary.as_slice()) {
-        if only.key_group_range() == range {
+    // Per old subtask, the streams to read oldest first: its one full snapshot, or the links
+    // of its chains that the key groups of `range` run through.
+    let mut primary: Vec<KeyedRestorePiece> = Vec::new();
+    for state in &states {
+        let links = state.keyed_links(metadata.plugin.format_version);
+        let pieces = restore_pieces(&links, &range).map_err(|reason| RestoreError::AllAlternativesFailed {
+            what: what(),
+            failures: vec![AlternativeFailure {
+                index: 1,
+                source: RestoreSource::Primary,
+                error: PluginError::Runtime(reason),
+            }],
+        })?;
+        primary.extend(pieces);
+    }
+    let mut alternatives: Vec<(RestoreSource, Vec<KeyedRestorePiece>)> = Vec::new();
+    if let (Some(store), [only]) = (local, states.as_slice()) {
+        let own = only.keyed.as_ref().expect("filtered on keyed state");
+        if own.key_group_range() == range {
             let snapshot = store.retrieve(metadata.checkpoint_id);
-            if let Some(handle) = snapshot.and_then(|s| s.keyed_copy_of(only)) {
-                alternatives.push((RestoreSource::Local, vec![handle]));
+            if let Some(copy) = snapshot.and_then(|s| s.keyed_copy_of(own)) {
+                // The local copy replaces the checkpoint's own stream; the earlier streams of
+                // an incremental chain are read from the primary.
+                let pieces = primary
+                    .iter()
+                    .map(|p| {
+                        if &p.handle == own {
+                            KeyedRestorePiece { handle: copy.clone(), ..p.clone() }
+                        } else {
+                            p.clone()
+                        }
+                    })
+                    .collect();
+                alternatives.push((RestoreSource::Local, pieces));
             }
         }
     }
@@ -189,7 +216,7 @@ pub fn restore_keyed(
             duration: Duration::ZERO,
         });
     }
-    alternatives.push((RestoreSource::Primary, primary.into_iter().cloned().collect()));
+    alternatives.push((RestoreSource::Primary, primary));
 
     let total = alternatives.len();
     let mut failures = Vec::new();
@@ -225,14 +252,15 @@ fn attempt(
     plugin: &Plugin,
     max_parallelism: u32,
     range: KeyGroupRange,
-    handles: &[KeyGroupsStateHandle],
+    pieces: &[KeyedRestorePiece],
     cancel: &CancelToken,
 ) -> Result<KeyedStateBackend, PluginError> {
     // A fresh backend per attempt: a failed attempt leaves nothing half-restored behind.
     let mut backend =
         KeyedStateBackend::new(max_parallelism, range).map_err(|e| PluginError::Runtime(e.to_string()))?;
-    for handle in handles {
-        backend = plugin.restore_keyed_cancellable(handle, backend, cancel)?;
+    // Oldest first within each old subtask's chain: a group's full part, then its deltas.
+    for piece in pieces {
+        backend = plugin.restore_keyed_piece(piece, backend, cancel)?;
     }
     Ok(backend)
 }

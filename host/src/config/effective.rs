@@ -34,6 +34,12 @@ impl Config {
             (MAX_CONCURRENT_CHECKPOINTS, self.checkpointing.max_concurrent.to_string()),
             (MIN_PAUSE, format_duration(self.checkpointing.min_pause)),
             (TOLERABLE_FAILED_CHECKPOINTS, self.checkpointing.tolerable_failed.to_string()),
+            (INCREMENTAL, self.checkpointing.incremental.enabled.to_string()),
+            (INCREMENTAL_MAX_CHAIN, self.checkpointing.incremental.max_chain_length.to_string()),
+            (
+                INCREMENTAL_MAX_DELTA_RATIO,
+                format!("{}", self.checkpointing.incremental.max_delta_permille as f64 / 1000.0),
+            ),
             (START_EMPTY_IF_UNRESTORABLE, self.start_empty_if_unrestorable.to_string()),
             (PLUGIN_MEMORY, format_size(limits.memory_bytes as u64)),
             (PLUGIN_TIMEOUT, format_duration(limits.timeout)),

@@ -35,6 +35,20 @@ pub const CHECKPOINT_DIR_2X: &str = "execution.checkpointing.dir";
 /// Number of completed checkpoints to retain.
 pub const NUM_RETAINED: &str = "execution.checkpointing.num-retained";
 
+/// Writes keyed state incrementally: each checkpoint stores, per key group, only the rows that
+/// changed since the checkpoint before (with a strategy that can write deltas), and a key
+/// group is restored from its last full part plus the deltas after it.
+pub const INCREMENTAL: &str = "execution.checkpointing.incremental";
+/// A key group whose chain (full part plus deltas) would grow longer than this is written in
+/// full instead: bounds the parts a restore reads. (Not under `incremental.`: that key is a
+/// boolean, and TOML cannot make it a table too.)
+pub const INCREMENTAL_MAX_CHAIN: &str = "execution.checkpointing.incremental-compaction.max-chain-length";
+/// A key group whose deltas add up to more than this fraction of its full part is written in
+/// full instead: bounds restore work and storage to about `1 + fraction` times the state.
+pub const INCREMENTAL_MAX_DELTA_RATIO: &str = "execution.checkpointing.incremental-compaction.max-delta-ratio";
+
+/// Flink 1.x's name for [`INCREMENTAL`]: still accepted, with a deprecation warning.
+pub const STATE_BACKEND_INCREMENTAL: &str = "state.backend.incremental";
 /// Flink 1.x's name for [`FROM_LOCAL`]: still accepted, with a deprecation warning.
 pub const LOCAL_RECOVERY: &str = "state.backend.local-recovery";
 /// Flink 1.x's name for [`LOCAL_BACKUP_DIRS`]: still accepted, with a deprecation warning.
@@ -52,6 +66,7 @@ pub const DEPRECATED_KEYS: &[(&str, &str)] = &[
     (LOCAL_ROOT_DIRS, LOCAL_BACKUP_DIRS),
     (CHECKPOINT_DIR, CHECKPOINT_DIR_2X),
     (RETAINED_CHECKPOINTS, NUM_RETAINED),
+    (STATE_BACKEND_INCREMENTAL, INCREMENTAL),
 ];
 
 /// Linear memory a strategy may use per invocation (bytes, or e.g. `"256MiB"`).
@@ -105,6 +120,9 @@ const KNOWN: &[&str] = &[
     MAX_CONCURRENT_CHECKPOINTS,
     MIN_PAUSE,
     TOLERABLE_FAILED_CHECKPOINTS,
+    INCREMENTAL,
+    INCREMENTAL_MAX_CHAIN,
+    INCREMENTAL_MAX_DELTA_RATIO,
     START_EMPTY_IF_UNRESTORABLE,
 ];
 
@@ -199,11 +217,36 @@ pub struct CheckpointingConfig {
     pub min_pause: std::time::Duration,
     /// Consecutive failed checkpoints tolerated; one more fails the job.
     pub tolerable_failed: u64,
+    /// Incremental keyed checkpoints and when a chain is compacted.
+    pub incremental: IncrementalConfig,
 }
 
 impl Default for CheckpointingConfig {
     fn default() -> Self {
-        CheckpointingConfig { max_concurrent: 1, min_pause: std::time::Duration::ZERO, tolerable_failed: 0 }
+        CheckpointingConfig {
+            max_concurrent: 1,
+            min_pause: std::time::Duration::ZERO,
+            tolerable_failed: 0,
+            incremental: IncrementalConfig::default(),
+        }
+    }
+}
+
+/// Incremental checkpoints ([`INCREMENTAL`]) and the compaction thresholds of their chains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IncrementalConfig {
+    /// Whether keyed state is checkpointed incrementally.
+    pub enabled: bool,
+    /// Longest chain of a key group, its full part included ([`INCREMENTAL_MAX_CHAIN`]).
+    pub max_chain_length: u32,
+    /// Largest size of a key group's deltas relative to its full part, in thousandths
+    /// ([`INCREMENTAL_MAX_DELTA_RATIO`]; kept whole so that the configuration stays `Eq`).
+    pub max_delta_permille: u32,
+}
+
+impl Default for IncrementalConfig {
+    fn default() -> Self {
+        IncrementalConfig { enabled: false, max_chain_length: 10, max_delta_permille: 500 }
     }
 }
 
@@ -355,7 +398,7 @@ impl Config {
         let value = value.trim();
         // On the command line every value is text; interpret it as the key's type.
         let parsed = match current_key(key) {
-            FROM_LOCAL | LOCAL_BACKUP | START_EMPTY_IF_UNRESTORABLE => toml::Value::String(value.into()),
+            FROM_LOCAL | LOCAL_BACKUP | START_EMPTY_IF_UNRESTORABLE | INCREMENTAL => toml::Value::String(value.into()),
             NUM_RETAINED
             | PLUGIN_MEMORY
             | PLUGIN_TIMEOUT
@@ -366,6 +409,7 @@ impl Config {
             | MAX_CONCURRENT_CHECKPOINTS
             | MIN_PAUSE
             | TOLERABLE_FAILED_CHECKPOINTS
+            | INCREMENTAL_MAX_CHAIN
             | s3::MAX_CONCURRENT_UPLOADS
             | s3::MAX_RETRIES => {
                 value.parse::<i64>().map(toml::Value::Integer).unwrap_or_else(|_| toml::Value::String(value.into()))
@@ -434,6 +478,25 @@ impl Config {
             }
             START_EMPTY_IF_UNRESTORABLE => {
                 self.start_empty_if_unrestorable = boolean().ok_or_else(|| invalid("expected true or false"))?;
+            }
+            INCREMENTAL => {
+                self.checkpointing.incremental.enabled = boolean().ok_or_else(|| invalid("expected true or false"))?;
+            }
+            INCREMENTAL_MAX_CHAIN => {
+                let n = whole(1).ok_or_else(|| invalid("expected a whole number of at least 1"))?;
+                self.checkpointing.incremental.max_chain_length = u32::try_from(n).map_err(|_| invalid("too large"))?;
+            }
+            INCREMENTAL_MAX_DELTA_RATIO => {
+                let ratio = match value {
+                    toml::Value::Float(f) => Some(*f),
+                    toml::Value::Integer(n) => Some(*n as f64),
+                    toml::Value::String(s) => s.trim().parse::<f64>().ok(),
+                    _ => None,
+                };
+                let ratio = ratio
+                    .filter(|r| r.is_finite() && *r >= 0.0 && *r <= 1000.0)
+                    .ok_or_else(|| invalid("expected a number from 0 to 1000, e.g. 0.5"))?;
+                self.checkpointing.incremental.max_delta_permille = (ratio * 1000.0).round() as u32;
             }
             MAX_CONCURRENT_CHECKPOINTS => {
                 let n = whole(1).ok_or_else(|| invalid("expected a whole number of at least 1"))?;

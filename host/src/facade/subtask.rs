@@ -1,7 +1,7 @@
 //! One subtask's side of the protocol: the synchronous and asynchronous phases of a snapshot,
 //! and its restore.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::coordinator::CheckpointBarrier;
@@ -9,7 +9,8 @@ use super::recovery::RestoreReport;
 use super::SnapshotHost;
 use crate::backend::{KeyedSnapshot, KeyedStateBackend};
 use crate::error::{Error, ErrorKind, Result};
-use crate::handles::OperatorStateHandle;
+use crate::handles::{GroupPart, KeyedChain, OperatorStateHandle};
+use crate::incremental::{plan, ChainTracker};
 use crate::key_groups::KeyGroupRange;
 use crate::local_store::TaskLocalStateStore;
 use crate::operator_backend::{OperatorSnapshot, OperatorStateBackend};
@@ -50,6 +51,8 @@ pub struct Subtask {
     index: u32,
     range: KeyGroupRange,
     store: Arc<TaskLocalStateStore>,
+    /// With incremental checkpoints: the chain each change base of this subtask stands for.
+    chains: Arc<Mutex<ChainTracker>>,
 }
 
 /// The asynchronous phase of one subtask's checkpoint, holding the point-in-time views the
@@ -127,7 +130,43 @@ pub struct RestoredState {
 
 impl Subtask {
     pub(super) fn new(host: SnapshotHost, index: u32, range: KeyGroupRange, store: Arc<TaskLocalStateStore>) -> Self {
-        Subtask { host, index, range, store }
+        Subtask { host, index, range, store, chains: Arc::default() }
+    }
+
+    fn chains(&self) -> MutexGuard<'_, ChainTracker> {
+        self.chains.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether this subtask's keyed snapshots are incremental: configured
+    /// ([`INCREMENTAL`](crate::config::INCREMENTAL)) and the plugin can write deltas.
+    pub fn is_incremental(&self) -> bool {
+        self.host.config().checkpointing.incremental.enabled && self.host.plugin().info().incremental
+    }
+
+    /// Tells the subtask that checkpoint `id` completed (what Flink calls
+    /// `notifyCheckpointComplete`): with incremental checkpoints, `keyed`'s next snapshot
+    /// writes deltas on top of that checkpoint, and the changes it holds are forgotten. Call it
+    /// from the thread that owns `keyed`, for every completion the coordinator reports; a
+    /// subtask never told keeps writing its key groups in full (correct, only bigger). A no-op
+    /// otherwise, and for a checkpoint this subtask did not snapshot `keyed` for.
+    pub fn checkpoint_completed(&self, id: u64, keyed: &mut KeyedStateBackend) {
+        let Some((tracker, upto)) = self.chains().confirm(id) else { return };
+        if keyed.change_counters().is_some_and(|c| c.tracker == tracker) {
+            keyed.confirm_base(upto);
+        }
+    }
+
+    /// With incremental checkpoints, makes `keyed` (restored from `links`, or empty) count its
+    /// changes from now on, so that the next snapshot can be a delta on top of `links`.
+    fn start_tracking(&self, keyed: &mut KeyedStateBackend, links: Vec<crate::handles::ChainLink>) {
+        if !self.is_incremental() {
+            return;
+        }
+        keyed.track_changes();
+        keyed.mark_base_now();
+        if let Some(c) = keyed.change_counters() {
+            self.chains().restored((c.tracker, c.sequence), links);
+        }
     }
 
     /// The subtask's index, `0..parallelism`.
@@ -142,7 +181,10 @@ impl Subtask {
 
     /// Empty backends for this subtask's key groups (a job that starts without a checkpoint).
     pub fn empty_state(&self) -> Result<(KeyedStateBackend, OperatorStateBackend)> {
-        Ok((KeyedStateBackend::new(self.host.max_parallelism(), self.range)?, OperatorStateBackend::new()))
+        let mut keyed = KeyedStateBackend::new(self.host.max_parallelism(), self.range)?;
+        // Nothing to add deltas to: the first snapshot is written in full.
+        self.start_tracking(&mut keyed, Vec::new());
+        Ok((keyed, OperatorStateBackend::new()))
     }
 
     /// Checkpoint ids this subtask holds local copies of.
@@ -203,7 +245,13 @@ impl Subtask {
         let plugin = host.plugin();
         // Local copies are tried first only when the configuration says to restore from them.
         let store = host.config().local_recovery.restores_from_local().then_some(self.store.as_ref());
-        let keyed = restore_keyed(plugin, checkpoint, self.range, store, cancel).map_err(|e| context(e.into()))?;
+        let mut keyed = restore_keyed(plugin, checkpoint, self.range, store, cancel).map_err(|e| context(e.into()))?;
+        // Deltas continue the restored chain when this subtask's key groups are exactly one
+        // old subtask's (no rescaling); otherwise the first snapshot is written in full.
+        let own =
+            checkpoint.subtasks.iter().find(|s| s.keyed.as_ref().is_some_and(|h| h.key_group_range() == self.range));
+        let links = own.map(|s| s.keyed_links(checkpoint.plugin.format_version)).unwrap_or_default();
+        self.start_tracking(&mut keyed.backend, links);
         let operators = restore_operator(plugin, checkpoint, self.index, host.parallelism(), store, cancel)
             .map_err(|e| context(e.into()))?;
         let report = RestoreReport {
@@ -291,27 +339,57 @@ impl SnapshotTask {
         let plugin = host.plugin();
         let factory = host.checkpoints().stream_factory(id)?;
         let store = &subtask.store;
-        let new_stream = || {
+        let new_stream = |scope| {
             if store.is_enabled() {
-                primary_and_local(factory.as_ref(), StateScope::Exclusive, &store.checkpoint_dir(id))
+                primary_and_local(factory.as_ref(), scope, &store.checkpoint_dir(id))
             } else {
-                primary_only(factory.as_ref(), StateScope::Exclusive)
+                primary_only(factory.as_ref(), scope)
             }
         };
-        let (stream, offsets) = plugin.snapshot_keyed_cancellable(keyed, new_stream()?, &cancel)?;
+        // Incremental: the keyed stream goes to the shared area (later checkpoints build on
+        // it), each key group as a delta on the base's chain or, compacted, in full.
+        let changes = keyed.changes().filter(|_| subtask.is_incremental());
+        let chain = changes.map(|changes| {
+            let tracker = subtask.chains();
+            let base = tracker.base_links(changes).map(<[_]>::to_vec).unwrap_or_default();
+            let parts = plan(&base, subtask.range, &host.config().checkpointing.incremental);
+            (changes, base, parts)
+        });
+        let (stream, offsets) = match &chain {
+            Some((_, _, parts)) => {
+                plugin.snapshot_keyed_parts(keyed, Some(parts.clone()), new_stream(StateScope::Shared)?, &cancel)?
+            }
+            None => plugin.snapshot_keyed_cancellable(keyed, new_stream(StateScope::Exclusive)?, &cancel)?,
+        };
         let (keyed, keyed_local) = stream
             .close_and_finalize()
             .map_err(|e| Error::from(e).context("completing the keyed snapshot"))?
             .into_keyed(offsets)
             .into_parts();
+        let keyed_chain = match (chain, &keyed) {
+            (Some((changes, base, parts)), Some(own)) => {
+                let deltas = parts.iter().filter(|p| **p == GroupPart::Delta).count();
+                tracing::debug!(
+                    checkpoint = id,
+                    subtask = subtask.index,
+                    deltas,
+                    groups = parts.len(),
+                    "incremental keyed snapshot"
+                );
+                let chain = KeyedChain::on_top_of(&base, id, parts, plugin.info().format_version, subtask.range);
+                subtask.chains().written(id, changes, chain.links(own));
+                Some(chain)
+            }
+            _ => None,
+        };
         let (stream, partitions, checksums) =
-            plugin.snapshot_operator_cancellable(operators, new_stream()?, &cancel)?;
+            plugin.snapshot_operator_cancellable(operators, new_stream(StateScope::Exclusive)?, &cancel)?;
         let (operator, operator_local) = stream
             .close_and_finalize()
             .map_err(|e| Error::from(e).context("completing the operator snapshot"))?
             .map(|stream| OperatorStateHandle::new(partitions.clone(), stream).with_checksums(checksums.clone()))
             .into_parts();
-        let state = SubtaskState { keyed, operator };
+        let state = SubtaskState { keyed, operator, keyed_chain };
         store.store_copy_of(id, &state, keyed_local, operator_local);
         Ok(Acknowledgement { host: host.clone(), id, subtask: subtask.index, state, sync_pause })
     }

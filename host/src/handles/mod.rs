@@ -5,6 +5,7 @@
 //! a magic and a format version, and refuses what it does not understand with an error that
 //! says so, instead of misreading it.
 
+mod chain;
 mod checksums;
 mod directory;
 mod keyed;
@@ -15,6 +16,7 @@ use std::io;
 
 use serde::{Deserialize, Serialize};
 
+pub use chain::{chain_stats, restore_pieces, ChainLink, ChainStats, GroupPart, KeyedChain, KeyedRestorePiece};
 pub use checksums::{
     ChecksumMismatch, Segment, SegmentChecksums, SegmentLabel, SegmentRecorder, SegmentVerifier, StreamIdentity,
     VerifyError,
@@ -93,8 +95,11 @@ const ENVELOPE_MAGIC: [u8; 4] = *b"SHSH";
 /// Version of the handle encoding this build writes and reads.
 ///
 /// Version 2 added segment checksums to keyed and operator handles; version 1 handles are
-/// refused (they cannot be verified).
-pub const ENVELOPE_VERSION: u16 = 2;
+/// refused (they cannot be verified). Version 3 added incremental chains to subtask states;
+/// version 2 checkpoint metadata is still read (see [`StateHandleEnvelope::decode_or_legacy`]).
+pub const ENVELOPE_VERSION: u16 = 3;
+/// The previous version, read where a structure says how to upgrade it.
+pub const LEGACY_ENVELOPE_VERSION: u16 = 2;
 
 /// Persists handles with a magic and a version, so that a reader never misreads a handle
 /// written by another version or something that is not a handle at all.
@@ -115,15 +120,38 @@ impl StateHandleEnvelope {
     /// Decodes what [`encode`](Self::encode) wrote; refuses foreign bytes, other versions and
     /// trailing garbage.
     pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, HandleError> {
+        match Self::version(bytes)? {
+            ENVELOPE_VERSION => Self::decode_body(bytes),
+            version => Err(HandleError::Encoding(format!(
+                "state handle format version {version} is not supported (this build reads version {ENVELOPE_VERSION})"
+            ))),
+        }
+    }
+
+    /// Like [`decode`](Self::decode), but also reads what a build of the previous version
+    /// wrote, as `L` (that version's layout of the structure), upgraded into `T`.
+    pub fn decode_or_legacy<T, L>(bytes: &[u8]) -> Result<T, HandleError>
+    where
+        T: for<'de> Deserialize<'de>,
+        L: for<'de> Deserialize<'de> + Into<T>,
+    {
+        match Self::version(bytes)? {
+            ENVELOPE_VERSION => Self::decode_body(bytes),
+            LEGACY_ENVELOPE_VERSION => Self::decode_body::<L>(bytes).map(Into::into),
+            version => Err(HandleError::Encoding(format!(
+                "state handle format version {version} is not supported (this build reads versions {LEGACY_ENVELOPE_VERSION} and {ENVELOPE_VERSION})"
+            ))),
+        }
+    }
+
+    fn version(bytes: &[u8]) -> Result<u16, HandleError> {
         if bytes.len() < 6 || bytes[..4] != ENVELOPE_MAGIC {
             return Err(HandleError::Encoding("not a state handle (bad magic)".into()));
         }
-        let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-        if version != ENVELOPE_VERSION {
-            return Err(HandleError::Encoding(format!(
-                "state handle format version {version} is not supported (this build reads version {ENVELOPE_VERSION})"
-            )));
-        }
+        Ok(u16::from_le_bytes([bytes[4], bytes[5]]))
+    }
+
+    fn decode_body<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, HandleError> {
         let (value, used) = bincode::serde::decode_from_slice(&bytes[6..], bincode::config::standard())
             .map_err(|e| HandleError::Encoding(format!("corrupted state handle: {e}")))?;
         if used != bytes.len() - 6 {

@@ -140,7 +140,7 @@ fn a_local_copy_is_offered_only_for_exactly_the_primary_it_copies() {
     let primary_a = keyed(file_in(&root.path().join("p"), "a", b"state-a"));
     let primary_b = keyed(file_in(&root.path().join("p"), "b", b"state-b"));
     let local = keyed(file_in(&root.path().join("l"), "a-copy", b"state-a"));
-    let primary = SubtaskState { keyed: Some(primary_a.clone()), operator: None };
+    let primary = SubtaskState { keyed: Some(primary_a.clone()), operator: None, keyed_chain: None };
     let snapshot = LocalSnapshot::copy_of(&primary, Some(local.clone()), None);
     assert_eq!(snapshot.keyed_copy_of(&primary_a), Some(local));
     assert_eq!(snapshot.keyed_copy_of(&primary_b), None, "same id and range, another primary");
@@ -176,6 +176,7 @@ fn a_partial_or_failed_local_copy_leaves_nothing() {
             Default::default(),
             file_in(&primary_dir, "o", b"operator"),
         )),
+        keyed_chain: None,
     };
     // The keyed copy was written, the operator copy failed.
     let dir = store.checkpoint_dir(4);

@@ -45,11 +45,11 @@ pub enum PluginError {
         imports: Vec<String>,
     },
     /// The component was built for another world or an incompatible version of this one.
-    #[error("plugin {path}: incompatible with this host (which implements snapshot:strategy@{host_version}, world strategy): {reason}")]
+    #[error("plugin {path}: incompatible with this host (which implements world strategy of snapshot:strategy {host_version}): {reason}")]
     Incompatible {
         /// The file.
         path: PathBuf,
-        /// The host's WIT version.
+        /// The WIT versions the host links.
         host_version: &'static str,
         /// What did not match.
         reason: String,

@@ -4,7 +4,7 @@ use std::io::{Read, SeekFrom};
 
 use wasmtime::component::Resource;
 
-use super::bindings::snapshot::strategy::input::{Host, HostInputStream};
+use super::bindings::v2::snapshot::strategy::input::{Host, HostInputStream};
 use super::bindings::HostError;
 use super::store::{HostFailure, InvocationState};
 use crate::handles::{SegmentVerifier, VerifyError};

@@ -3,11 +3,14 @@
 
 use wasmtime::component::Resource;
 
-use super::bindings::snapshot::strategy::keyed_state::{Host, HostEntryReader, HostKeyedStateView, HostRestoreSink};
-use super::bindings::snapshot::strategy::types::{KeyGroupRange as WitRange, StateInfo};
-use super::bindings::{EntryBatch, EntryLengths, HostError, WitStateKind};
+use super::bindings::v2::snapshot::strategy::keyed_state::{
+    Host, HostEntryReader, HostKeyedStateView, HostRestoreSink,
+};
+use super::bindings::v2::snapshot::strategy::types::{KeyGroupRange as WitRange, StateInfo};
+use super::bindings::{EntryBatch, EntryLengths, HostError, WitGroupPart, WitStateKind};
 use super::store::InvocationState;
 use crate::backend::{EntryCursor, KeyedSnapshot, KeyedStateBackend, StateKind};
+use crate::handles::GroupPart;
 
 /// Largest batch the host builds, whatever the guest asks for (one (key, namespace) with a
 /// bigger list or map still comes whole).
@@ -20,12 +23,37 @@ const ENTRY_OVERHEAD: u64 = 16;
 #[derive(Debug)]
 pub struct KeyedStateViewResource {
     snapshot: KeyedSnapshot,
+    /// What the host asks for, per key group of the range (`None`: every group in full).
+    parts: Option<Vec<GroupPart>>,
 }
 
 impl KeyedStateViewResource {
-    /// A view of `snapshot`.
+    /// A view of `snapshot`, every key group to be written in full.
     pub fn new(snapshot: KeyedSnapshot) -> Self {
-        KeyedStateViewResource { snapshot }
+        KeyedStateViewResource { snapshot, parts: None }
+    }
+
+    /// A view of `snapshot` asking for `parts[i]` of the `i`-th key group of its range. A
+    /// delta needs the snapshot's change base; without one every group is asked for in full.
+    pub fn with_parts(snapshot: KeyedSnapshot, parts: Vec<GroupPart>) -> Self {
+        let has_base = snapshot.changes().is_some_and(|c| c.base.is_some());
+        let parts = has_base.then_some(parts);
+        KeyedStateViewResource { snapshot, parts }
+    }
+
+    fn part(&self, key_group: u32) -> GroupPart {
+        let index = self.snapshot.key_group_range().index_of(key_group);
+        match (&self.parts, index) {
+            (Some(parts), Some(i)) => parts.get(i).copied().unwrap_or(GroupPart::Full),
+            _ => GroupPart::Full,
+        }
+    }
+}
+
+pub(crate) fn to_wit_part(part: GroupPart) -> WitGroupPart {
+    match part {
+        GroupPart::Full => WitGroupPart::Full,
+        GroupPart::Delta => WitGroupPart::Delta,
     }
 }
 
@@ -127,9 +155,97 @@ impl HostKeyedStateView for InvocationState {
         }
     }
 
+    fn group_part(&mut self, this: Resource<KeyedStateViewResource>, key_group: u32) -> wasmtime::Result<WitGroupPart> {
+        Ok(to_wit_part(self.table.get(&this)?.part(key_group)))
+    }
+
+    fn changed_entries(
+        &mut self,
+        this: Resource<KeyedStateViewResource>,
+        state: u32,
+        key_group: u32,
+    ) -> wasmtime::Result<Result<Resource<EntryReaderResource>, HostError>> {
+        self.delta_reader(this, state, key_group, "changed-entries", |(changed, _)| changed)
+    }
+
+    fn removed_rows(
+        &mut self,
+        this: Resource<KeyedStateViewResource>,
+        state: u32,
+        key_group: u32,
+    ) -> wasmtime::Result<Result<Resource<EntryReaderResource>, HostError>> {
+        self.delta_reader(this, state, key_group, "removed-rows", |(_, removed)| removed)
+    }
+
     fn drop(&mut self, _rep: Resource<KeyedStateViewResource>) -> wasmtime::Result<()> {
         // Only ever borrowed by the guest: the host deletes it after the call.
         Ok(())
+    }
+}
+
+impl InvocationState {
+    /// Opens `changed-entries` or `removed-rows` (`pick` chooses) of a delta key group.
+    fn delta_reader(
+        &mut self,
+        this: Resource<KeyedStateViewResource>,
+        state: u32,
+        key_group: u32,
+        call: &str,
+        pick: impl FnOnce((EntryCursor, EntryCursor)) -> EntryCursor,
+    ) -> wasmtime::Result<Result<Resource<EntryReaderResource>, HostError>> {
+        let view = self.table.get(&this)?;
+        if view.part(key_group) != GroupPart::Delta {
+            let why = format!("{call}({state}, {key_group}): key group {key_group} is to be written in full (group-part), not as a delta");
+            return Ok(Err(self.contract(why)));
+        }
+        match view.snapshot.delta_cursors(state, key_group) {
+            Ok(cursors) => {
+                let cursor = pick(cursors);
+                Ok(Ok(self.table.push(EntryReaderResource { cursor, pending: Vec::new(), has_pending: false })?))
+            }
+            Err(e) => Ok(Err(self.contract(format!("{call}({state}, {key_group}): {e}")))),
+        }
+    }
+
+    /// Checks that a batch's lengths add up to its bytes and charges it to the restore's
+    /// amplification limit; then calls `each` with every entry's key, namespace, user key and
+    /// value.
+    fn restore_batch(
+        &mut self,
+        this: &Resource<RestoreSinkResource>,
+        call: &str,
+        batch: &EntryBatch,
+        mut each: impl FnMut(&mut RestoreSinkResource, u32, [&[u8]; 4]) -> Result<(), crate::backend::BackendError>,
+    ) -> wasmtime::Result<Result<(), HostError>> {
+        let key_group = self.table.get(this)?.key_group;
+        let total: u64 =
+            batch.entries.iter().map(|l| l.key as u64 + l.namespace as u64 + l.user_key as u64 + l.value as u64).sum();
+        if total != batch.data.len() as u64 {
+            let message = format!(
+                "restore-sink.{call}: entry lengths add up to {total} bytes but the batch holds {}",
+                batch.data.len()
+            );
+            return Ok(Err(self.contract(message)));
+        }
+        // Each entry costs the backend some bookkeeping even when empty: count it, so that
+        // millions of empty entries from a few bytes are bounded too.
+        if let Err(e) = self.produce(total + ENTRY_OVERHEAD * batch.entries.len() as u64, "the restore") {
+            return Ok(Err(e));
+        }
+        let sink = self.table.get_mut(this)?;
+        let mut at = 0usize;
+        let mut take = |n: u32| {
+            let part = &batch.data[at..at + n as usize];
+            at += n as usize;
+            part
+        };
+        for l in &batch.entries {
+            let entry = [take(l.key), take(l.namespace), take(l.user_key), take(l.value)];
+            if let Err(e) = each(sink, key_group, entry) {
+                return Ok(Err(self.contract(format!("restore-sink.{call}: {e}"))));
+            }
+        }
+        Ok(Ok(()))
     }
 }
 
@@ -210,35 +326,37 @@ impl HostRestoreSink for InvocationState {
         state: u32,
         batch: EntryBatch,
     ) -> wasmtime::Result<Result<(), HostError>> {
-        let key_group = self.table.get(&this)?.key_group;
-        let total: u64 =
-            batch.entries.iter().map(|l| l.key as u64 + l.namespace as u64 + l.user_key as u64 + l.value as u64).sum();
-        if total != batch.data.len() as u64 {
-            let message = format!(
-                "restore-sink.put: entry lengths add up to {total} bytes but the batch holds {}",
-                batch.data.len()
-            );
-            return Ok(Err(self.contract(message)));
-        }
-        // Each entry costs the backend some bookkeeping even when empty: count it, so that
-        // millions of empty entries from a few bytes are bounded too.
-        if let Err(e) = self.produce(total + ENTRY_OVERHEAD * batch.entries.len() as u64, "the restore") {
-            return Ok(Err(e));
-        }
-        let sink = self.table.get_mut(&this)?;
-        let mut at = 0usize;
-        let mut take = |n: u32| {
-            let part = &batch.data[at..at + n as usize];
-            at += n as usize;
-            part
-        };
-        for l in &batch.entries {
-            let (key, namespace, user_key, value) = (take(l.key), take(l.namespace), take(l.user_key), take(l.value));
-            if let Err(e) = sink.backend.restore_entry(state, key_group, key, namespace, user_key, value) {
-                return Ok(Err(self.contract(format!("restore-sink.put: {e}"))));
+        self.restore_batch(&this, "put", &batch, |sink, group, [key, namespace, user_key, value]| {
+            sink.backend.restore_entry(state, group, key, namespace, user_key, value)
+        })
+    }
+
+    fn remove(
+        &mut self,
+        this: Resource<RestoreSinkResource>,
+        state: u32,
+        rows: EntryBatch,
+    ) -> wasmtime::Result<Result<(), HostError>> {
+        self.restore_batch(&this, "remove", &rows, |sink, group, [key, namespace, _, _]| {
+            sink.backend.restore_remove(state, group, key, namespace)
+        })
+    }
+
+    fn replace(
+        &mut self,
+        this: Resource<RestoreSinkResource>,
+        state: u32,
+        batch: EntryBatch,
+    ) -> wasmtime::Result<Result<(), HostError>> {
+        // A row loses its old entries when its first entry of this call arrives; its later
+        // entries in the same call add to it.
+        let mut replaced = std::collections::BTreeSet::new();
+        self.restore_batch(&this, "replace", &batch, |sink, group, [key, namespace, user_key, value]| {
+            if replaced.insert((key.to_vec(), namespace.to_vec())) {
+                sink.backend.restore_remove(state, group, key, namespace)?;
             }
-        }
-        Ok(Ok(()))
+            sink.backend.restore_entry(state, group, key, namespace, user_key, value)
+        })
     }
 
     fn drop(&mut self, _rep: Resource<RestoreSinkResource>) -> wasmtime::Result<()> {
@@ -248,4 +366,4 @@ impl HostRestoreSink for InvocationState {
 }
 
 impl Host for InvocationState {}
-impl super::bindings::snapshot::strategy::types::Host for InvocationState {}
+impl super::bindings::v2::snapshot::strategy::types::Host for InvocationState {}

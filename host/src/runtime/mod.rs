@@ -13,12 +13,14 @@ mod error;
 mod guest_log;
 pub mod input;
 pub mod keyed_state;
+pub(crate) mod legacy;
 mod limits;
 pub mod operator_state;
 pub mod output;
 mod plugin;
 mod probe;
 mod store;
+mod versions;
 mod wasi;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +30,7 @@ use std::time::Duration;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine};
 
-pub use bindings::{WIT_PACKAGE, WIT_VERSION};
+pub use bindings::{WIT_LEGACY_VERSION, WIT_PACKAGE, WIT_VERSION, WIT_VERSIONS};
 pub use cache::{CacheOutcome, CompiledCache, DEFAULT_CACHE_BYTES};
 pub use cancel::CancelToken;
 pub use error::PluginError;
@@ -121,14 +123,26 @@ impl PluginRuntime {
     }
 
     fn link(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
-        use bindings::snapshot::strategy::{input, keyed_state, operator_state, types};
         use wasmtime::component::HasSelf;
         wasi::add_to_linker(linker)?;
-        types::add_to_linker::<_, HasSelf<InvocationState>>(linker, |s| s)?;
-        input::add_to_linker::<_, HasSelf<InvocationState>>(linker, |s| s)?;
-        keyed_state::add_to_linker::<_, HasSelf<InvocationState>>(linker, |s| s)?;
-        operator_state::add_to_linker::<_, HasSelf<InvocationState>>(linker, |s| s)?;
-        output::add_to_linker(linker)?;
+        {
+            use bindings::v2::snapshot::strategy::{input, keyed_state, operator_state, types};
+            types::add_to_linker::<_, HasSelf<InvocationState>>(linker, |s| s)?;
+            input::add_to_linker::<_, HasSelf<InvocationState>>(linker, |s| s)?;
+            keyed_state::add_to_linker::<_, HasSelf<InvocationState>>(linker, |s| s)?;
+            operator_state::add_to_linker::<_, HasSelf<InvocationState>>(linker, |s| s)?;
+        }
+        {
+            // 0.1.0 strategies keep loading unchanged (see legacy.rs).
+            use bindings::v1::snapshot::strategy::{input, keyed_state, operator_state, types};
+            types::add_to_linker::<_, HasSelf<InvocationState>>(linker, |s| s)?;
+            input::add_to_linker::<_, HasSelf<InvocationState>>(linker, |s| s)?;
+            keyed_state::add_to_linker::<_, HasSelf<InvocationState>>(linker, |s| s)?;
+            operator_state::add_to_linker::<_, HasSelf<InvocationState>>(linker, |s| s)?;
+        }
+        for version in WIT_VERSIONS {
+            output::add_to_linker(linker, version)?;
+        }
         Ok(())
     }
 

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use wasmtime::component::Resource;
 
-use super::bindings::snapshot::strategy::operator_state::{
+use super::bindings::v2::snapshot::strategy::operator_state::{
     Host, HostElementReader, HostOperatorSink, HostOperatorStateView,
 };
-use super::bindings::snapshot::strategy::types::{DistributionMode as WitMode, ElementBatch, OperatorStateInfo};
+use super::bindings::v2::snapshot::strategy::types::{DistributionMode as WitMode, ElementBatch, OperatorStateInfo};
 use super::bindings::HostError;
 use super::store::InvocationState;
 use crate::handles::DistributionMode;

@@ -291,9 +291,10 @@ fn write_pending(
     Ok(result.map_err(|f| store.data_mut().fail(f)))
 }
 
-/// Links `snapshot:strategy/output` into `linker`.
-pub(crate) fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
-    let name = format!("{}/output@{}", super::bindings::WIT_PACKAGE, super::bindings::WIT_VERSION);
+/// Links `snapshot:strategy/output@{version}` into `linker` (the interface is the same in
+/// every version).
+pub(crate) fn add_to_linker(linker: &mut Linker<InvocationState>, version: &str) -> wasmtime::Result<()> {
+    let name = format!("{}/output@{version}", super::bindings::WIT_PACKAGE);
     let mut inst = linker.instance(&name)?;
     // The guest only ever borrows an output stream; the host deletes it after the call.
     inst.resource("output-stream", ResourceType::host::<OutputStreamResource>(), |_, _| Ok(()))?;

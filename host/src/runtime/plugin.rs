@@ -8,22 +8,23 @@ use serde::{Deserialize, Serialize};
 use wasmtime::component::{Component, Resource, ResourceTableError};
 use wasmtime::{Store, UpdateDeadline};
 
-use super::bindings::{Strategy, StrategyPre, WIT_PACKAGE, WIT_VERSION};
+use super::bindings::{WIT_PACKAGE, WIT_VERSIONS};
 use super::budget::MemoryBudget;
 use super::cancel::CancelToken;
 use super::error::PluginError;
 use super::input::InputStreamResource;
-use super::keyed_state::{KeyedStateViewResource, RestoreSinkResource};
+use super::keyed_state::{to_wit_part, KeyedStateViewResource, RestoreSinkResource};
 use super::limits::PluginLimits;
 use super::operator_state::{to_wit_mode, OperatorSinkResource, OperatorStateViewResource};
 use super::output::OutputStreamResource;
 use super::store::{HostFailure, InvocationState};
+use super::versions::{imported_version, StrategyInstance, StrategyPre};
 use super::wasi::grant_of;
 use super::PluginRuntime;
 use crate::backend::{KeyedSnapshot, KeyedStateBackend};
 use crate::handles::{
-    KeyGroupRangeOffsets, KeyGroupsStateHandle, OperatorPartitions, SegmentChecksums, SegmentVerifier,
-    StreamStateHandle, VerifyError,
+    GroupPart, KeyGroupRangeOffsets, KeyGroupsStateHandle, KeyedRestorePiece, OperatorPartitions, SegmentChecksums,
+    SegmentVerifier, StreamStateHandle, VerifyError,
 };
 use crate::operator_backend::{OperatorSnapshot, OperatorStateBackend};
 use crate::repartition::OperatorStreamAssignment;
@@ -31,7 +32,7 @@ use crate::streams::CheckpointOutputStream;
 
 /// What a plugin says about itself, plus what the host knows of it. Stored with every
 /// checkpoint so a restore can refuse a checkpoint written in another format.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PluginInfo {
     /// The strategy's name.
     pub name: String,
@@ -45,13 +46,20 @@ pub struct PluginInfo {
     pub deterministic: bool,
     /// SHA-256 of the component file, hex.
     pub content_hash: String,
+    /// Whether the strategy writes and restores deltas (0.2.0 strategies that say so). A
+    /// property of the loaded plugin, not of a checkpoint: not stored.
+    #[serde(skip)]
+    pub incremental: bool,
+    /// The version of `snapshot:strategy` the plugin was built against. Not stored.
+    #[serde(skip)]
+    pub wit_version: &'static str,
 }
 
 /// A loaded, validated plugin, ready to be invoked any number of times (also concurrently:
 /// every invocation has its own store).
 pub struct Plugin {
     source: PathBuf,
-    pre: StrategyPre<InvocationState>,
+    pre: StrategyPre,
     info: PluginInfo,
     imports: Vec<String>,
     limits: PluginLimits,
@@ -134,10 +142,12 @@ impl PluginRuntime {
         // a package name. Linking checks the former, the WASI policy the latter.
         check_imports(&path, imports.iter().filter(|i| i.contains(':')))?;
         let incompatible =
-            |reason: String| PluginError::Incompatible { path: path.clone(), host_version: WIT_VERSION, reason };
+            |reason: String| PluginError::Incompatible { path: path.clone(), host_version: HOST_VERSIONS, reason };
+        let wit_version = imported_version(imports.iter());
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| incompatible(format!("{e:#}")))?;
-        let pre = StrategyPre::new(instance_pre)
-            .map_err(|e| incompatible(format!("it does not export the strategy world's functions: {e:#}")))?;
+        let pre = StrategyPre::new(wit_version, instance_pre).map_err(|e| {
+            incompatible(format!("it does not export the functions of the strategy world @{wit_version}: {e:#}"))
+        })?;
         let mut plugin = Plugin {
             source: path.clone(),
             pre,
@@ -148,6 +158,8 @@ impl PluginRuntime {
                 format_version: 0,
                 deterministic: false,
                 content_hash,
+                incremental: false,
+                wit_version,
             },
             imports,
             limits,
@@ -173,6 +185,7 @@ impl PluginRuntime {
         plugin.info.format = described.format;
         plugin.info.format_version = described.format_version;
         plugin.info.deterministic = described.deterministic;
+        plugin.info.incremental = described.incremental;
         tracing::debug!(plugin = %plugin.info.name, source = %plugin.source.display(), "plugin loaded");
         Ok(plugin)
     }
@@ -185,12 +198,16 @@ fn check_imports<'a>(path: &Path, imports: impl Iterator<Item = &'a String>) -> 
     for import in imports {
         if let Some(rest) = import.strip_prefix(WIT_PACKAGE).and_then(|r| r.strip_prefix('/')) {
             let version = rest.split_once('@').map(|(_, v)| v).unwrap_or("");
-            let host_minor = WIT_VERSION.rsplit_once('.').map(|(mm, _)| mm).unwrap_or(WIT_VERSION);
-            if !version.starts_with(&format!("{host_minor}.")) {
+            // Within 0.x a minor version is a major one: 0.2.1 links as 0.2.0, 0.3.0 does not.
+            let linked = WIT_VERSIONS.iter().any(|host| {
+                let host_minor = host.rsplit_once('.').map(|(mm, _)| mm).unwrap_or(host);
+                version.starts_with(&format!("{host_minor}."))
+            });
+            if !linked {
                 let built = if version.is_empty() { "<unversioned>" } else { version };
                 return Err(PluginError::Incompatible {
                     path: path.to_path_buf(),
-                    host_version: WIT_VERSION,
+                    host_version: HOST_VERSIONS,
                     reason: format!("it was built against {WIT_PACKAGE}@{built} (import {import})"),
                 });
             }
@@ -204,6 +221,9 @@ fn check_imports<'a>(path: &Path, imports: impl Iterator<Item = &'a String>) -> 
         Err(PluginError::Capability { path: path.to_path_buf(), imports: unlinked })
     }
 }
+
+/// The versions named in incompatibility errors.
+const HOST_VERSIONS: &str = "0.2.0 and 0.1.0";
 
 fn display_name(path: &Path) -> String {
     path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
@@ -294,6 +314,8 @@ impl Plugin {
             format_version: described.format_version,
             deterministic: described.deterministic,
             content_hash: self.info.content_hash.clone(),
+            incremental: described.incremental,
+            wit_version: self.info.wit_version,
         })
     }
 
@@ -309,7 +331,7 @@ impl Plugin {
     fn invoke<R>(
         &self,
         operation: &str,
-        call: impl FnOnce(&mut Store<InvocationState>, &Strategy) -> wasmtime::Result<R>,
+        call: impl FnOnce(&mut Store<InvocationState>, &StrategyInstance) -> wasmtime::Result<R>,
     ) -> Result<(R, Store<InvocationState>), PluginError> {
         let mut store = self.new_store(&CancelToken::new());
         let result = self.pre.instantiate(&mut store).and_then(|strategy| call(&mut store, &strategy));
@@ -421,11 +443,29 @@ impl Plugin {
         out: Box<dyn CheckpointOutputStream>,
         cancel: &CancelToken,
     ) -> Result<KeyedOutput, PluginError> {
+        self.snapshot_keyed_parts(snapshot, None, out, cancel)
+    }
+
+    /// [`snapshot_keyed_cancellable`](Self::snapshot_keyed_cancellable) asking for `parts[i]`
+    /// of the `i`-th key group of the snapshot's range (`None`: every group in full). A delta is
+    /// asked for only from an incremental strategy, and only when the snapshot has a change
+    /// base; otherwise the group is asked for in full.
+    pub fn snapshot_keyed_parts(
+        &self,
+        snapshot: KeyedSnapshot,
+        parts: Option<Vec<GroupPart>>,
+        out: Box<dyn CheckpointOutputStream>,
+        cancel: &CancelToken,
+    ) -> Result<KeyedOutput, PluginError> {
         let operation = "snapshot";
         let range = snapshot.key_group_range();
         let mut store = self.new_store(cancel);
         let table = &mut store.data_mut().table;
-        let view = table.push(KeyedStateViewResource::new(snapshot)).map_err(runtime_err)?;
+        let view = match parts {
+            Some(parts) if self.info.incremental => KeyedStateViewResource::with_parts(snapshot, parts),
+            _ => KeyedStateViewResource::new(snapshot),
+        };
+        let view = table.push(view).map_err(runtime_err)?;
         let output =
             table.push(OutputStreamResource::new(out, range, self.limits.max_output_bytes)).map_err(runtime_err)?;
         let (view_rep, output_rep) = (view.rep(), output.rep());
@@ -466,9 +506,27 @@ impl Plugin {
         backend: KeyedStateBackend,
         cancel: &CancelToken,
     ) -> Result<KeyedStateBackend, PluginError> {
+        self.restore_keyed_piece(&KeyedRestorePiece::full(handle.clone(), self.info.format_version), backend, cancel)
+    }
+
+    /// Restores from one keyed stream the part `piece` names of each of its key groups that
+    /// `backend` owns (a full group, or one delta of a chain), telling the strategy the part
+    /// and the format version that wrote it. Otherwise as [`restore_keyed`](Self::restore_keyed).
+    pub fn restore_keyed_piece(
+        &self,
+        piece: &KeyedRestorePiece,
+        backend: KeyedStateBackend,
+        cancel: &CancelToken,
+    ) -> Result<KeyedStateBackend, PluginError> {
+        let handle = &piece.handle;
         let Some(part) = handle.intersection(&backend.key_group_range()) else {
             return Ok(backend);
         };
+        let groups: Vec<(u32, u64, GroupPart)> =
+            part.offsets().iter().filter_map(|(kg, offset)| piece.part(kg).map(|p| (kg, offset, p))).collect();
+        if groups.is_empty() {
+            return Ok(backend);
+        }
         let described = handle.stream().describe();
         let operation = |kg: u32| format!("restore of key group {kg} from {described}");
         let input =
@@ -481,8 +539,7 @@ impl Plugin {
             Err(e) => return Err(self.trap_error("instantiation for restore", e, &mut store)),
         };
         let mut instantiated_at = store.data().limits.reserved();
-        let groups: Vec<(u32, u64)> = part.offsets().iter().collect();
-        for (index, &(key_group, offset)) in groups.iter().enumerate() {
+        for (index, &(key_group, offset, group_part)) in groups.iter().enumerate() {
             // Some guest toolchains never give back what the host hands them during a call
             // (componentize-py keeps every `read` result): a restore that ran one instance
             // over every group would hold the whole handle in guest memory. Once an instance
@@ -513,7 +570,15 @@ impl Plugin {
             }
             data.table.get_mut(&sink).map_err(runtime_err)?.set_key_group(key_group);
             let (input_rep, sink_rep) = (Resource::new_borrow(input.rep()), Resource::new_borrow(sink.rep()));
-            let result = strategy.call_restore_key_group(&mut store, key_group, input_rep, sink_rep);
+            let wit_part = to_wit_part(group_part);
+            let result = strategy.call_restore_key_group(
+                &mut store,
+                key_group,
+                wit_part,
+                piece.format_version,
+                input_rep,
+                sink_rep,
+            );
             self.settle_restore(&operation(key_group), result, &mut store, &input, offset)?;
         }
         self.verify_rest(&format!("restore from {described}"), &mut store, &input)?;

@@ -4,7 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::handles::{HandleError, KeyGroupsStateHandle, OperatorStateHandle, StateHandleEnvelope, StreamStateHandle};
+use crate::handles::{
+    HandleError, KeyGroupsStateHandle, KeyedChain, OperatorStateHandle, StateHandleEnvelope, StreamStateHandle,
+};
 use crate::runtime::PluginInfo;
 
 /// The state one subtask acknowledged for a checkpoint (primary parts only).
@@ -14,12 +16,35 @@ pub struct SubtaskState {
     pub keyed: Option<KeyGroupsStateHandle>,
     /// Operator (non-keyed) state.
     pub operator: Option<OperatorStateHandle>,
+    /// With incremental checkpoints: what `keyed` holds per key group (full or delta) and the
+    /// earlier checkpoints' keyed streams its deltas build on. `None` for a full snapshot.
+    pub keyed_chain: Option<KeyedChain>,
 }
 
 impl SubtaskState {
-    /// Every stream the state refers to.
+    /// Every stream the state refers to, the earlier streams of its chain included.
     pub fn streams(&self) -> impl Iterator<Item = &StreamStateHandle> {
-        self.keyed.as_ref().map(|h| h.stream()).into_iter().chain(self.operator.as_ref().map(|h| h.stream()))
+        self.keyed
+            .as_ref()
+            .map(|h| h.stream())
+            .into_iter()
+            .chain(self.operator.as_ref().map(|h| h.stream()))
+            .chain(self.keyed_chain.iter().flat_map(KeyedChain::streams))
+    }
+
+    /// The keyed streams a restore of this state reads, oldest first, each with what it holds
+    /// per key group: the chain's links, or the one full snapshot.
+    pub fn keyed_links(&self, format_version: u32) -> Vec<crate::handles::ChainLink> {
+        match (&self.keyed, &self.keyed_chain) {
+            (Some(own), Some(chain)) => chain.links(own),
+            (Some(own), None) => vec![crate::handles::ChainLink {
+                checkpoint_id: 0,
+                handle: own.clone(),
+                parts: vec![crate::handles::GroupPart::Full; own.key_group_range().len() as usize],
+                format_version,
+            }],
+            (None, _) => Vec::new(),
+        }
     }
 
     /// The objects of the primary's shared area it refers to (`shared/<name>`).
@@ -36,7 +61,11 @@ impl SubtaskState {
 
     /// The same state with every stream mapped by `f` (to relocate files).
     pub fn map_streams(self, f: impl Fn(StreamStateHandle) -> StreamStateHandle) -> Self {
-        SubtaskState { keyed: self.keyed.map(|h| h.map_stream(&f)), operator: self.operator.map(|h| h.map_stream(&f)) }
+        SubtaskState {
+            keyed: self.keyed.map(|h| h.map_stream(&f)),
+            operator: self.operator.map(|h| h.map_stream(&f)),
+            keyed_chain: self.keyed_chain.map(|c| c.map_streams(&f)),
+        }
     }
 
     /// Like [`discard`](Self::discard), but keeps the files `keep` also references: for a
@@ -85,6 +114,43 @@ impl CheckpointMetadata {
     }
 }
 
+/// Checkpoint metadata as builds before incremental checkpoints wrote it (envelope version 2),
+/// read so that their checkpoints stay restorable.
+#[derive(Deserialize)]
+pub(crate) struct LegacyCheckpointMetadata {
+    checkpoint_id: u64,
+    job_id: String,
+    plugin: PluginInfo,
+    parallelism: u32,
+    max_parallelism: u32,
+    source_offset: u64,
+    subtasks: Vec<LegacySubtaskState>,
+}
+
+#[derive(Deserialize)]
+struct LegacySubtaskState {
+    keyed: Option<KeyGroupsStateHandle>,
+    operator: Option<OperatorStateHandle>,
+}
+
+impl From<LegacyCheckpointMetadata> for CheckpointMetadata {
+    fn from(m: LegacyCheckpointMetadata) -> Self {
+        CheckpointMetadata {
+            checkpoint_id: m.checkpoint_id,
+            job_id: m.job_id,
+            plugin: m.plugin,
+            parallelism: m.parallelism,
+            max_parallelism: m.max_parallelism,
+            source_offset: m.source_offset,
+            subtasks: m
+                .subtasks
+                .into_iter()
+                .map(|s| SubtaskState { keyed: s.keyed, operator: s.operator, keyed_chain: None })
+                .collect(),
+        }
+    }
+}
+
 /// Encodes `value` with the handle envelope and a CRC-32C trailer.
 pub fn encode_with_checksum<T: Serialize>(value: &T) -> Result<Vec<u8>, HandleError> {
     let mut bytes = StateHandleEnvelope::encode(value)?;
@@ -95,6 +161,19 @@ pub fn encode_with_checksum<T: Serialize>(value: &T) -> Result<Vec<u8>, HandleEr
 
 /// Decodes what [`encode_with_checksum`] wrote, refusing damaged bytes.
 pub fn decode_with_checksum<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
+    let body = verified_body(bytes)?;
+    StateHandleEnvelope::decode(body).map_err(|e| e.to_string())
+}
+
+/// Decodes checkpoint metadata, also as written by the previous build (see
+/// [`LegacyCheckpointMetadata`]).
+pub(crate) fn decode_metadata(bytes: &[u8]) -> Result<CheckpointMetadata, String> {
+    let body = verified_body(bytes)?;
+    StateHandleEnvelope::decode_or_legacy::<CheckpointMetadata, LegacyCheckpointMetadata>(body)
+        .map_err(|e| e.to_string())
+}
+
+fn verified_body(bytes: &[u8]) -> Result<&[u8], String> {
     if bytes.len() < 4 {
         return Err(format!("only {} bytes", bytes.len()));
     }
@@ -104,5 +183,5 @@ pub fn decode_with_checksum<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Resul
     if actual != expected {
         return Err(format!("checksum mismatch (content {actual:08x}, recorded {expected:08x})"));
     }
-    StateHandleEnvelope::decode(body).map_err(|e| e.to_string())
+    Ok(body)
 }

@@ -250,7 +250,7 @@ impl CheckpointStorage {
         let key = self.backend.key(&relative);
         let bytes = block_on(async { self.backend.store.get(&key).await?.bytes().await })
             .map_err(|source| self.store_error(&relative, source))?;
-        let metadata: CheckpointMetadata = decode_with_checksum(&bytes)
+        let metadata = metadata::decode_metadata(&bytes)
             .map_err(|reason| StorageError::Corrupted { location: self.url_of(&relative), reason })?;
         let resolve = |h: crate::handles::StreamStateHandle| match &self.local_root {
             Some(root) => h.resolved_against(root),

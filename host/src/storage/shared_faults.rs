@@ -97,6 +97,7 @@ impl Job {
         Some(SubtaskState {
             keyed: Some(KeyGroupsStateHandle::new(offsets, keyed)),
             operator: Some(OperatorStateHandle::new(partitions.into_iter().collect(), operator)),
+            keyed_chain: None,
         })
     }
 

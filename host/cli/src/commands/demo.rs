@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use snapshot_host::plugin::WIT_PACKAGE;
 use snapshot_host::{default_max_parallelism, RestoreSource, SnapshotHost, StorageLocation};
 use snapshot_host_cli::embedded_s3::{EmbeddedS3, Shaping};
 use snapshot_host_cli::job::{
@@ -51,10 +52,17 @@ pub struct DemoArgs {
     /// Bandwidth per connection of the embedded S3 server, in MiB/s (0: unlimited).
     #[arg(long, default_value_t = 200)]
     s3_bandwidth_mib: u64,
+    /// Checkpoint keyed state incrementally (`execution.checkpointing.incremental=true`):
+    /// key groups are written as deltas on the checkpoint before when the plugin can.
+    #[arg(long)]
+    incremental: bool,
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut config = args.config.load_with_demo_defaults()?;
+    if args.incremental {
+        config.apply_assignment(&format!("{}=true", snapshot_host::config::INCREMENTAL), "--incremental")?;
+    }
     if args.keys == 0 || args.events < 10 {
         return Err(UsageError("--keys must be at least 1 and --events at least 10".into()).into());
     }
@@ -108,7 +116,23 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     // Refuses a plugin that cannot keep the job's state before anything is written or cleared.
     let mut runner = JobRunner::new(spec.clone(), plugin.clone())?;
-    println!("strategy:   {} {} (format {} v{})", info.name, info.version, info.format, info.format_version);
+    println!(
+        "strategy:   {} {} (format {} v{}, {WIT_PACKAGE}@{})",
+        info.name, info.version, info.format, info.format_version, info.wit_version
+    );
+    let incremental = &config.checkpointing.incremental;
+    println!(
+        "keyed:      {}",
+        match (incremental.enabled, info.incremental) {
+            (true, true) => format!(
+                "incremental checkpoints (a key group is rewritten in full after {} parts or deltas over {}% of it)",
+                incremental.max_chain_length,
+                incremental.max_delta_permille / 10
+            ),
+            (true, false) => "full checkpoints: incremental is on, but the plugin does not write deltas".into(),
+            (false, _) => "full checkpoints".into(),
+        }
+    );
     println!(
         "job:        {} events over {} keys, parallelism {}, {} key groups, a checkpoint every {} events",
         spec.events, spec.keys, spec.parallelism, spec.max_parallelism, spec.checkpoint_interval

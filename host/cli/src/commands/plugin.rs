@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use snapshot_host::plugin::{grant_of, PluginLimits, PluginRuntime, WIT_PACKAGE, WIT_VERSION};
+use snapshot_host::plugin::{grant_of, PluginLimits, PluginRuntime, WIT_PACKAGE, WIT_VERSIONS};
 use snapshot_host::{Config, SnapshotHost};
 
 pub fn info(path: &Path, json: bool, config: &Config) -> anyhow::Result<()> {
@@ -32,8 +32,14 @@ pub fn info(path: &Path, json: bool, config: &Config) -> anyhow::Result<()> {
             "format": info.format,
             "format_version": info.format_version,
             "deterministic": info.deterministic,
+            "incremental": info.incremental,
             "sha256": info.content_hash,
-            "wit": { "package": WIT_PACKAGE, "plugin_versions": built_against, "host_version": WIT_VERSION },
+            "wit": {
+                "package": WIT_PACKAGE,
+                "version": info.wit_version,
+                "plugin_versions": built_against,
+                "host_versions": WIT_VERSIONS,
+            },
             "imports": plugin.imports(),
             "grants": interfaces
                 .iter()
@@ -48,8 +54,18 @@ pub fn info(path: &Path, json: bool, config: &Config) -> anyhow::Result<()> {
     println!("version:        {}", info.version);
     println!("format:         {} v{}", info.format, info.format_version);
     println!("deterministic:  {}", info.deterministic);
+    println!(
+        "incremental:    {}",
+        if info.incremental {
+            "yes (writes deltas when execution.checkpointing.incremental is on)"
+        } else if info.wit_version == snapshot_host::plugin::WIT_LEGACY_VERSION {
+            "no (a 0.1.0 strategy: full snapshots only)"
+        } else {
+            "no (full snapshots only)"
+        }
+    );
     println!("sha256:         {}", info.content_hash);
-    println!("WIT:            {WIT_PACKAGE}@{} (host implements @{WIT_VERSION})", built_against.join(", "));
+    println!("WIT:            {WIT_PACKAGE}@{} (host implements @{})", info.wit_version, WIT_VERSIONS.join(" and @"));
     println!("imports:");
     // Plain names are the world's own `use`d types, not capabilities: list interfaces only.
     let width = interfaces.iter().map(|(i, _)| i.len()).max().unwrap_or(0);
