@@ -52,11 +52,11 @@ fn bad_plugin_files_are_refused_with_the_file_and_the_cause() {
     assert!(e.to_string().contains("world strategy"), "{e}");
 
     // The same plugin as if built against a future, incompatible WIT version.
-    let future = replace_all(&good, b"snapshot:strategy/types@0.1.0", b"snapshot:strategy/types@0.2.0");
+    let future = replace_all(&good, b"snapshot:strategy/types@0.2.0", b"snapshot:strategy/types@0.3.0");
     let path = write(dir.path(), "future.wasm", &future);
     let e = load(&runtime, &path);
     assert!(matches!(e, PluginError::Incompatible { .. }), "{e:?}");
-    assert!(e.to_string().contains("0.2.0"), "{e}");
+    assert!(e.to_string().contains("0.3.0") && e.to_string().contains("0.2.0 and 0.1.0"), "{e}");
 }
 
 fn replace_all(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {

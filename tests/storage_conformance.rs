@@ -59,6 +59,7 @@ fn metadata(id: u64, subtasks: Vec<SubtaskState>) -> CheckpointMetadata {
             format_version: 1,
             deterministic: true,
             content_hash: "00".into(),
+            ..PluginInfo::default()
         },
         parallelism: subtasks.len() as u32,
         max_parallelism: 128,
