@@ -380,12 +380,7 @@ impl KeyedStateBackend {
         user_key: &[u8],
         value: &[u8],
     ) -> Result<(), BackendError> {
-        let table = self.states.get(state as usize).ok_or(BackendError::UnknownStateIndex(state))?;
-        let actual = key_group_for_key(key, self.max_parallelism);
-        if actual != key_group {
-            return Err(BackendError::ForeignKey { state: table.name.clone(), expected: key_group, actual });
-        }
-        match table.kind {
+        match self.check_restored_key(state, key_group, key)? {
             StateKind::Value => self.put(state, key, namespace, value),
             StateKind::List => self.add(state, key, namespace, value),
             StateKind::Map => self.put_map(state, key, namespace, user_key, value),
@@ -402,12 +397,18 @@ impl KeyedStateBackend {
         key: &[u8],
         namespace: &[u8],
     ) -> Result<(), BackendError> {
+        self.check_restored_key(state, key_group, key)?;
+        self.remove(state, key, namespace)
+    }
+
+    /// The kind of `state`, if `key` belongs to `key_group` (the group being restored).
+    fn check_restored_key(&self, state: u32, key_group: u32, key: &[u8]) -> Result<StateKind, BackendError> {
         let table = self.states.get(state as usize).ok_or(BackendError::UnknownStateIndex(state))?;
         let actual = key_group_for_key(key, self.max_parallelism);
         if actual != key_group {
             return Err(BackendError::ForeignKey { state: table.name.clone(), expected: key_group, actual });
         }
-        self.remove(state, key, namespace)
+        Ok(table.kind)
     }
 
     /// A point-in-time view for a snapshot: cheap, and unaffected by later writes.

@@ -5,7 +5,7 @@
 //! adapts 0.1.0 strategies: their descriptions say `incremental: false` (so the host never
 //! asks them for a delta) and their restore is not told the part or format version.
 
-use wasmtime::component::{Component, InstancePre, Resource};
+use wasmtime::component::{InstancePre, Resource};
 use wasmtime::{Engine, Store};
 
 use super::bindings::{v1, v2, WitGroupPart, WIT_LEGACY_VERSION, WIT_PACKAGE, WIT_VERSION};
@@ -56,15 +56,6 @@ impl StrategyPre {
         match self {
             StrategyPre::Current(p) => p.engine(),
             StrategyPre::Legacy(p) => p.engine(),
-        }
-    }
-
-    /// The component.
-    #[allow(dead_code)]
-    pub(crate) fn component(&self) -> &Component {
-        match self {
-            StrategyPre::Current(p) => p.instance_pre().component(),
-            StrategyPre::Legacy(p) => p.instance_pre().component(),
         }
     }
 
