@@ -23,7 +23,12 @@ use serde::{Deserialize, Serialize};
 use crate::directories::{
     allocation_base_dir, parse_checkpoint_dir_name, LocalRecoveryDirectoryProvider, LOCAL_STATE_DIR,
 };
-use crate::handles::{KeyGroupsStateHandle, OperatorStateHandle, StreamIdentity, StreamStateHandle};
+use crate::handles::KeyedChain;
+use crate::handles::{
+    IncrementalLocalKeyedStateHandle, KeyGroupsStateHandle, LocalLinkCopy, OperatorStateHandle, StreamIdentity,
+    StreamStateHandle,
+};
+use crate::key_groups::KeyGroupRange;
 use crate::storage::{decode_with_checksum, encode_with_checksum, SubtaskState};
 
 /// Name of the metadata file in a local checkpoint directory.
@@ -46,6 +51,9 @@ pub struct LocalSnapshot {
     pub keyed_primary: Option<StreamIdentity>,
     /// The primary operator stream the local operator copy copies.
     pub operator_primary: Option<StreamIdentity>,
+    /// With incremental checkpoints: local copies of the earlier streams the keyed chain runs
+    /// through, so that the whole chain restores from local disk.
+    pub keyed_chain: Option<IncrementalLocalKeyedStateHandle>,
 }
 
 impl LocalSnapshot {
@@ -60,7 +68,14 @@ impl LocalSnapshot {
             operator,
             keyed_primary: primary.keyed.as_ref().map(|h| h.stream().identity()),
             operator_primary: primary.operator.as_ref().map(|h| h.stream().identity()),
+            keyed_chain: None,
         }
+    }
+
+    /// The local copy of keyed stream `primary`: the checkpoint's own stream (see
+    /// [`keyed_copy_of`](Self::keyed_copy_of)) or an earlier link of its chain.
+    pub fn keyed_stream_copy_of(&self, primary: &KeyGroupsStateHandle) -> Option<KeyGroupsStateHandle> {
+        self.keyed_copy_of(primary).or_else(|| self.keyed_chain.as_ref()?.copy_of(primary).cloned())
     }
 
     /// The local keyed copy, if it is a copy of exactly `primary`: the recorded primary
@@ -88,13 +103,22 @@ impl LocalSnapshot {
         LocalSnapshot {
             keyed: self.keyed.map(|h| h.map_stream(&f)),
             operator: self.operator.map(|h| h.map_stream(&f)),
+            keyed_chain: self.keyed_chain.map(|c| IncrementalLocalKeyedStateHandle {
+                links: c.links.into_iter().map(|l| LocalLinkCopy { copy: l.copy.map_stream(&f), ..l }).collect(),
+                ..c
+            }),
             ..self
         }
     }
 
+    /// Every local keyed stream: the own copy and the chain's links.
+    fn keyed_streams(&self) -> impl Iterator<Item = &KeyGroupsStateHandle> {
+        self.keyed.iter().chain(self.keyed_chain.iter().flat_map(|c| c.links.iter().map(|l| &l.copy)))
+    }
+
     /// Names of the files this snapshot references.
     fn file_names(&self) -> Vec<std::ffi::OsString> {
-        let streams = self.keyed.iter().map(|h| h.stream()).chain(self.operator.iter().map(|h| h.stream()));
+        let streams = self.keyed_streams().map(|h| h.stream()).chain(self.operator.iter().map(|h| h.stream()));
         streams
             .filter_map(|s| match s {
                 StreamStateHandle::File { path, .. } => path.file_name().map(|n| n.to_os_string()),
@@ -231,7 +255,11 @@ impl TaskLocalStateStore {
             && primary.operator.is_some() == operator.is_some()
             && (keyed.is_some() || operator.is_some());
         if complete {
-            match self.store(id, LocalSnapshot::copy_of(primary, keyed, operator)) {
+            let mut snapshot = LocalSnapshot::copy_of(primary, keyed, operator);
+            if let (Some(chain), Some(own)) = (&primary.keyed_chain, &primary.keyed) {
+                snapshot.keyed_chain = Some(self.link_earlier(id, chain, own.key_group_range()));
+            }
+            match self.store(id, snapshot) {
                 Ok(()) => return true,
                 Err(e) => {
                     tracing::warn!(checkpoint = id, error = %e, "could not store the local snapshot; continuing without it")
@@ -244,6 +272,39 @@ impl TaskLocalStateStore {
             self.abort(id);
         }
         false
+    }
+
+    /// Local copies of the earlier links of checkpoint `id`'s keyed chain, made from the local
+    /// copies of earlier checkpoints that hold them: hard links into `id`'s directory (copies
+    /// when the roots are on other disks). A link with no local copy is left out, and restored
+    /// from the primary; the primary is never read to make one.
+    fn link_earlier(&self, id: u64, chain: &KeyedChain, range: KeyGroupRange) -> IncrementalLocalKeyedStateHandle {
+        let dir = self.checkpoint_dir(id);
+        let stored: Vec<LocalSnapshot> = {
+            let inner = self.inner.lock().expect("local store lock");
+            inner.stored.iter().filter(|(k, _)| **k != id).rev().map(|(_, s)| s.clone()).collect()
+        };
+        let mut links = Vec::new();
+        for link in &chain.earlier {
+            let Some(found) = stored.iter().find_map(|s| s.keyed_stream_copy_of(&link.handle)) else {
+                tracing::debug!(
+                    checkpoint = id,
+                    link = link.checkpoint_id,
+                    "no local copy of an earlier link; it restores from the primary"
+                );
+                continue;
+            };
+            match link_into(found.stream(), &dir) {
+                Ok(stream) => links.push(LocalLinkCopy {
+                    primary: link.handle.stream().identity(),
+                    copy: found.map_stream(|_| stream),
+                }),
+                Err(e) => {
+                    tracing::debug!(checkpoint = id, link = link.checkpoint_id, error = %e, "could not link an earlier local copy; it restores from the primary")
+                }
+            }
+        }
+        IncrementalLocalKeyedStateHandle { checkpoint_id: id, key_group_range: range, links }
     }
 
     /// The local snapshot of checkpoint `id`, if kept.
@@ -343,6 +404,26 @@ fn remove_unreferenced(dir: &Path, keep: &[std::ffi::OsString]) {
             tracing::warn!(path = %path.display(), error = %e, "could not delete an unreferenced local file");
         }
     }
+}
+
+/// Puts the local file of `stream` into `dir` under the same name: a hard link, or a copy
+/// (written aside and renamed, so no partial file is left) where hard links cannot go.
+fn link_into(stream: &StreamStateHandle, dir: &Path) -> io::Result<StreamStateHandle> {
+    let StreamStateHandle::File { path, size, crc32c } = stream else {
+        return Err(io::Error::other("not a local file"));
+    };
+    let name = path.file_name().ok_or_else(|| io::Error::other("no file name"))?;
+    let target = dir.join(name);
+    std::fs::create_dir_all(dir)?;
+    if std::fs::hard_link(path, &target).is_err() {
+        let staged = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
+        let copied = std::fs::copy(path, &staged).and_then(|_| std::fs::rename(&staged, &target));
+        if let Err(e) = copied {
+            let _ = std::fs::remove_file(&staged);
+            return Err(e);
+        }
+    }
+    Ok(StreamStateHandle::File { path: target, size: *size, crc32c: *crc32c })
 }
 
 fn remove_dir(dir: &Path) {

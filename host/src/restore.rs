@@ -181,17 +181,15 @@ pub fn restore_keyed(
         let own = only.keyed.as_ref().expect("filtered on keyed state");
         if own.key_group_range() == range {
             let snapshot = store.retrieve(metadata.checkpoint_id);
-            if let Some(copy) = snapshot.and_then(|s| s.keyed_copy_of(own)) {
-                // The local copy replaces the checkpoint's own stream; the earlier streams of
-                // an incremental chain are read from the primary.
+            if let Some(snapshot) = snapshot.filter(|s| s.keyed_copy_of(own).is_some()) {
+                // Every stream of the chain from its local copy where there is one (an earlier
+                // link whose local copy was already gone when this one was stored is read from
+                // the primary).
                 let pieces = primary
                     .iter()
-                    .map(|p| {
-                        if &p.handle == own {
-                            KeyedRestorePiece { handle: copy.clone(), ..p.clone() }
-                        } else {
-                            p.clone()
-                        }
+                    .map(|p| match snapshot.keyed_stream_copy_of(&p.handle) {
+                        Some(copy) => KeyedRestorePiece { handle: copy, ..p.clone() },
+                        None => p.clone(),
                     })
                     .collect();
                 alternatives.push((RestoreSource::Local, pieces));

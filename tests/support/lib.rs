@@ -279,6 +279,64 @@ macro_rules! both_primaries {
     )*};
 }
 
+/// How a recovery test checkpoints: its primary, and full or incremental keyed snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mode {
+    /// Where checkpoints go.
+    pub primary: Primary,
+    /// Whether keyed snapshots are incremental (`execution.checkpointing.incremental`).
+    pub incremental: bool,
+}
+
+impl Mode {
+    /// As [`Primary::configure`], and incremental checkpoints when asked for.
+    pub fn configure(self, config: &mut snapshot_host::config::Config, dir: &Path) -> PathBuf {
+        let (overrides, root) = self.overrides(dir);
+        for o in overrides {
+            config.apply_override(&o).expect("valid settings");
+        }
+        root
+    }
+
+    /// As [`Primary::overrides`], with the incremental setting.
+    pub fn overrides(self, dir: &Path) -> (Vec<String>, PathBuf) {
+        let (mut overrides, root) = self.primary.overrides(dir);
+        overrides.push(format!("execution.checkpointing.incremental={}", self.incremental));
+        // The tests' jobs update most keys between checkpoints; the default ratio would write
+        // almost every group in full. Up to twice the base lets chains of a few deltas form,
+        // compacted as they reach it.
+        overrides.push("execution.checkpointing.incremental-compaction.max-delta-ratio=2".into());
+        (overrides, root)
+    }
+}
+
+/// Runs a recovery scenario in every mode: `every_mode!(scenario)` defines a module `scenario`
+/// with one test per primary and snapshot kind, each calling `scenario(Mode { … })`.
+#[macro_export]
+macro_rules! every_mode {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use suite::{Mode, Primary};
+            #[test]
+            fn directory() {
+                super::$name(Mode { primary: Primary::Directory, incremental: false })
+            }
+            #[test]
+            fn s3() {
+                super::$name(Mode { primary: Primary::S3, incremental: false })
+            }
+            #[test]
+            fn directory_incremental() {
+                super::$name(Mode { primary: Primary::Directory, incremental: true })
+            }
+            #[test]
+            fn s3_incremental() {
+                super::$name(Mode { primary: Primary::S3, incremental: true })
+            }
+        }
+    )*};
+}
+
 /// Every partial file below `dir`: a stream not yet completed (`*.inprogress`), an atomic
 /// write not yet renamed (`.tmp-*`), or an `object_store` local upload being staged (`*#N`).
 /// A clean stop (a signal, a closed pipe) must leave none.

@@ -250,7 +250,23 @@ impl Subtask {
         // old subtask's (no rescaling); otherwise the first snapshot is written in full.
         let own =
             checkpoint.subtasks.iter().find(|s| s.keyed.as_ref().is_some_and(|h| h.key_group_range() == self.range));
-        let links = own.map(|s| s.keyed_links(checkpoint.plugin.format_version)).unwrap_or_default();
+        let mut links = own.map(|s| s.keyed_links(checkpoint.plugin.format_version)).unwrap_or_default();
+        if keyed.source == crate::restore::RestoreSource::Local && self.is_incremental() {
+            // Restored from local disk: the primary's streams of the chain were not read, and
+            // deltas on top of a stream the primary lost would be checkpoints that cannot be
+            // restored. Each is checked to be there with its size (a stat or a HEAD, no read);
+            // if one is not, the next snapshot is written in full.
+            if let Some((link, e)) = links.iter().find_map(|l| l.handle.stream().open().err().map(|e| (l, e))) {
+                tracing::warn!(
+                    checkpoint = id,
+                    subtask = self.index,
+                    link = link.checkpoint_id,
+                    error = %e,
+                    "the primary lost a stream of the restored chain; the next checkpoint is written in full"
+                );
+                links.clear();
+            }
+        }
         self.start_tracking(&mut keyed.backend, links);
         let operators = restore_operator(plugin, checkpoint, self.index, host.parallelism(), store, cancel)
             .map_err(|e| context(e.into()))?;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{HandleError, StreamStateHandle};
+use super::{HandleError, KeyGroupsStateHandle, StreamIdentity};
 use crate::key_groups::KeyGroupRange;
 
 /// A directory and the size of its content when the handle was made.
@@ -66,23 +66,31 @@ impl DirectoryKeyedStateHandle {
     }
 }
 
-/// The local copy of an incremental keyed snapshot: the directory of files, the metadata
-/// stream, and which shared files it references (so later incremental snapshots of a restored
-/// backend can keep referencing them).
+/// The local copy of an incremental keyed snapshot's chain: for each earlier checkpoint's stream
+/// that some key group of the snapshot still runs through, a local file with the same bytes,
+/// kept in this checkpoint's own local directory (hard-linked, or copied across disks, from
+/// the earlier local checkpoint's copy, never read back from the primary).
+///
+/// With it, the checkpoint's own local keyed copy and these links restore the whole chain
+/// from local disk; the earlier local checkpoints can go as soon as a newer one completes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IncrementalLocalKeyedStateHandle {
-    /// Identifies the backend instance that wrote the files.
-    pub backend_id: String,
-    /// The checkpoint.
+    /// The checkpoint whose chain this is.
     pub checkpoint_id: u64,
-    /// The directory of files.
-    pub directory: DirectoryStateHandle,
-    /// The key groups.
+    /// The key groups of the snapshot.
     pub key_group_range: KeyGroupRange,
-    /// The metadata stream.
-    pub metadata: StreamStateHandle,
-    /// Identifiers of the shared files referenced.
-    pub shared_state_ids: Vec<String>,
+    /// The earlier links found locally, oldest first. A link with no local copy (its local
+    /// checkpoint was already gone) is missing here and restored from the primary.
+    pub links: Vec<LocalLinkCopy>,
+}
+
+/// One earlier stream of a chain, copied locally.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalLinkCopy {
+    /// The primary stream it copies (file name, size and checksum).
+    pub primary: StreamIdentity,
+    /// The local copy, with the primary's offsets and segment checksums.
+    pub copy: KeyGroupsStateHandle,
 }
 
 impl IncrementalLocalKeyedStateHandle {
@@ -91,10 +99,24 @@ impl IncrementalLocalKeyedStateHandle {
         self.key_group_range
     }
 
-    /// Deletes the directory and the metadata, attempting both.
+    /// The local copy of the earlier stream `primary`, if this chain holds one that has its
+    /// identity, offsets and bytes (size and checksum).
+    pub fn copy_of(&self, primary: &KeyGroupsStateHandle) -> Option<&KeyGroupsStateHandle> {
+        let identity = primary.stream().identity();
+        self.links
+            .iter()
+            .find(|l| {
+                let local = l.copy.stream().identity();
+                l.primary == identity
+                    && local.size == identity.size
+                    && local.crc32c == identity.crc32c
+                    && l.copy.offsets() == primary.offsets()
+            })
+            .map(|l| &l.copy)
+    }
+
+    /// Deletes every local copy, attempting all.
     pub fn discard(&self) -> Result<(), HandleError> {
-        let dir = self.directory.discard();
-        let meta = self.metadata.discard();
-        dir.and(meta)
+        self.links.iter().map(|l| l.copy.discard()).fold(Ok(()), |acc, r| acc.and(r))
     }
 }

@@ -21,7 +21,7 @@ pub use checksums::{
     ChecksumMismatch, Segment, SegmentChecksums, SegmentLabel, SegmentRecorder, SegmentVerifier, StreamIdentity,
     VerifyError,
 };
-pub use directory::{DirectoryKeyedStateHandle, DirectoryStateHandle, IncrementalLocalKeyedStateHandle};
+pub use directory::{DirectoryKeyedStateHandle, DirectoryStateHandle, IncrementalLocalKeyedStateHandle, LocalLinkCopy};
 pub use keyed::{KeyGroupRangeOffsets, KeyGroupsStateHandle};
 pub use operator::{DistributionMode, OperatorPartitions, OperatorStateHandle, PartitionInfo};
 pub use stream::StreamStateHandle;
@@ -181,17 +181,17 @@ mod tests {
         let dir = DirectoryStateHandle::new("/local/chk_1".into(), 99);
         vec![
             StateHandle::Stream(StreamStateHandle::Inline { bytes: vec![1, 2, 3] }),
-            StateHandle::KeyGroups(KeyGroupsStateHandle::new(offsets, stream.clone())),
+            StateHandle::KeyGroups(KeyGroupsStateHandle::new(offsets.clone(), stream.clone())),
             StateHandle::Operator(OperatorStateHandle::new(partitions, stream.clone())),
             StateHandle::Directory(dir.clone()),
             StateHandle::DirectoryKeyed(DirectoryKeyedStateHandle::new(dir.clone(), KeyGroupRange::new(0, 9))),
             StateHandle::IncrementalLocalKeyed(IncrementalLocalKeyedStateHandle {
-                backend_id: "b-1".into(),
                 checkpoint_id: 7,
-                directory: dir,
-                key_group_range: KeyGroupRange::new(0, 9),
-                metadata: stream,
-                shared_state_ids: vec!["000012.sst".into()],
+                key_group_range: KeyGroupRange::new(3, 5),
+                links: vec![LocalLinkCopy {
+                    primary: stream.identity(),
+                    copy: KeyGroupsStateHandle::new(offsets.clone(), stream.clone()),
+                }],
             }),
         ]
     }

@@ -195,3 +195,63 @@ fn a_partial_or_failed_local_copy_leaves_nothing() {
     assert!(store.store_copy_of(4, &primary, Some(keyed_copy), Some(operator_copy)));
     assert!(store.retrieve(4).unwrap().keyed_copy_of(primary.keyed.as_ref().unwrap()).is_some());
 }
+
+/// Issue 16, item 5: an incremental checkpoint's local copy holds its whole chain. The earlier
+/// links come from the earlier local copies (hard links, not the primary) and survive those
+/// copies' deletion; a link with no local copy is left to the primary.
+#[test]
+fn an_incremental_local_copy_links_its_earlier_streams_and_outlives_their_checkpoints() {
+    use crate::handles::{ChainLink, GroupPart, KeyedChain};
+    let root = tempfile::tempdir().unwrap();
+    let store = TaskLocalStateStore::open(provider(root.path()), true);
+    let primary_dir = root.path().join("primary");
+    let link = |id: u64, handle: &KeyGroupsStateHandle| ChainLink {
+        checkpoint_id: id,
+        handle: handle.clone(),
+        parts: vec![GroupPart::Full],
+        format_version: 1,
+    };
+    // Checkpoint 1 (full) with its local copy.
+    let base = keyed(file_in(&primary_dir, "base", b"full part"));
+    let state1 = SubtaskState { keyed: Some(base.clone()), operator: None, keyed_chain: None };
+    assert!(store.store_copy_of(
+        1,
+        &state1,
+        Some(keyed(file_in(&store.checkpoint_dir(1), "base", b"full part"))),
+        None
+    ));
+    // Checkpoint 2: a delta on 1, plus a link to a stream no local copy holds.
+    let orphan = keyed(file_in(&primary_dir, "orphan", b"no local copy"));
+    let delta = keyed(file_in(&primary_dir, "delta", b"delta part"));
+    let chain = KeyedChain {
+        checkpoint_id: 2,
+        parts: vec![GroupPart::Delta],
+        format_version: 1,
+        earlier: vec![link(0, &orphan), link(1, &base)],
+    };
+    let state2 = SubtaskState { keyed: Some(delta.clone()), operator: None, keyed_chain: Some(chain) };
+    assert!(store.store_copy_of(
+        2,
+        &state2,
+        Some(keyed(file_in(&store.checkpoint_dir(2), "delta", b"delta part"))),
+        None
+    ));
+    store.confirm(2);
+    assert!(!store.checkpoint_dir(1).exists(), "checkpoint 1's local copy is dropped once 2 completed");
+
+    // After a restart, too: 2's own stream and the base are local, the orphan is not.
+    let reopened = TaskLocalStateStore::open(provider(root.path()), true);
+    let snapshot = reopened.retrieve(2).unwrap();
+    let local_base = snapshot.keyed_stream_copy_of(&base).expect("the base link is copied locally");
+    let StreamStateHandle::File { path, .. } = local_base.stream() else { panic!("a local file") };
+    assert!(path.starts_with(store.checkpoint_dir(2)), "{path:?}");
+    assert_eq!(std::fs::read(path).unwrap(), b"full part");
+    local_base.stream().verify().unwrap();
+    assert!(snapshot.keyed_stream_copy_of(&delta).is_some());
+    assert!(snapshot.keyed_stream_copy_of(&orphan).is_none());
+    // A link copy whose bytes differ from the primary's is not offered.
+    std::fs::write(path, b"full parT").unwrap();
+    let damaged = TaskLocalStateStore::open(provider(root.path()), true).retrieve(2).unwrap();
+    let offered = damaged.keyed_stream_copy_of(&base).unwrap();
+    assert!(offered.stream().verify().is_err(), "damage is caught when the copy is read");
+}
