@@ -32,6 +32,7 @@
 mod data;
 pub(crate) mod diagnose;
 mod faults;
+mod incremental;
 mod keyed;
 mod operator;
 mod report;
@@ -137,6 +138,7 @@ enum Note {
     None,
     Info(String),
     Warn(String),
+    Skip(String),
 }
 
 impl Passed {
@@ -145,6 +147,9 @@ impl Passed {
     }
     fn warn(bytes: u64, text: impl Into<String>) -> Self {
         Passed { bytes, note: Note::Warn(text.into()) }
+    }
+    fn skip(why: impl Into<String>) -> Self {
+        Passed { bytes: 0, note: Note::Skip(why.into()) }
     }
 }
 
@@ -210,6 +215,10 @@ const CASES: &[(&str, CaseFn)] = &[
     ("round-trip/many-tiny-entries", |cx| keyed::round_trip(cx, data::tiny_entries(cx.sizes.tiny_entries))),
     ("offsets/each-key-group-alone", keyed::each_group_alone),
     ("rescaling/keyed", keyed::rescaling),
+    ("incremental/delta-round-trip", incremental::delta_round_trip),
+    ("incremental/deletions-and-lists", incremental::deletions),
+    ("incremental/chains-and-compaction", incremental::chains),
+    ("incremental/rescaling-from-a-chain", incremental::rescaling),
     ("operator/every-mode", |cx| operator::round_trip(cx, data::operator_every_mode())),
     ("operator/empty-lists", |cx| operator::round_trip(cx, data::operator_empty())),
     ("operator/small-and-large-elements", |cx| {
@@ -297,6 +306,7 @@ pub fn run_cases(
                     Note::None => (Outcome::Pass, String::new()),
                     Note::Info(info) => (Outcome::Pass, info),
                     Note::Warn(warning) => (Outcome::Warn, warning),
+                    Note::Skip(why) => (Outcome::Skip, why),
                 };
                 CaseResult { name: name.to_string(), outcome, millis, bytes, message, detail: String::new() }
             }

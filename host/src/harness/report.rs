@@ -13,6 +13,9 @@ pub enum Outcome {
     Fail,
     /// Acceptable, but worth knowing (e.g. a declared non-deterministic plugin).
     Warn,
+    /// Not run: the case checks something the plugin does not declare (the incremental cases
+    /// of a plugin that writes no deltas). Counted as neither passed nor failed.
+    Skip,
 }
 
 /// The result of one case.
@@ -73,6 +76,7 @@ impl Report {
                 Outcome::Pass => "pass",
                 Outcome::Fail => "FAIL",
                 Outcome::Warn => "warn",
+                Outcome::Skip => "skip",
             };
             let message = c.message.lines().next().unwrap_or_default();
             out.push_str(&format!("{:<38} {:<6} {:>7}ms {:>12}  {message}\n", c.name, outcome, c.millis, c.bytes));
@@ -83,7 +87,13 @@ impl Report {
             }
         }
         let failed = self.failures().len();
-        out.push_str(&format!("{} cases, {} passed, {failed} failed\n", self.cases.len(), self.cases.len() - failed));
+        let skipped = self.cases.iter().filter(|c| c.outcome == Outcome::Skip).count();
+        let passed = self.cases.len() - failed - skipped;
+        out.push_str(&format!("{} cases, {passed} passed, {failed} failed", self.cases.len()));
+        if skipped > 0 {
+            out.push_str(&format!(", {skipped} skipped"));
+        }
+        out.push('\n');
         if failed > 0 && !verbose {
             out.push_str("(--verbose or --format json show each failure's backtrace and log)\n");
         }
@@ -97,6 +107,11 @@ impl Report {
         for c in &self.cases {
             let status = match c.outcome {
                 Outcome::Pass | Outcome::Warn => TestCaseStatus::success(),
+                Outcome::Skip => {
+                    let mut status = TestCaseStatus::skipped();
+                    status.set_message(xml_safe(&c.message));
+                    status
+                }
                 Outcome::Fail => {
                     let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
                     status.set_message(xml_safe(&c.message));

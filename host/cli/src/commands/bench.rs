@@ -21,6 +21,8 @@ use snapshot_host::streams::{CheckpointOutputStream, FileStreamFactory, StateSco
 use snapshot_host_cli::embedded_s3::{EmbeddedS3, Shaping};
 use snapshot_host_cli::job::{AttemptOptions, AttemptOutcome, JobRunner, JobSpec};
 
+mod incremental;
+
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// The strategy plugin.
@@ -383,6 +385,12 @@ fn native_compact_keyed(
 /// mixed sizes (16 B to 4 KiB).
 fn build_state(mib: u64) -> anyhow::Result<KeyedStateBackend> {
     let mut b = KeyedStateBackend::new(128, KeyGroupRange::new(0, 127))?;
+    fill_state(&mut b, mib)?;
+    Ok(b)
+}
+
+/// Adds `mib` MiB of payload to `b`: values, lists and maps of 16 B to 4 KiB entries.
+fn fill_state(b: &mut KeyedStateBackend, mib: u64) -> anyhow::Result<()> {
     let value = b.register_state("values", StateKind::Value)?;
     let list = b.register_state("lists", StateKind::List)?;
     let map = b.register_state("maps", StateKind::Map)?;
@@ -402,7 +410,7 @@ fn build_state(mib: u64) -> anyhow::Result<KeyedStateBackend> {
         bytes += (size + key.len()) as u64;
         i += 1;
     }
-    Ok(b)
+    Ok(())
 }
 
 /// Writes `bytes` bytes to `path` as fast as this disk takes them: 8 MiB writes of
@@ -888,9 +896,12 @@ fn run_in(report: &mut Report, args: &BenchArgs, dir: &Path) -> anyhow::Result<(
     });
     drop(state);
 
+    let plugin = Arc::new(plugin);
+    // 11. Incremental checkpoints against full ones.
+    incremental::incremental_rows(report, &plugin, args.state_mib, args.runs, dir)?;
+
     report.progress("row 8: job throughput by number of subtasks");
     // 8. Scaling of the counting job with 1, 2 and 4 subtasks.
-    let plugin = Arc::new(plugin);
     let mut base = None;
     for p in [1u32, 2, 4] {
         let mut rates = Vec::new();
