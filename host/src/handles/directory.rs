@@ -117,6 +117,8 @@ impl IncrementalLocalKeyedStateHandle {
 
     /// Deletes every local copy, attempting all.
     pub fn discard(&self) -> Result<(), HandleError> {
-        self.links.iter().map(|l| l.copy.discard()).fold(Ok(()), |acc, r| acc.and(r))
+        // Every copy is attempted; the first failure is reported.
+        let results: Vec<_> = self.links.iter().map(|l| l.copy.discard()).collect();
+        results.into_iter().collect()
     }
 }

@@ -191,7 +191,7 @@ pub fn chains(cx: &Context) -> CaseOutput {
         change(&mut chained.backend, n, round);
         let parts = range
             .iter()
-            .map(|kg| if (kg as usize + round) % 5 == 0 { GroupPart::Full } else { GroupPart::Delta })
+            .map(|kg| if (kg as usize + round).is_multiple_of(5) { GroupPart::Full } else { GroupPart::Delta })
             .collect();
         chained.checkpoint(cx, parts)?;
         compare_keyed(&chained.backend, &chained.restore(cx, range)?, &format!("chain after checkpoint {}", round + 1))
