@@ -131,6 +131,24 @@ fn crash_test(mode: suite::Mode, kills: usize) {
         assert!(verified >= last_verified, "round {round}: went back from checkpoint {last_verified} to {verified}");
         last_verified = verified;
         distinct.insert((job.clone(), verified));
+
+        // Every retained checkpoint, not only the newest, still has every stream it names
+        // (with incremental checkpoints: every shared file of its chain) and each verifies:
+        // a kill while the registry deleted shared files deleted none still referenced.
+        // Local copies may be behind (exit 5): restores fall back to the primary then.
+        let mut verify_all = Command::new(&binary);
+        verify_all.args(["checkpoint", "verify", "--job-id", &job]);
+        verify_all.arg("--set").arg(format!("execution.checkpointing.local-backup.dirs={}", dir.path().join("local").display()));
+        for o in mode.overrides(dir.path()).0 {
+            verify_all.arg("--set").arg(o);
+        }
+        let out = verify_all.output().unwrap();
+        assert!(
+            matches!(out.status.code(), Some(0 | 5)),
+            "round {round}: a retained checkpoint's primary is damaged or incomplete: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     assert!(!distinct.is_empty(), "no checkpoint ever completed in {kills} rounds");
     // Every restart resumed from its predecessor's progress: checkpoints kept completing

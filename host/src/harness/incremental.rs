@@ -114,13 +114,20 @@ fn change(b: &mut KeyedStateBackend, n: usize, round: usize) {
     }
 }
 
-/// Full snapshot, changes, one delta of every group: the restored chain is the state.
+/// Full snapshot, changes, one delta of every group: the restored chain is the state. Among
+/// the changes, values of 64 KiB and more (past a 16-bit length a delta layout may use).
 pub fn delta_round_trip(cx: &Context) -> CaseOutput {
     if let Some(skip) = skip_unless_incremental(cx) {
         return Ok(skip);
     }
     let mut chained = Chained::start(cx, data::every_kind(2_000))?;
     change(&mut chained.backend, 2_000, 0);
+    let b = &mut chained.backend;
+    let v = b.state_index("value").unwrap();
+    for (i, len) in [(1usize, (1 << 16) - 1), (2, 1 << 16), (4, 100_000)] {
+        let value: Vec<u8> = (0..len).map(|j| (j % 251) as u8).collect();
+        b.put(v, format!("key-{i}").as_bytes(), b"", &value).unwrap();
+    }
     let range = chained.backend.key_group_range();
     chained.checkpoint(cx, all(range, GroupPart::Delta))?;
     let restored = chained.restore(cx, range)?;

@@ -20,7 +20,7 @@ pub use dump::{Bytes, DumpFilter, DumpRow};
 pub use local_copies::{LocalCopy, LocalCopyStatus};
 pub use verify::{CheckedFile, Damage, VerifyReport};
 
-use crate::handles::{DistributionMode, StreamStateHandle};
+use crate::handles::{DistributionMode, GroupPart, StreamStateHandle};
 use crate::key_groups::KeyGroupRange;
 use crate::runtime::PluginInfo;
 use crate::storage::{CheckpointMetadata, CheckpointStorage, S3Settings, StorageError, StorageLocation};
@@ -134,6 +134,24 @@ pub struct KeyedDetails {
     pub stream: StreamDetails,
     /// Per key group: its offset in the stream and its length.
     pub key_groups: Vec<KeyGroupDetails>,
+    /// With incremental checkpoints: the earlier checkpoints' streams (in the primary's shared
+    /// area) that some key group's chain still runs through, oldest first. A restore reads a
+    /// group's newest full part there, then its deltas, then this checkpoint's own part.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub earlier: Vec<EarlierStreamDetails>,
+}
+
+/// An earlier checkpoint's keyed stream in an incremental chain.
+#[derive(Debug, Clone, Serialize)]
+pub struct EarlierStreamDetails {
+    /// The checkpoint that wrote it.
+    pub checkpoint_id: u64,
+    /// Where it is.
+    pub stream: StreamDetails,
+    /// Key groups it holds in full.
+    pub full_groups: usize,
+    /// Key groups it holds as deltas.
+    pub delta_groups: usize,
 }
 
 /// Where one key group is.
@@ -145,6 +163,9 @@ pub struct KeyGroupDetails {
     pub offset: u64,
     /// Its bytes.
     pub len: u64,
+    /// What this checkpoint's stream holds of it: the whole group, or (incremental
+    /// checkpoints) a delta on the chain before.
+    pub part: GroupPart,
 }
 
 /// An operator state handle: its named list states and their partitions.
@@ -328,7 +349,23 @@ impl CheckpointInspector {
                             // A key group runs to the next one's start (offsets ascend: the
                             // host checked the marks), the last to the end of the stream.
                             let end = offsets.get(i + 1).map_or(size, |&(_, next)| next);
-                            KeyGroupDetails { key_group, offset, len: end.saturating_sub(offset) }
+                            let part = state
+                                .keyed_chain
+                                .as_ref()
+                                .and_then(|c| c.parts.get(i).copied())
+                                .unwrap_or(GroupPart::Full);
+                            KeyGroupDetails { key_group, offset, len: end.saturating_sub(offset), part }
+                        })
+                        .collect();
+                    let earlier = state
+                        .keyed_chain
+                        .iter()
+                        .flat_map(|c| &c.earlier)
+                        .map(|link| EarlierStreamDetails {
+                            checkpoint_id: link.checkpoint_id,
+                            stream: StreamDetails::of(link.handle.stream()),
+                            full_groups: link.parts.iter().filter(|p| **p == GroupPart::Full).count(),
+                            delta_groups: link.parts.iter().filter(|p| **p == GroupPart::Delta).count(),
                         })
                         .collect();
                     KeyedDetails {
@@ -336,6 +373,7 @@ impl CheckpointInspector {
                         last_key_group: range.end(),
                         stream: StreamDetails::of(h.stream()),
                         key_groups,
+                        earlier,
                     }
                 }),
                 operator: state.operator.as_ref().map(|h| OperatorDetails {

@@ -32,6 +32,10 @@ pub struct CheckedFile {
     pub part: &'static str,
     /// `primary` or `local`.
     pub copy: &'static str,
+    /// For an earlier keyed stream of an incremental chain (in the primary's shared area, or
+    /// its local copy): the checkpoint that wrote it. `None` for the checkpoint's own files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub written_by: Option<u64>,
     /// The file or object.
     pub file: String,
     /// Bytes read.
@@ -104,6 +108,14 @@ impl CheckpointInspector {
             if let Some(h) = &state.keyed {
                 files.push(check_stream(subtask, "keyed", "primary", h.stream(), h.offsets().checksums()));
             }
+            // An incremental checkpoint restores through the earlier streams of its chain as
+            // well: they are as much a part of it as its own.
+            for link in state.keyed_chain.iter().flat_map(|c| &c.earlier) {
+                let h = &link.handle;
+                let mut f = check_stream(subtask, "keyed", "primary", h.stream(), h.offsets().checksums());
+                f.written_by = Some(link.checkpoint_id);
+                files.push(f);
+            }
             if let Some(h) = &state.operator {
                 files.push(check_stream(subtask, "operator", "primary", h.stream(), h.checksums()));
             }
@@ -140,6 +152,18 @@ impl CheckpointInspector {
                 f.note = note.clone();
                 files.push(f);
             }
+            // The local copies of the chain's earlier streams (hard links to, or copies of,
+            // earlier local checkpoints' files), named by the checkpoint that wrote each.
+            let earlier = metadata.subtasks.get(copy.subtask as usize).and_then(|s| s.keyed_chain.as_ref());
+            for link in snapshot.keyed_chain.iter().flat_map(|c| &c.links) {
+                let h = &link.copy;
+                let mut f = check_stream(subtask, "keyed", "local", h.stream(), h.offsets().checksums());
+                f.written_by = earlier
+                    .and_then(|c| c.earlier.iter().find(|l| l.handle.stream().identity() == link.primary))
+                    .map(|l| l.checkpoint_id);
+                f.note = note.clone();
+                files.push(f);
+            }
         }
         Ok(VerifyReport { checkpoint_id: id, files })
     }
@@ -158,6 +182,7 @@ fn checked(
         subtask,
         part,
         copy,
+        written_by: None,
         file,
         bytes,
         segments,

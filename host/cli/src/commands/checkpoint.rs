@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use snapshot_host::handles::GroupPart;
 use snapshot_host::inspect::{CheckpointInspector, DumpFilter, DumpRow, VerifyReport};
 use snapshot_host::{KeyGroupRange, SnapshotHost, StorageLocation};
 
@@ -193,9 +194,30 @@ pub fn run(command: CheckpointCommand) -> anyhow::Result<()> {
                             _ => "no key groups".into(),
                         };
                         writeln!(out, "  keyed:    {range} in {} ({} bytes)", k.stream.location, k.stream.size)?;
-                        let groups: Vec<String> =
-                            k.key_groups.iter().map(|g| format!("{}@{}+{}", g.key_group, g.offset, g.len)).collect();
+                        let groups: Vec<String> = k
+                            .key_groups
+                            .iter()
+                            .map(|g| {
+                                let delta = if g.part == GroupPart::Delta { "*" } else { "" };
+                                format!("{}@{}+{}{delta}", g.key_group, g.offset, g.len)
+                            })
+                            .collect();
                         writeln!(out, "            key group@offset+length: {}", groups.join(" "))?;
+                        if !k.earlier.is_empty() {
+                            let deltas = k.key_groups.iter().filter(|g| g.part == GroupPart::Delta).count();
+                            writeln!(
+                                out,
+                                "            incremental: {deltas} of {} key groups are deltas (*) on the chain:",
+                                k.key_groups.len()
+                            )?;
+                        }
+                        for e in &k.earlier {
+                            writeln!(
+                                out,
+                                "            chk {:>4}: {} ({} bytes; {} full, {} delta)",
+                                e.checkpoint_id, e.stream.location, e.stream.size, e.full_groups, e.delta_groups
+                            )?;
+                        }
                     }
                     None => writeln!(out, "  keyed:    none")?,
                 }
@@ -317,10 +339,13 @@ fn plugin_candidates(name: &str) -> Vec<PathBuf> {
 
 fn print_verify(out: &mut impl Write, report: &VerifyReport) -> std::io::Result<()> {
     for f in &report.files {
-        let who = match f.subtask {
+        let mut who = match f.subtask {
             Some(s) => format!("subtask {s} {} {}", f.copy, f.part),
             None => format!("{} {}", f.copy, f.part),
         };
+        if let Some(id) = f.written_by {
+            who.push_str(&format!(" of chk {id}"));
+        }
         let note = f.note.as_ref().map(|n| format!(" [{n}]")).unwrap_or_default();
         match &f.damage {
             None if f.part.contains("metadata") => writeln!(out, "ok       {who:32} {}{note}", f.file)?,
