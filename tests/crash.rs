@@ -138,7 +138,9 @@ fn crash_test(mode: suite::Mode, kills: usize) {
         // Local copies may be behind (exit 5): restores fall back to the primary then.
         let mut verify_all = Command::new(&binary);
         verify_all.args(["checkpoint", "verify", "--job-id", &job]);
-        verify_all.arg("--set").arg(format!("execution.checkpointing.local-backup.dirs={}", dir.path().join("local").display()));
+        verify_all
+            .arg("--set")
+            .arg(format!("execution.checkpointing.local-backup.dirs={}", dir.path().join("local").display()));
         for o in mode.overrides(dir.path()).0 {
             verify_all.arg("--set").arg(o);
         }

@@ -269,16 +269,26 @@ fn looping_and_flooding_plugins_fail_at_their_limits() {
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(!out.status.success(), "{bug}: {stdout}");
-        let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{bug}: {e}: {stdout}"));
+        let report: serde_json::Value =
+            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{bug}: {e}: {stdout}"));
         let cases = report["cases"].as_array().unwrap();
         let failed: Vec<&serde_json::Value> = cases.iter().filter(|c| c["outcome"] == "fail").collect();
-        // Every case that snapshots keyed state runs into the bug.
+        // Every case that snapshots keyed state runs into the bug, and is stopped by the limit
+        // meant for it.
         for name in ["round-trip/empty", "round-trip/every-state-kind", "rescaling/keyed"] {
-            assert!(failed.iter().any(|c| c["name"] == name), "{bug}: {name} did not fail: {stdout}");
+            let case = failed.iter().find(|c| c["name"] == name);
+            let message = case.and_then(|c| c["message"].as_str()).unwrap_or_default();
+            assert!(message.contains(needle), "{bug}: {name} did not fail at the limit: {stdout}");
         }
+        // Any other failure is one of the two limits too (300 ms is short for the larger
+        // operator cases on a debug host), never a hang or another error.
         for case in failed {
             let message = case["message"].as_str().unwrap();
-            assert!(message.contains(needle), "{bug}: {} failed otherwise than at the limit: {message}", case["name"]);
+            assert!(
+                message.contains("time limit of 300ms") || message.contains("output limit"),
+                "{bug}: {} failed otherwise than at a limit: {message}",
+                case["name"]
+            );
         }
     }
 }
