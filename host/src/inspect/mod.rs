@@ -16,11 +16,13 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+/// Whether a shown key group is a full group or a delta over an earlier checkpoint's.
+pub use crate::handles::GroupPart;
 pub use dump::{Bytes, DumpFilter, DumpRow};
 pub use local_copies::{LocalCopy, LocalCopyStatus};
 pub use verify::{CheckedFile, Damage, VerifyReport};
 
-use crate::handles::{DistributionMode, GroupPart, StreamStateHandle};
+use crate::handles::{DistributionMode, StreamStateHandle};
 use crate::key_groups::KeyGroupRange;
 use crate::runtime::PluginInfo;
 use crate::storage::{CheckpointMetadata, CheckpointStorage, S3Settings, StorageError, StorageLocation};

@@ -7,8 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use snapshot_host::handles::GroupPart;
-use snapshot_host::inspect::{CheckpointInspector, DumpFilter, DumpRow, VerifyReport};
+use snapshot_host::inspect::{CheckpointInspector, DumpFilter, DumpRow, GroupPart, VerifyReport};
 use snapshot_host::{KeyGroupRange, SnapshotHost, StorageLocation};
 
 use super::exit::{CheckpointDamaged, UsageError};
