@@ -49,6 +49,10 @@ pub struct BenchArgs {
     /// Events per subtask-scaling run.
     #[arg(long, default_value_t = 2_000_000)]
     scaling_events: u64,
+    /// Only rows 11 (incremental against full checkpoints): the minutes the other rows take
+    /// are skipped when only those figures are wanted.
+    #[arg(long)]
+    incremental_only: bool,
     /// Print the results as one JSON document on stdout (the table then goes to stderr, with
     /// the progress lines).
     #[arg(long)]
@@ -607,6 +611,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 fn run_in(report: &mut Report, args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
     let runtime = PluginRuntime::new().context("starting the plugin runtime")?;
     let plugin = runtime.load(&args.plugin, bench_limits())?;
+    if args.incremental_only {
+        report.header(format!("state {} MiB; {} runs each; rows 11 only", args.state_mib, args.runs));
+        report.line("| measurement | min / median / max | target | | median absolute |");
+        report.line("|---|---|---|---|---|");
+        return incremental::incremental_rows(report, &Arc::new(plugin), args.state_mib, args.runs, dir);
+    }
     report.header(format!(
         "machine: {} cores, {}; state {} MiB; {} runs each",
         num_cpus(),
