@@ -48,6 +48,48 @@ pub enum StateValue {
 }
 
 impl StateValue {
+    /// The kind of state that holds such values.
+    pub fn kind(&self) -> StateKind {
+        match self {
+            StateValue::Value(_) => StateKind::Value,
+            StateValue::List(_) => StateKind::List,
+            StateValue::Map(_) => StateKind::Map,
+        }
+    }
+
+    /// An empty value of a state of `kind`.
+    pub fn empty(kind: StateKind) -> Self {
+        match kind {
+            StateKind::Value => StateValue::Value(Vec::new()),
+            StateKind::List => StateValue::List(Vec::new()),
+            StateKind::Map => StateValue::Map(BTreeMap::new()),
+        }
+    }
+
+    /// Adds one restored entry, as [`KeyedStateBackend::restore_entry`] adds it to a row: a
+    /// value replaces, a list element appends, a map entry inserts.
+    pub fn push(&mut self, user_key: &[u8], value: &[u8]) {
+        match self {
+            StateValue::Value(v) => {
+                v.clear();
+                v.extend_from_slice(value);
+            }
+            StateValue::List(l) => l.push(value.to_vec()),
+            StateValue::Map(m) => {
+                m.insert(user_key.to_vec(), value.to_vec());
+            }
+        }
+    }
+
+    /// Adds `other`'s entries (of the same kind) to this one's.
+    fn merge(&mut self, other: StateValue) {
+        match (self, other) {
+            (StateValue::List(l), StateValue::List(more)) => l.extend(more),
+            (StateValue::Map(m), StateValue::Map(more)) => m.extend(more),
+            (this, other) => *this = other,
+        }
+    }
+
     fn bytes(&self) -> usize {
         match self {
             StateValue::Value(v) => v.len(),
@@ -232,13 +274,19 @@ impl KeyedStateBackend {
         self.table(state, kind)?;
         let key_group = self.key_group_of(key)?;
         let index = self.range.index_of(key_group).expect("key_group_of checked the range");
+        Ok(self.group_at(state, index, key, namespace))
+    }
+
+    /// The table of key group `index` (of the range) of `state`, about to change at (key,
+    /// namespace): the change is recorded when tracking. Both were checked by the caller.
+    fn group_at(&mut self, state: u32, index: usize, key: &[u8], namespace: &[u8]) -> &mut GroupTable {
         let table = &mut self.states[state as usize];
         if let Some(counters) = &mut self.changes {
             counters.sequence += 1;
             Arc::make_mut(&mut table.touched[index]).insert((key.to_vec(), namespace.to_vec()), counters.sequence);
         }
         // Copy-on-write: clones the group only if a snapshot still shares it.
-        Ok(Arc::make_mut(&mut table.groups[index]))
+        Arc::make_mut(&mut table.groups[index])
     }
 
     /// Starts tracking which rows change (for incremental checkpoints). There is no base yet:
@@ -399,6 +447,46 @@ impl KeyedStateBackend {
     ) -> Result<(), BackendError> {
         self.check_restored_key(state, key_group, key)?;
         self.remove(state, key, namespace)
+    }
+
+    /// Restores a delta's changed row whole: `value` takes the place of what (key, namespace)
+    /// held, in one lookup, where removing the row and restoring its entries one by one took
+    /// one per entry (a chain's restore is mostly such rows). With `merge` it is added to the
+    /// row instead: a value replaces, list elements append, map entries insert. The key must
+    /// belong to `key_group`, as for [`restore_entry`](Self::restore_entry), and `value` must
+    /// be of the state's kind.
+    pub fn restore_row(
+        &mut self,
+        state: u32,
+        key_group: u32,
+        key: &[u8],
+        namespace: &[u8],
+        value: StateValue,
+        merge: bool,
+    ) -> Result<(), BackendError> {
+        let kind = self.check_restored_key(state, key_group, key)?;
+        if value.kind() != kind {
+            let name = self.states[state as usize].name.clone();
+            return Err(BackendError::WrongKind { name, actual: kind, requested: value.kind() });
+        }
+        let index =
+            self.range.index_of(key_group).ok_or(BackendError::KeyGroupOutOfRange { key_group, range: self.range })?;
+        let group = self.group_at(state, index, key, namespace);
+        match group.entry((key.to_vec(), namespace.to_vec())) {
+            std::collections::btree_map::Entry::Occupied(mut row) if merge => row.get_mut().merge(value),
+            std::collections::btree_map::Entry::Occupied(mut row) => {
+                row.insert(value);
+            }
+            std::collections::btree_map::Entry::Vacant(row) => {
+                row.insert(value);
+            }
+        }
+        Ok(())
+    }
+
+    /// The kind of `state`.
+    pub fn state_kind(&self, state: u32) -> Result<StateKind, BackendError> {
+        Ok(self.states.get(state as usize).ok_or(BackendError::UnknownStateIndex(state))?.kind)
     }
 
     /// The kind of `state`, if `key` belongs to `key_group` (the group being restored).
@@ -674,6 +762,33 @@ mod tests {
             assert_eq!(rows, 500);
         }
         assert_eq!(b.entry_count(), 1000);
+    }
+
+    #[test]
+    fn a_restored_row_replaces_the_old_one_or_adds_to_it() {
+        let mut b = backend();
+        let l = b.register_state("l", StateKind::List).unwrap();
+        let m = b.register_state("m", StateKind::Map).unwrap();
+        for e in [b"a", b"b"] {
+            b.restore_entry(l, 35, b"hello", b"", b"", e).unwrap();
+            b.restore_entry(m, 35, b"hello", b"", e, e).unwrap();
+        }
+        let mut list = StateValue::empty(StateKind::List);
+        list.push(b"", b"c");
+        b.restore_row(l, 35, b"hello", b"", list.clone(), false).unwrap();
+        assert_eq!(b.get_list(l, b"hello", b"").unwrap(), vec![b"c".to_vec()]);
+        b.restore_row(l, 35, b"hello", b"", list.clone(), true).unwrap();
+        assert_eq!(b.get_list(l, b"hello", b"").unwrap(), vec![b"c".to_vec(), b"c".to_vec()]);
+        let mut map = StateValue::empty(StateKind::Map);
+        map.push(b"b", b"B");
+        b.restore_row(m, 35, b"hello", b"", map.clone(), false).unwrap();
+        assert_eq!(b.get_map(m, b"hello", b"", b"a").unwrap(), None, "replaced whole");
+        assert_eq!(b.get_map(m, b"hello", b"", b"b").unwrap(), Some(&b"B"[..]));
+        // The key's group and the value's kind are checked.
+        let err = b.restore_row(l, 3, b"hello", b"", list.clone(), false).unwrap_err();
+        assert_eq!(err, BackendError::ForeignKey { state: "l".into(), expected: 3, actual: 35 });
+        let err = b.restore_row(l, 35, b"hello", b"", map, false).unwrap_err();
+        assert!(matches!(err, BackendError::WrongKind { actual: StateKind::List, requested: StateKind::Map, .. }));
     }
 
     #[test]

@@ -306,6 +306,31 @@ impl HostEntryReader for InvocationState {
     }
 }
 
+/// A row of a `replace` call being collected from its consecutive entries.
+struct PendingRow {
+    key: Vec<u8>,
+    namespace: Vec<u8>,
+    value: crate::backend::StateValue,
+}
+
+impl PendingRow {
+    /// Puts the row into the backend: in place of the old one the first time this call
+    /// meets it, added to it after that.
+    fn flush(
+        self,
+        sink: &mut RestoreSinkResource,
+        state: u32,
+        group: u32,
+        replaced: &mut std::collections::BTreeSet<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<(), crate::backend::BackendError> {
+        let merge = match self.value {
+            crate::backend::StateValue::Value(_) => false,
+            _ => !replaced.insert((self.key.clone(), self.namespace.clone())),
+        };
+        sink.backend.restore_row(state, group, &self.key, &self.namespace, self.value, merge)
+    }
+}
+
 impl HostRestoreSink for InvocationState {
     fn state(
         &mut self,
@@ -348,15 +373,45 @@ impl HostRestoreSink for InvocationState {
         state: u32,
         batch: EntryBatch,
     ) -> wasmtime::Result<Result<(), HostError>> {
-        // A row loses its old entries when its first entry of this call arrives; its later
-        // entries in the same call add to it.
+        let kind = match self.table.get(&this)?.backend.state_kind(state) {
+            Ok(kind) => kind,
+            Err(e) => return Ok(Err(self.contract(format!("restore-sink.replace: {e}")))),
+        };
+        // Consecutive entries of one row are its new value: built whole and put in place of
+        // the old row with one lookup. A row met again later in the same call is added to
+        // (its old entries went when its first entry arrived), which needs the rows replaced
+        // so far; a value row is the same either way, so only list and map rows are recorded.
         let mut replaced = std::collections::BTreeSet::new();
-        self.restore_batch(&this, "replace", &batch, |sink, group, [key, namespace, user_key, value]| {
-            if replaced.insert((key.to_vec(), namespace.to_vec())) {
-                sink.backend.restore_remove(state, group, key, namespace)?;
-            }
-            sink.backend.restore_entry(state, group, key, namespace, user_key, value)
-        })
+        let mut pending: Option<PendingRow> = None;
+        let result =
+            self.restore_batch(&this, "replace", &batch, |sink, group, [key, namespace, user_key, value]| {
+                match &mut pending {
+                    Some(row) if row.key == key && row.namespace == namespace => row.value.push(user_key, value),
+                    _ => {
+                        if let Some(row) = pending.take() {
+                            row.flush(sink, state, group, &mut replaced)?;
+                        }
+                        let mut row = PendingRow {
+                            key: key.to_vec(),
+                            namespace: namespace.to_vec(),
+                            value: crate::backend::StateValue::empty(kind),
+                        };
+                        row.value.push(user_key, value);
+                        pending = Some(row);
+                    }
+                }
+                Ok(())
+            })?;
+        if result.is_err() {
+            return Ok(result);
+        }
+        let Some(row) = pending else { return Ok(Ok(())) };
+        let sink = self.table.get_mut(&this)?;
+        let group = sink.key_group;
+        match row.flush(sink, state, group, &mut replaced) {
+            Ok(()) => Ok(Ok(())),
+            Err(e) => Ok(Err(self.contract(format!("restore-sink.replace: {e}")))),
+        }
     }
 
     fn drop(&mut self, _rep: Resource<RestoreSinkResource>) -> wasmtime::Result<()> {
