@@ -178,10 +178,7 @@ pub(super) fn incremental_rows(
                 let f = full.restore()?;
                 (incremental.restore()?, f)
             };
-            anyhow::ensure!(
-                a == b,
-                "the chain restored other state than the full checkpoint"
-            );
+            anyhow::ensure!(a == b, "the chain restored other state than the full checkpoint");
             ratio.push(secs(c) / secs(f));
             chain_t.push(secs(c));
             full_rt.push(secs(f));
