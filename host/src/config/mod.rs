@@ -975,6 +975,47 @@ mod tests {
     }
 
     #[test]
+    fn incremental_keys_with_defaults_the_flink_1_name_and_clear_errors() {
+        let c = Config::default();
+        assert_eq!(c.checkpointing.incremental, IncrementalConfig::default());
+        assert!(!c.checkpointing.incremental.enabled);
+        assert_eq!(
+            (c.checkpointing.incremental.max_chain_length, c.checkpointing.incremental.max_delta_permille),
+            (10, 500)
+        );
+        let c = parse(
+            "execution.checkpointing.incremental = true\n\
+             execution.checkpointing.incremental-compaction.max-chain-length = 4\n\
+             execution.checkpointing.incremental-compaction.max-delta-ratio = 0.25",
+        )
+        .unwrap();
+        let expected = IncrementalConfig { enabled: true, max_chain_length: 4, max_delta_permille: 250 };
+        assert_eq!(c.checkpointing.incremental, expected);
+        // Flink 1.x's name is accepted, recorded as written, and never wins over the new one.
+        let old = parse("state.backend.incremental = true").unwrap();
+        assert!(old.checkpointing.incremental.enabled);
+        assert_eq!(old.sources[INCREMENTAL].written_as, STATE_BACKEND_INCREMENTAL);
+        let both = parse("execution.checkpointing.incremental = false\nstate.backend.incremental = true").unwrap();
+        assert!(!both.checkpointing.incremental.enabled);
+        let mut c = Config::default();
+        c.apply_override("execution.checkpointing.incremental-compaction.max-delta-ratio=2").unwrap();
+        assert_eq!(c.checkpointing.incremental.max_delta_permille, 2000);
+        for bad in [
+            "execution.checkpointing.incremental=sometimes",
+            "state.backend.incremental=2",
+            "execution.checkpointing.incremental-compaction.max-chain-length=0",
+            "execution.checkpointing.incremental-compaction.max-chain-length=ten",
+            "execution.checkpointing.incremental-compaction.max-delta-ratio=-0.5",
+            "execution.checkpointing.incremental-compaction.max-delta-ratio=NaN",
+            "execution.checkpointing.incremental-compaction.max-delta-ratio=half",
+        ] {
+            let e = c.apply_override(bad).unwrap_err().to_string();
+            let (key, value) = bad.split_once('=').unwrap();
+            assert!(e.contains(key) && e.contains(value), "{e}");
+        }
+    }
+
+    #[test]
     fn checkpointing_and_budget_keys_with_defaults_and_clear_errors() {
         let c = Config::default();
         assert_eq!(c.checkpointing, CheckpointingConfig::default());
