@@ -220,6 +220,30 @@ fn update_round(host: &SnapshotHost, keyed: &mut [KeyedStateBackend], round: u64
     }
 }
 
+/// Takes the subtasks' keyed backends out of a recovery: the test changes them itself.
+fn take_keyed(job: &mut snapshot_host::Recovery) -> Vec<KeyedStateBackend> {
+    job.subtasks
+        .iter_mut()
+        .map(|t| {
+            let empty = KeyedStateBackend::new(16, t.subtask.key_group_range()).unwrap();
+            std::mem::replace(&mut t.keyed, empty)
+        })
+        .collect()
+}
+
+/// Every subtask's snapshot of `barrier`, run to its acknowledgement; `None` once one fails.
+fn snapshot_all(
+    job: &snapshot_host::Recovery,
+    keyed: &[KeyedStateBackend],
+    barrier: &snapshot_host::CheckpointBarrier,
+) -> Option<Vec<snapshot_host::Acknowledgement>> {
+    job.subtasks
+        .iter()
+        .zip(keyed)
+        .map(|(t, backend)| t.subtask.snapshot(barrier, backend, &t.operators).run().ok())
+        .collect()
+}
+
 /// Every completed checkpoint's streams (its chains' included) exist and verify, and the
 /// shared area holds exactly the objects they name. Returns the completed ids.
 fn check_chained_storage(host: &SnapshotHost) -> Result<Vec<u64>, String> {
@@ -253,7 +277,7 @@ struct ChainedRun {
 }
 
 /// Runs twelve rounds of an incremental job (one checkpoint declined midway, one subsumed by a
-/// newer one completing first) over a store that crashes at mutation `fail_at`, restarts on
+/// newer one completing first, two overlapping that complete in order) over a store that crashes at mutation `fail_at`, restarts on
 /// what the store kept, and checks: the shared area is exact after the start-up sweep, every
 /// retained checkpoint restores exactly the state it was taken of, none reported complete is
 /// lost; then the restarted job goes on writing deltas on its restored chains, and restores
@@ -283,22 +307,12 @@ fn crash_chained_job(
         let Ok(host) = chained_host(name, plugin, retained) else { break 'job };
         let Ok(mut job) = host.recover() else { break 'job };
         let mut seen_shared = std::collections::BTreeSet::new();
-        let mut keyed: Vec<KeyedStateBackend> = job
-            .subtasks
-            .iter_mut()
-            .map(|t| std::mem::replace(&mut t.keyed, KeyedStateBackend::new(16, t.subtask.key_group_range()).unwrap()))
-            .collect();
+        let mut keyed = take_keyed(&mut job);
         for round in 0..12u64 {
             update_round(&host, &mut keyed, round);
             let Some(barrier) = job.coordinator.trigger(round) else { break 'job };
             expected.insert(barrier.checkpoint_id(), contents(&keyed));
-            let mut acks = Vec::new();
-            for (t, backend) in job.subtasks.iter().zip(&keyed) {
-                match t.subtask.snapshot(&barrier, backend, &t.operators).run() {
-                    Ok(ack) => acks.push(ack),
-                    Err(_) => break 'job,
-                }
-            }
+            let Some(mut acks) = snapshot_all(&job, &keyed, &barrier) else { break 'job };
             match round {
                 // Declined after one subtask acknowledged (its changes go into the next
                 // one); the other subtask's acknowledgement arrives late.
@@ -314,13 +328,7 @@ fn crash_chained_job(
                     update_round(&host, &mut keyed, 100);
                     let Some(newer) = job.coordinator.trigger(round) else { break 'job };
                     expected.insert(newer.checkpoint_id(), contents(&keyed));
-                    let mut first = Vec::new();
-                    for (t, backend) in job.subtasks.iter().zip(&keyed) {
-                        match t.subtask.snapshot(&newer, backend, &t.operators).run() {
-                            Ok(ack) => first.push(ack),
-                            Err(_) => break 'job,
-                        }
-                    }
+                    let Some(mut first) = snapshot_all(&job, &keyed, &newer) else { break 'job };
                     first.append(&mut acks);
                     acks = first;
                 }
@@ -330,12 +338,8 @@ fn crash_chained_job(
                     update_round(&host, &mut keyed, 101);
                     let Some(newer) = job.coordinator.trigger(round) else { break 'job };
                     expected.insert(newer.checkpoint_id(), contents(&keyed));
-                    for (t, backend) in job.subtasks.iter().zip(&keyed) {
-                        match t.subtask.snapshot(&newer, backend, &t.operators).run() {
-                            Ok(ack) => acks.push(ack),
-                            Err(_) => break 'job,
-                        }
-                    }
+                    let Some(later) = snapshot_all(&job, &keyed, &newer) else { break 'job };
+                    acks.extend(later);
                 }
                 _ => {}
             }
@@ -395,11 +399,7 @@ fn crash_chained_job(
     if newest != ids.last().copied() {
         return Err(at(&format!("recovered {newest:?}, the newest completed is {:?}", ids.last())));
     }
-    let mut keyed: Vec<KeyedStateBackend> = job
-        .subtasks
-        .iter_mut()
-        .map(|t| std::mem::replace(&mut t.keyed, KeyedStateBackend::new(16, t.subtask.key_group_range()).unwrap()))
-        .collect();
+    let mut keyed = take_keyed(&mut job);
     let mut last = None;
     for round in 200..203u64 {
         update_round(&host, &mut keyed, round);

@@ -974,6 +974,15 @@ mod tests {
         }
     }
 
+    /// Each `key=value` of `bad` is refused with an error naming the key and the value.
+    fn assert_refused(c: &mut Config, bad: &[&str]) {
+        for bad in bad {
+            let e = c.apply_override(bad).unwrap_err().to_string();
+            let (key, value) = bad.split_once('=').unwrap();
+            assert!(e.contains(key) && e.contains(value), "{e}");
+        }
+    }
+
     #[test]
     fn incremental_keys_with_defaults_the_flink_1_name_and_clear_errors() {
         let c = Config::default();
@@ -1000,19 +1009,18 @@ mod tests {
         let mut c = Config::default();
         c.apply_override("execution.checkpointing.incremental-compaction.max-delta-ratio=2").unwrap();
         assert_eq!(c.checkpointing.incremental.max_delta_permille, 2000);
-        for bad in [
-            "execution.checkpointing.incremental=sometimes",
-            "state.backend.incremental=2",
-            "execution.checkpointing.incremental-compaction.max-chain-length=0",
-            "execution.checkpointing.incremental-compaction.max-chain-length=ten",
-            "execution.checkpointing.incremental-compaction.max-delta-ratio=-0.5",
-            "execution.checkpointing.incremental-compaction.max-delta-ratio=NaN",
-            "execution.checkpointing.incremental-compaction.max-delta-ratio=half",
-        ] {
-            let e = c.apply_override(bad).unwrap_err().to_string();
-            let (key, value) = bad.split_once('=').unwrap();
-            assert!(e.contains(key) && e.contains(value), "{e}");
-        }
+        assert_refused(
+            &mut c,
+            &[
+                "execution.checkpointing.incremental=sometimes",
+                "state.backend.incremental=2",
+                "execution.checkpointing.incremental-compaction.max-chain-length=0",
+                "execution.checkpointing.incremental-compaction.max-chain-length=ten",
+                "execution.checkpointing.incremental-compaction.max-delta-ratio=-0.5",
+                "execution.checkpointing.incremental-compaction.max-delta-ratio=NaN",
+                "execution.checkpointing.incremental-compaction.max-delta-ratio=half",
+            ],
+        );
     }
 
     #[test]
@@ -1036,17 +1044,16 @@ mod tests {
         let mut c = Config::default();
         c.apply_override("execution.checkpointing.min-pause=0").unwrap();
         c.apply_override("execution.checkpointing.tolerable-failed-checkpoints=0").unwrap();
-        for bad in [
-            "execution.checkpointing.max-concurrent-checkpoints=0",
-            "execution.checkpointing.min-pause=soon",
-            "execution.checkpointing.tolerable-failed-checkpoints=-1",
-            "plugin.memory-budget=big",
-            "plugin.max-amplification=0",
-            "execution.state-recovery.start-empty-if-unrestorable=perhaps",
-        ] {
-            let e = c.apply_override(bad).unwrap_err().to_string();
-            let (key, value) = bad.split_once('=').unwrap();
-            assert!(e.contains(key) && e.contains(value), "{e}");
-        }
+        assert_refused(
+            &mut c,
+            &[
+                "execution.checkpointing.max-concurrent-checkpoints=0",
+                "execution.checkpointing.min-pause=soon",
+                "execution.checkpointing.tolerable-failed-checkpoints=-1",
+                "plugin.memory-budget=big",
+                "plugin.max-amplification=0",
+                "execution.state-recovery.start-empty-if-unrestorable=perhaps",
+            ],
+        );
     }
 }
