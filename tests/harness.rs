@@ -395,6 +395,15 @@ fn the_plugin_template_passes_the_harness_and_runs_the_demo() {
         assert!(stdout.contains("checkpoint   1:") && stdout.contains("equal to a failure-free run"), "{stdout}");
         if incremental {
             assert!(stdout.contains("incremental checkpoints (a key group"), "{stdout}");
+            // Each checkpoint says how many key groups it wrote as deltas; the first has no
+            // base and writes all in full.
+            assert!(stdout.contains("; 0 of 128 key groups as deltas)"), "{stdout}");
+            assert!(
+                stdout.lines().any(|l| l.contains(" key groups as deltas)") && !l.contains("; 0 of ")),
+                "no checkpoint wrote deltas: {stdout}"
+            );
+        } else {
+            assert!(!stdout.contains("as deltas"), "{stdout}");
         }
     }
 

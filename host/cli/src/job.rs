@@ -140,6 +140,8 @@ pub enum JobEvent {
         duration: Duration,
         /// Longest synchronous pause of a subtask for this checkpoint.
         max_sync_pause: Duration,
+        /// With incremental checkpoints: key groups written as deltas, of all written.
+        delta_groups: Option<(usize, usize)>,
     },
     /// A checkpoint was aborted.
     Aborted {
@@ -618,6 +620,7 @@ impl SubtaskContext {
                     size: done.metadata.state_size(),
                     duration: done.duration,
                     max_sync_pause,
+                    delta_groups: done.metadata.delta_groups(),
                 });
             }
             Ok(None) => {}

@@ -278,8 +278,12 @@ fn attempt(
                     slowest = slowest.max(duration);
                     say(&bar, format!("            subtask {subtask}: keyed state from alternative {alternative}/{alternatives} ({source}), operator state from {operator_source}, in {duration:.1?}"));
                 }
-                JobEvent::Completed { checkpoint_id, size, duration, max_sync_pause } => {
-                    say(&bar, format!("            checkpoint {checkpoint_id:>3}: {size:>9} bytes in {duration:>9.1?} (synchronous pause {max_sync_pause:.1?})"));
+                JobEvent::Completed { checkpoint_id, size, duration, max_sync_pause, delta_groups } => {
+                    let deltas = match delta_groups {
+                        Some((deltas, groups)) => format!("; {deltas} of {groups} key groups as deltas"),
+                        None => String::new(),
+                    };
+                    say(&bar, format!("            checkpoint {checkpoint_id:>3}: {size:>9} bytes in {duration:>9.1?} (synchronous pause {max_sync_pause:.1?}{deltas})"));
                 }
                 JobEvent::Aborted { checkpoint_id, reason } => {
                     say(&bar, format!("            checkpoint {checkpoint_id:>3}: aborted ({reason})"))
