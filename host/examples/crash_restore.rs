@@ -5,7 +5,7 @@
 //!
 //! `cargo run -p snapshot-host --example crash_restore [plugin.wasm]`
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use snapshot_host::{RestoreSource, SnapshotHost, StateKind};
 
@@ -18,7 +18,7 @@ fn host(dir: &Path, plugin: &Path) -> snapshot_host::Result<SnapshotHost> {
 }
 
 fn main() -> snapshot_host::Result<()> {
-    let plugin = std::env::args().nth(1).map(PathBuf::from).unwrap_or_else(snapshot_host::doc_plugin_path);
+    let plugin = snapshot_host::example_plugin_path();
     let dir = tempfile::tempdir()?;
 
     // The first process.

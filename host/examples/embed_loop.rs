@@ -7,7 +7,6 @@
 //! `cargo run -p snapshot-host --example embed_loop [plugin.wasm]`
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::mpsc;
 
 use snapshot_host::{CheckpointBarrier, SnapshotHost, StateKind};
@@ -18,7 +17,7 @@ enum Message {
 }
 
 fn main() -> snapshot_host::Result<()> {
-    let plugin = std::env::args().nth(1).map(PathBuf::from).unwrap_or_else(snapshot_host::doc_plugin_path);
+    let plugin = snapshot_host::example_plugin_path();
     let dir = tempfile::tempdir()?;
     let host = SnapshotHost::builder("word-count")
         .plugin_file(&plugin)

@@ -6,7 +6,6 @@
 //! `cargo run -p snapshot-host --example map_backend [plugin.wasm]`
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use snapshot_host::{MapState, SnapshotHost};
 
@@ -17,7 +16,7 @@ struct EngineState {
 }
 
 fn main() -> snapshot_host::Result<()> {
-    let plugin = std::env::args().nth(1).map(PathBuf::from).unwrap_or_else(snapshot_host::doc_plugin_path);
+    let plugin = snapshot_host::example_plugin_path();
     let dir = tempfile::tempdir()?;
     let host = SnapshotHost::builder("ledger")
         .plugin_file(&plugin)

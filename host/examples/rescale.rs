@@ -5,7 +5,7 @@
 //!
 //! `cargo run -p snapshot-host --example rescale [plugin.wasm]`
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use snapshot_host::{DistributionMode, MapState, RestoreSource, SnapshotHost};
 
@@ -20,7 +20,7 @@ fn host(dir: &Path, plugin: &Path, parallelism: u32) -> snapshot_host::Result<Sn
 }
 
 fn main() -> snapshot_host::Result<()> {
-    let plugin = std::env::args().nth(1).map(PathBuf::from).unwrap_or_else(snapshot_host::doc_plugin_path);
+    let plugin = snapshot_host::example_plugin_path();
     let dir = tempfile::tempdir()?;
     let readings = MapState::new("last-reading");
     let keys: Vec<Vec<u8>> = (0..300).map(|i| format!("sensor-{i}").into_bytes()).collect();

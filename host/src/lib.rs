@@ -152,9 +152,9 @@ pub use backend::{KeyedStateBackend, StateKind, StateValue};
 pub use config::Config;
 pub use coordinator::{AbortReason, CheckpointStats, CompletedCheckpoint};
 pub use error::{Error, ErrorKind, Result};
-#[doc(hidden)]
-pub use facade::doc_plugin_path;
 pub use facade::metrics;
+#[doc(hidden)]
+pub use facade::{doc_plugin_path, example_plugin_path};
 pub use facade::{
     Acknowledgement, CheckpointBarrier, Coordinator, MapState, RecoveredSubtask, Recovery, RestoreReport,
     RestoredState, SnapshotHost, SnapshotHostBuilder, SnapshotTask, Subtask,

@@ -221,6 +221,14 @@ impl SnapshotHost {
     }
 }
 
+/// The plugin an example runs with: its first argument when that names a `.wasm` file, else
+/// [`doc_plugin_path`]. The examples also run as tests, where the arguments are the test
+/// harness's (`--quiet`, a name filter), not a plugin.
+#[doc(hidden)]
+pub fn example_plugin_path() -> PathBuf {
+    std::env::args().nth(1).filter(|a| a.ends_with(".wasm")).map(PathBuf::from).unwrap_or_else(doc_plugin_path)
+}
+
 /// The plugin the crate's documentation examples use: `full-keyed`, as `scripts/setup.sh`
 /// builds it into the workspace's target directory.
 #[doc(hidden)]
