@@ -111,6 +111,11 @@ struct Pending {
 #[derive(Debug, Default)]
 struct State {
     pending: BTreeMap<u64, Pending>,
+    /// Fully acknowledged checkpoints being committed (metadata written, older ones retired):
+    /// still in flight. A checkpoint triggered meanwhile could not build on them (their
+    /// deltas' base is not complete yet), so with incremental checkpoints it was written in
+    /// full, and one more checkpoint than `max_concurrent` was running.
+    committing: BTreeSet<u64>,
     /// Retained completed checkpoints.
     completed: BTreeSet<u64>,
     /// Metadata of checkpoints completed by this coordinator (to recognise duplicate acks).
@@ -228,7 +233,7 @@ impl CheckpointCoordinator {
     pub fn can_trigger(&self) -> bool {
         let s = self.lock();
         let paused = s.last_finished.is_none_or(|t| t.elapsed() >= self.config.min_pause);
-        s.pending.len() < self.config.max_concurrent.max(1) && paused
+        s.pending.len() + s.committing.len() < self.config.max_concurrent.max(1) && paused
     }
 
     /// Registers checkpoint `id`, taken at `source_offset`.
@@ -285,6 +290,7 @@ impl CheckpointCoordinator {
                 }
                 if pending.acks.iter().all(Option::is_some) {
                     s.cancel_tokens.remove(&id);
+                    s.committing.insert(id);
                     s.pending.remove(&id)
                 } else {
                     None
@@ -298,7 +304,9 @@ impl CheckpointCoordinator {
         let Some(pending) = ready else {
             return Ok(None);
         };
-        self.commit(id, pending)
+        let committed = self.commit(id, pending);
+        self.lock().committing.remove(&id);
+        committed
     }
 
     /// Called with the commit lock held.
@@ -721,6 +729,46 @@ pub(crate) mod tests {
         assert!(!extra_path.exists());
         assert_eq!(store.stored_ids(), vec![4], "local copies of a completed checkpoint were deleted");
         assert_eq!(c.storage().read_metadata(4).unwrap(), done.metadata);
+    }
+
+    #[test]
+    fn a_checkpoint_being_committed_counts_as_in_flight() {
+        use crate::storage::backend::install_memory_store;
+        use crate::storage::fault::CrashingStore;
+        use crate::storage::{S3Settings, StorageLocation};
+        let store = Arc::new(CrashingStore::new(Arc::new(object_store::memory::InMemory::new()), usize::MAX));
+        install_memory_store("committing-in-flight", store.clone());
+        let location = StorageLocation::parse("memory://committing-in-flight").unwrap();
+        let storage = CheckpointStorage::open(&location, &S3Settings::default(), "job", 0).unwrap();
+        let config = CoordinatorConfig {
+            job_id: "job".into(),
+            parallelism: 1,
+            max_parallelism: 128,
+            plugin: plugin_info(),
+            retained: 1,
+            max_concurrent: 1,
+            min_pause: Duration::ZERO,
+        };
+        let c = Arc::new(CheckpointCoordinator::new(config, storage.clone(), Vec::new(), []));
+        // While checkpoint 1's metadata is written, no checkpoint may start: it could not
+        // build on checkpoint 1 (not complete yet), and two would be in flight.
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (weak, record) = (Arc::downgrade(&c), seen.clone());
+        store.observe(move |_, location| {
+            if let Some(c) = weak.upgrade().filter(|_| location.ends_with("_metadata")) {
+                record.lock().unwrap().push(c.can_trigger());
+            }
+        });
+        c.trigger(1, 10);
+        let mut out =
+            storage.stream_factory(1).unwrap().create_output_stream(crate::streams::StateScope::Exclusive).unwrap();
+        out.write(b"state").unwrap();
+        let offsets = Arc::new(KeyGroupRangeOffsets::new(KeyGroupRange::new(0, 127), vec![0; 128]).unwrap());
+        let keyed = KeyGroupsStateHandle::new(offsets, out.close_and_get_handle().unwrap());
+        let state = SubtaskState { keyed: Some(keyed), operator: None, keyed_chain: None };
+        assert!(c.acknowledge(1, 0, state).unwrap().is_some());
+        assert_eq!(*seen.lock().unwrap(), vec![false], "the metadata is written once, with no trigger allowed");
+        assert!(c.can_trigger(), "once complete, the next one may start");
     }
 
     #[test]

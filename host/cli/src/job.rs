@@ -18,7 +18,7 @@
 //! final counts equal a failure-free run's.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -398,7 +398,6 @@ impl JobRunner {
         let tolerable = self.spec.config.checkpointing.tolerable_failed;
 
         let pauses: Pauses = Arc::default();
-        let completed = Arc::new(AtomicU64::new(0));
         let mut inputs: Vec<SyncSender<Input>> = Vec::new();
         let mut threads: Vec<JoinHandle<Result<SubtaskBackends, snapshot_host::Error>>> = Vec::new();
         for (subtask, (keyed, operators)) in subtasks.into_iter().zip(restored.subtasks) {
@@ -409,7 +408,6 @@ impl JobRunner {
                 coordinator: coordinator.clone(),
                 events: events.clone(),
                 pauses: pauses.clone(),
-                completed: completed.clone(),
             };
             let handle = std::thread::Builder::new()
                 .name(format!("subtask-{}", ctx.subtask.index()))
@@ -544,10 +542,6 @@ struct SubtaskContext {
     coordinator: Coordinator,
     events: Sender<JobEvent>,
     pauses: Pauses,
-    /// The newest checkpoint that completed, shared by the job's subtasks: each tells its
-    /// own subtask at its next barrier (Flink's `notifyCheckpointComplete`), so that
-    /// incremental snapshots build on it.
-    completed: Arc<AtomicU64>,
 }
 
 impl SubtaskContext {
@@ -571,7 +565,13 @@ impl SubtaskContext {
                     processed += 1;
                 }
                 Ok(Input::Barrier(barrier)) => {
-                    let newest = ctx.completed.load(Ordering::Acquire);
+                    // The newest checkpoint that completed, told to this subtask at its next
+                    // barrier (Flink's `notifyCheckpointComplete`) so that incremental
+                    // snapshots build on it. Asked of the coordinator, which counts it
+                    // complete before this barrier could be triggered; a flag set once the
+                    // acknowledging thread got back lagged behind, and the checkpoint after
+                    // it was written in full.
+                    let newest = ctx.coordinator.completed().last().copied().unwrap_or(0);
                     if newest > told {
                         ctx.subtask.checkpoint_completed(newest, &mut keyed);
                         told = newest;
@@ -612,7 +612,6 @@ impl SubtaskContext {
         let outcome = written.and_then(|ack| self.coordinator.acknowledge(ack));
         match outcome {
             Ok(Some(done)) => {
-                self.completed.fetch_max(id, Ordering::AcqRel);
                 let max_sync_pause =
                     self.pauses.lock().unwrap_or_else(|e| e.into_inner()).remove(&id).unwrap_or_default();
                 let _ = self.events.send(JobEvent::Completed {

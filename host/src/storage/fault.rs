@@ -25,15 +25,22 @@ pub struct CrashingStore {
     state: Arc<CrashState>,
 }
 
+/// Called with every mutating operation and its location, before it is carried out.
+type Observer = Box<dyn Fn(&str, &str) + Send + Sync>;
+
 struct CrashState {
     fail_at: AtomicUsize,
     mutations: AtomicUsize,
     crashed: AtomicBool,
+    observer: std::sync::Mutex<Option<Observer>>,
 }
 
 impl CrashState {
     fn mutate(&self, what: &str, location: &str) -> object_store::Result<()> {
         self.check(what, location)?;
+        if let Some(observe) = self.observer.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            observe(what, location);
+        }
         let n = self.mutations.fetch_add(1, Ordering::SeqCst);
         if n >= self.fail_at.load(Ordering::SeqCst) {
             self.crashed.store(true, Ordering::SeqCst);
@@ -76,8 +83,16 @@ impl CrashingStore {
             fail_at: AtomicUsize::new(fail_at),
             mutations: AtomicUsize::new(0),
             crashed: AtomicBool::new(false),
+            observer: std::sync::Mutex::new(None),
         };
         CrashingStore { inner, state: Arc::new(state) }
+    }
+
+    /// Calls `observe` with every mutating operation (`put`, `delete`, ...) and its location
+    /// before it is carried out: to look at what else holds at that moment of a protocol (a
+    /// test asks whether a new checkpoint may start while metadata is being written).
+    pub fn observe(&self, observe: impl Fn(&str, &str) + Send + Sync + 'static) {
+        *self.state.observer.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(observe));
     }
 
     /// Mutating operations attempted so far (the one that crashed included).
