@@ -295,3 +295,44 @@ fn a_checkpoint_declined_during_the_keyed_write_leaves_no_files() {
 fn a_checkpoint_declined_during_the_operator_write_leaves_no_files() {
     declined_mid_write_leaves_no_files(true);
 }
+
+/// A barrier names the newest checkpoint complete when it was triggered; told of it at the
+/// barrier, a subtask writes its next snapshot as deltas on top of it, whichever thread
+/// acknowledged.
+#[test]
+fn a_barrier_names_the_checkpoint_its_deltas_build_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    suite::Primary::Directory.configure(&mut config, dir.path());
+    let host = SnapshotHost::builder("deltas")
+        .config(config)
+        .set("execution.checkpointing.incremental", "true")
+        .plugin_file(suite::plugin_path("full-keyed"))
+        .compiled_cache(None)
+        .build()
+        .unwrap();
+    let mut job = host.recover().unwrap();
+    let t = &mut job.subtasks[0];
+    let counts = t.keyed.register_state("counts", snapshot_host::StateKind::Value).unwrap();
+    let mut completed_before = Vec::new();
+    for round in 0..3u64 {
+        for k in 0..200u64 {
+            if k % 3 == round % 3 || round == 0 {
+                t.keyed.put(counts, format!("k{k}").as_bytes(), b"", &round.to_le_bytes()).unwrap();
+            }
+        }
+        let barrier = job.coordinator.trigger(round).unwrap();
+        completed_before.push(barrier.completed_before());
+        if let Some(id) = barrier.completed_before() {
+            t.subtask.checkpoint_completed(id, &mut t.keyed);
+        }
+        let ack = t.subtask.snapshot(&barrier, &t.keyed, &t.operators).run().unwrap();
+        // The acknowledging side does not tell the subtask: the barrier did.
+        let done = std::thread::scope(|s| s.spawn(|| job.coordinator.acknowledge(ack)).join().unwrap());
+        let groups = done.unwrap().unwrap().metadata.delta_groups().unwrap();
+        assert_eq!(groups.0 > 0, round > 0, "round {round}: {groups:?} key groups as deltas");
+    }
+    assert_eq!(completed_before, vec![None, Some(1), Some(2)]);
+    let restored = host.recover().unwrap();
+    assert_eq!(restored.subtasks[0].keyed.contents(), job.subtasks[0].keyed.contents());
+}

@@ -567,11 +567,10 @@ impl SubtaskContext {
                 Ok(Input::Barrier(barrier)) => {
                     // The newest checkpoint that completed, told to this subtask at its next
                     // barrier (Flink's `notifyCheckpointComplete`) so that incremental
-                    // snapshots build on it. Asked of the coordinator, which counts it
-                    // complete before this barrier could be triggered; a flag set once the
+                    // snapshots build on it. The barrier carries it: a flag set once the
                     // acknowledging thread got back lagged behind, and the checkpoint after
                     // it was written in full.
-                    let newest = ctx.coordinator.completed().last().copied().unwrap_or(0);
+                    let newest = barrier.completed_before().unwrap_or(0);
                     if newest > told {
                         ctx.subtask.checkpoint_completed(newest, &mut keyed);
                         told = newest;

@@ -66,6 +66,7 @@ pub struct Coordinator {
 pub struct CheckpointBarrier {
     pub(super) id: u64,
     pub(super) source_offset: u64,
+    pub(super) completed_before: Option<u64>,
     pub(super) cancel: CancelToken,
     pub(super) host: SnapshotHost,
 }
@@ -79,6 +80,14 @@ impl CheckpointBarrier {
     /// The source position the checkpoint records (replay starts here after a restore).
     pub fn source_offset(&self) -> u64 {
         self.source_offset
+    }
+
+    /// The newest checkpoint that was complete when this one was triggered. With incremental
+    /// checkpoints, pass it to [`Subtask::checkpoint_completed`](crate::Subtask::checkpoint_completed)
+    /// before the snapshot: the snapshot then writes deltas on top of it, however late the
+    /// acknowledging thread's own news of the completion would reach the subtask.
+    pub fn completed_before(&self) -> Option<u64> {
+        self.completed_before
     }
 
     /// Whether the checkpoint has been aborted meanwhile (its snapshots stop early).
@@ -122,11 +131,12 @@ impl Coordinator {
             return None;
         }
         let id = self.host.next_checkpoint_id();
+        let completed_before = self.inner.completed_ids().last().copied();
         self.inner.trigger(id, source_offset);
         super::metrics::triggered(self.host.job_id(), self.inner.pending_ids().len());
         tracing::info!(checkpoint = id, source_offset, "checkpoint {id} triggered");
         let cancel = self.inner.cancel_token(id);
-        Some(CheckpointBarrier { id, source_offset, cancel, host: self.host.clone() })
+        Some(CheckpointBarrier { id, source_offset, completed_before, cancel, host: self.host.clone() })
     }
 
     /// Takes one subtask's acknowledgement. Returns the completed checkpoint when this was the

@@ -146,9 +146,11 @@ impl Subtask {
     /// Tells the subtask that checkpoint `id` completed (what Flink calls
     /// `notifyCheckpointComplete`): with incremental checkpoints, `keyed`'s next snapshot
     /// writes deltas on top of that checkpoint, and the changes it holds are forgotten. Call it
-    /// from the thread that owns `keyed`, for every completion the coordinator reports; a
-    /// subtask never told keeps writing its key groups in full (correct, only bigger). A no-op
-    /// otherwise, and for a checkpoint this subtask did not snapshot `keyed` for.
+    /// from the thread that owns `keyed`, simplest at each barrier with
+    /// [`CheckpointBarrier::completed_before`] before [`snapshot`](Self::snapshot); a subtask
+    /// never told keeps writing its key groups in full (correct, only bigger). A no-op
+    /// otherwise, for a checkpoint this subtask did not snapshot `keyed` for, and for one it
+    /// was already told of.
     pub fn checkpoint_completed(&self, id: u64, keyed: &mut KeyedStateBackend) {
         let Some((tracker, upto)) = self.chains().confirm(id) else { return };
         if keyed.change_counters().is_some_and(|c| c.tracker == tracker) {
