@@ -193,18 +193,23 @@ fn errors_say_what_failed_and_keep_their_cause() {
     assert!(e.to_string().contains("checkpoint 1"), "{e}");
 }
 
-#[test]
-fn a_newer_checkpoint_completing_first_subsumes_the_older_one_in_flight() {
-    let dir = tempfile::tempdir().unwrap();
+/// A one-subtask job `job` on a directory primary below `dir`, with one setting.
+fn one_subtask_host(dir: &Path, job: &str, (key, value): (&str, &str)) -> SnapshotHost {
     let mut config = Config::default();
-    suite::Primary::Directory.configure(&mut config, dir.path());
-    let host = SnapshotHost::builder("subsume")
+    suite::Primary::Directory.configure(&mut config, dir);
+    SnapshotHost::builder(job)
         .config(config)
-        .set("execution.checkpointing.max-concurrent-checkpoints", "2")
+        .set(key, value)
         .plugin_file(suite::plugin_path("full-keyed"))
         .compiled_cache(None)
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn a_newer_checkpoint_completing_first_subsumes_the_older_one_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = one_subtask_host(dir.path(), "subsume", ("execution.checkpointing.max-concurrent-checkpoints", "2"));
     let job = host.recover().unwrap();
     let t = &job.subtasks[0];
     let older = job.coordinator.trigger(10).unwrap();
@@ -302,15 +307,7 @@ fn a_checkpoint_declined_during_the_operator_write_leaves_no_files() {
 #[test]
 fn a_barrier_names_the_checkpoint_its_deltas_build_on() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    suite::Primary::Directory.configure(&mut config, dir.path());
-    let host = SnapshotHost::builder("deltas")
-        .config(config)
-        .set("execution.checkpointing.incremental", "true")
-        .plugin_file(suite::plugin_path("full-keyed"))
-        .compiled_cache(None)
-        .build()
-        .unwrap();
+    let host = one_subtask_host(dir.path(), "deltas", ("execution.checkpointing.incremental", "true"));
     let mut job = host.recover().unwrap();
     let t = &mut job.subtasks[0];
     let counts = t.keyed.register_state("counts", snapshot_host::StateKind::Value).unwrap();
