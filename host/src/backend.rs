@@ -428,11 +428,13 @@ impl KeyedStateBackend {
         user_key: &[u8],
         value: &[u8],
     ) -> Result<(), BackendError> {
-        match self.check_restored_key(state, key_group, key)? {
-            StateKind::Value => self.put(state, key, namespace, value),
-            StateKind::List => self.add(state, key, namespace, value),
-            StateKind::Map => self.put_map(state, key, namespace, user_key, value),
-        }
+        let (kind, index) = self.restored_group(state, key_group, key)?;
+        let group = self.group_at(state, index, key, namespace);
+        group
+            .entry((key.to_vec(), namespace.to_vec()))
+            .or_insert_with(|| StateValue::empty(kind))
+            .push(user_key, value);
+        Ok(())
     }
 
     /// Removes a restored row (a delta's removal, or the old entries of a row a delta
@@ -445,8 +447,9 @@ impl KeyedStateBackend {
         key: &[u8],
         namespace: &[u8],
     ) -> Result<(), BackendError> {
-        self.check_restored_key(state, key_group, key)?;
-        self.remove(state, key, namespace)
+        let (_, index) = self.restored_group(state, key_group, key)?;
+        self.group_at(state, index, key, namespace).remove(&(key.to_vec(), namespace.to_vec()));
+        Ok(())
     }
 
     /// Restores a delta's changed row whole: `value` takes the place of what (key, namespace)
@@ -464,13 +467,11 @@ impl KeyedStateBackend {
         value: StateValue,
         merge: bool,
     ) -> Result<(), BackendError> {
-        let kind = self.check_restored_key(state, key_group, key)?;
+        let (kind, index) = self.restored_group(state, key_group, key)?;
         if value.kind() != kind {
             let name = self.states[state as usize].name.clone();
             return Err(BackendError::WrongKind { name, actual: kind, requested: value.kind() });
         }
-        let index =
-            self.range.index_of(key_group).ok_or(BackendError::KeyGroupOutOfRange { key_group, range: self.range })?;
         let group = self.group_at(state, index, key, namespace);
         match group.entry((key.to_vec(), namespace.to_vec())) {
             std::collections::btree_map::Entry::Occupied(mut row) if merge => row.get_mut().merge(value),
@@ -489,14 +490,17 @@ impl KeyedStateBackend {
         Ok(self.states.get(state as usize).ok_or(BackendError::UnknownStateIndex(state))?.kind)
     }
 
-    /// The kind of `state`, if `key` belongs to `key_group` (the group being restored).
-    fn check_restored_key(&self, state: u32, key_group: u32, key: &[u8]) -> Result<StateKind, BackendError> {
+    /// The kind of `state` and the index of `key_group` in the range, if `key` belongs to
+    /// `key_group` (the group being restored) and the backend owns it.
+    fn restored_group(&self, state: u32, key_group: u32, key: &[u8]) -> Result<(StateKind, usize), BackendError> {
         let table = self.states.get(state as usize).ok_or(BackendError::UnknownStateIndex(state))?;
         let actual = key_group_for_key(key, self.max_parallelism);
         if actual != key_group {
             return Err(BackendError::ForeignKey { state: table.name.clone(), expected: key_group, actual });
         }
-        Ok(table.kind)
+        let index =
+            self.range.index_of(key_group).ok_or(BackendError::KeyGroupOutOfRange { key_group, range: self.range })?;
+        Ok((table.kind, index))
     }
 
     /// A point-in-time view for a snapshot: cheap, and unaffected by later writes.

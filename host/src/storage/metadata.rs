@@ -109,10 +109,10 @@ impl CheckpointMetadata {
     /// how many it wrote in all (the rest in full, by compaction or for want of a base).
     /// `None` for a full checkpoint. Says why an incremental checkpoint is as big as it is.
     pub fn delta_groups(&self) -> Option<(usize, usize)> {
-        let parts: Vec<crate::handles::GroupPart> =
-            self.subtasks.iter().filter_map(|s| s.keyed_chain.as_ref()).flat_map(|c| c.parts.iter().copied()).collect();
-        let any_chain = self.subtasks.iter().any(|s| s.keyed_chain.is_some());
-        any_chain.then(|| (parts.iter().filter(|p| **p == crate::handles::GroupPart::Delta).count(), parts.len()))
+        let chains: Vec<&KeyedChain> = self.subtasks.iter().filter_map(|s| s.keyed_chain.as_ref()).collect();
+        let parts = || chains.iter().flat_map(|c| &c.parts);
+        (!chains.is_empty())
+            .then(|| (parts().filter(|p| **p == crate::handles::GroupPart::Delta).count(), parts().count()))
     }
 
     /// Total bytes of primary state.
